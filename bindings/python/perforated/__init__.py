@@ -1,0 +1,25 @@
+"""perforated: perforated convolutions (Figurnov et al., NIPS 2016) on a C library with BLAS.
+
+The numpy API: masks (``make_mask``), convolution (``conv2d``, ``conv2d_backward``), interpolation,
+pooling and the other layers of NIN / AlexNet / VGG-16, each with its backward.
+"""
+from ._lib import LIBRARY_PATH, ffi, lib
+from .errors import (DeviceError, InternalError, InvalidArgumentError, PerforatedError,
+                     UnsupportedError)
+
+__version__ = "0.1.0"
+
+
+def build_info() -> str:
+    """Version, BLAS vendor and threads, OpenMP threads, CUDA on/off of the loaded library."""
+    return ffi.string(lib.perf_build_info()).decode()
+
+
+def get_num_threads() -> int:
+    return int(lib.perf_get_num_threads())
+
+
+def set_num_threads(n: int) -> None:
+    from .errors import check
+
+    check(lib.perf_set_num_threads(int(n)))

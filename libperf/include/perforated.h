@@ -1,0 +1,305 @@
+/*
+ * perforated.h - perforated convolutions (Figurnov et al., NIPS 2016) on the CPU with BLAS.
+ *
+ * THE public header of libperforated: every type and function, with shapes, memory ownership and the
+ * statuses each function returns. The Python bindings read the declarations between the cdef markers
+ * below, so this file is the single source of truth for both languages.
+ *
+ * Conventions
+ * -----------
+ * - Tensors are float32, NCHW, C-contiguous: x[batch][channels][height][width].
+ * - A mask chooses `count` of the h*w output positions of a layer (row-major linear indices p =
+ *   row*w + col, strictly increasing). Its nearest map gives, for every position p, the index k of the
+ *   computed position that p copies (Euclidean distance; ties broken by a seeded hash).
+ * - A *compact* tensor holds a layer's output at the computed positions only: y_c[batch][channels][count].
+ *   Interpolation fills the full tensor: y[n][c][p] = y_c[n][c][nearest[p]].
+ * - Every fallible function returns a perf_status. On failure it sets a thread-local message, read with
+ *   perf_last_error(), that names the function, the argument, the expected and the actual value.
+ *   Nothing in the library aborts or prints.
+ * - Plans (convolution, pooling) precompute gather tables once; they are immutable after creation and
+ *   may be used from several threads at once, each with its own workspace. Workspaces are owned by the
+ *   caller: query their size once, allocate once, and no call that takes a workspace allocates.
+ * - Sizes are int (each dimension <= INT32_MAX); products of sizes are checked for overflow.
+ *
+ * Output-size formula (convolution and pooling, Caffe):
+ *   conv:    out = (in + 2*pad - kernel) / stride + 1                       (floor)
+ *   pooling: out = ceil((in + 2*pad - kernel) / stride) + 1, then reduced by one if the last window
+ *            would start inside the bottom/right padding (Caffe's ceil mode).
+ */
+#ifndef PERFORATED_H
+#define PERFORATED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(PERF_BUILDING_LIBRARY)
+#    define PERF_API __declspec(dllexport)
+#  else
+#    define PERF_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define PERF_API __attribute__((visibility("default")))
+#else
+#  define PERF_API
+#endif
+
+#define PERF_VERSION_MAJOR 0
+#define PERF_VERSION_MINOR 1
+#define PERF_VERSION_PATCH 0
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* <cdef> */
+
+/* ------------------------------------------------------------------------------------------------
+ * Statuses, messages, build information
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum perf_status {
+    PERF_STATUS_SUCCESS = 0,
+    PERF_STATUS_INVALID_ARGUMENT = 1, /* a NULL pointer, a bad size, an inconsistent descriptor */
+    PERF_STATUS_UNSUPPORTED = 2,      /* valid request this build cannot serve (e.g. CUDA off) */
+    PERF_STATUS_OUT_OF_MEMORY = 3,    /* an allocation failed (or its size overflowed size_t) */
+    PERF_STATUS_DEVICE_ERROR = 4,     /* a CUDA / cuBLAS call failed */
+    PERF_STATUS_INTERNAL_ERROR = 5    /* a bug in the library: please report it */
+} perf_status;
+
+/* The message of the last failed call on this thread ("" if none). Valid until the next failing call
+ * on the same thread. Never NULL. */
+PERF_API const char *perf_last_error(void);
+
+/* A static name for a status ("success", "invalid argument", ...). Never NULL. */
+PERF_API const char *perf_status_string(perf_status status);
+
+/* A static description of this build: version, BLAS vendor and its thread count, OpenMP threads,
+ * CUDA on/off. For benchmark metadata. Never NULL. */
+PERF_API const char *perf_build_info(void);
+
+/* Number of threads used by BLAS and the library's own loops. perf_set_num_threads(n) sets both
+ * (n >= 1). Returns PERF_STATUS_INVALID_ARGUMENT for n < 1. */
+PERF_API int perf_get_num_threads(void);
+PERF_API perf_status perf_set_num_threads(int num_threads);
+
+/* ------------------------------------------------------------------------------------------------
+ * Masks
+ * ---------------------------------------------------------------------------------------------- */
+
+/* An immutable mask over an h x w map: `count` computed positions and the nearest map.
+ * Created by the perf_mask_* functions below, released with perf_mask_destroy. */
+typedef struct perf_mask perf_mask;
+
+/* Build a mask from explicit positions. indices[count]: strictly increasing, in [0, h*w).
+ * seed: breaks ties of the nearest map. Copies indices.
+ * Returns INVALID_ARGUMENT (h, w < 1; count < 1 or > h*w; indices NULL, out of range or not strictly
+ * increasing; out NULL) or OUT_OF_MEMORY. */
+PERF_API perf_status perf_mask_create(int h, int w, int count, const int32_t *indices, uint64_t seed,
+                                      perf_mask **out);
+
+/* Number of computed positions a rate-r mask keeps: max(1, floor((1 - r) * h * w)).
+ * rate in [0, 1). (Grid masks keep fewer: see perf_mask_grid.) */
+PERF_API perf_status perf_mask_count_for_rate(int h, int w, double rate, int *count);
+
+/* Uniform: `count_for_rate` positions drawn at random without replacement (seeded). */
+PERF_API perf_status perf_mask_uniform(int h, int w, double rate, uint64_t seed, perf_mask **out);
+
+/* Grid (pseudorandom integer sequences, SPEC 4.2): rows a_i = ceil((h/n_h)(i+u)) - 1,
+ * cols b_j = ceil((w/n_w)(j+v)) - 1, u, v ~ U(0,1) from the seed; n_h * n_w <= (1-r)*h*w maximal with
+ * n_h/n_w close to h/w (n_h = n_w = floor(sqrt((1-r)hw)) on square maps). */
+PERF_API perf_status perf_mask_grid(int h, int w, double rate, uint64_t seed, perf_mask **out);
+
+/* Pooling structure: keeps the positions covered by the most windows of the *next* pooling layer
+ * (kernel, stride, pad of that layer; Caffe ceil mode; windows clipped to the map); ties seeded. */
+PERF_API perf_status perf_mask_pooling(int h, int w, double rate, int pool_kernel_h, int pool_kernel_w,
+                                       int pool_stride_h, int pool_stride_w, int pool_pad_h,
+                                       int pool_pad_w, uint64_t seed, perf_mask **out);
+
+/* Impact (or any score): keeps the `count_for_rate` positions with the largest scores[h*w]
+ * (row-major); ties broken by the seed. Scores must be finite. */
+PERF_API perf_status perf_mask_from_scores(int h, int w, double rate, const float *scores,
+                                           uint64_t seed, perf_mask **out);
+
+PERF_API void perf_mask_destroy(perf_mask *mask); /* NULL is a no-op */
+
+/* Accessors. The pointers stay valid until perf_mask_destroy. A NULL mask returns 0 / NULL. */
+PERF_API int perf_mask_height(const perf_mask *mask);
+PERF_API int perf_mask_width(const perf_mask *mask);
+PERF_API int perf_mask_count(const perf_mask *mask);
+PERF_API uint64_t perf_mask_seed(const perf_mask *mask);
+PERF_API const int32_t *perf_mask_indices(const perf_mask *mask); /* [count] */
+PERF_API const int32_t *perf_mask_nearest(const perf_mask *mask); /* [h*w], values in [0, count) */
+
+/* ------------------------------------------------------------------------------------------------
+ * Interpolation (explicit): compact <-> full
+ * ---------------------------------------------------------------------------------------------- */
+
+/* full[n][c][h*w] = compact[n][c][nearest[p]], with n*c = `planes`. */
+PERF_API perf_status perf_interp_forward(const perf_mask *mask, int planes, const float *compact,
+                                         float *full);
+
+/* The adjoint: compact[n][c][k] = sum over p with nearest[p] == k of full[n][c][p]. Overwrites compact. */
+PERF_API perf_status perf_interp_backward(const perf_mask *mask, int planes, const float *full,
+                                          float *compact);
+
+/* ------------------------------------------------------------------------------------------------
+ * Convolution
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Geometry of a convolution: x[batch][in_channels][in_h][in_w] (full input size, also when the input
+ * is stored compact), weight[out_channels][in_channels/groups][kernel_h][kernel_w], bias[out_channels],
+ * output y[batch][out_channels][out_h][out_w] with out_h = (in_h + 2 pad_h - kernel_h)/stride_h + 1. */
+typedef struct perf_conv_desc {
+    int batch;
+    int in_channels;
+    int in_h, in_w;
+    int out_channels;
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int groups;
+} perf_conv_desc;
+
+typedef struct perf_conv_plan perf_conv_plan;
+
+/* Create a plan: the gather table from output positions to input positions, built once.
+ * output_mask: NULL for a dense convolution (output [batch][out_channels][out_h*out_w]); else a mask of
+ *   out_h x out_w and the output is compact [batch][out_channels][count].
+ * input_mask: NULL if the input is a full tensor; else the input is the compact output of a perforated
+ *   producer, x_c[batch][in_channels][count_in], read through the producer's nearest map (implicit
+ *   interpolation); it must be in_h x in_w.
+ * The plan copies what it needs; the masks may be destroyed afterwards.
+ * Returns INVALID_ARGUMENT (non-positive sizes, negative padding, kernel larger than the padded
+ * input, groups not dividing the channels, mask sizes not matching, overflowing sizes) or
+ * OUT_OF_MEMORY. */
+PERF_API perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *output_mask,
+                                           const perf_mask *input_mask, perf_conv_plan **out);
+PERF_API void perf_conv_plan_destroy(perf_conv_plan *plan); /* NULL is a no-op */
+
+/* Output spatial size and the number of computed positions (out_h*out_w when dense). */
+PERF_API perf_status perf_conv_plan_output(const perf_conv_plan *plan, int *out_h, int *out_w,
+                                           int *count);
+
+/* Bytes of workspace that perf_conv_forward / _backward_data / _backward_filter need with this plan
+ * (one size serves all three). */
+PERF_API perf_status perf_conv_workspace_size(const perf_conv_plan *plan, size_t *bytes);
+
+/* y = conv(x, weight) + bias at the plan's computed positions.
+ * x: full [batch][in_channels][in_h][in_w] or compact [batch][in_channels][count_in];
+ * bias: [out_channels] or NULL; y: [batch][out_channels][count] (overwritten).
+ * workspace: at least perf_conv_workspace_size bytes, 64-byte alignment recommended (any alignment
+ * of float works). x and y must not overlap. */
+PERF_API perf_status perf_conv_forward(const perf_conv_plan *plan, const float *x, const float *weight,
+                                       const float *bias, float *y, void *workspace,
+                                       size_t workspace_bytes);
+
+/* dx = d(loss)/dx given dy = d(loss)/dy of the plan's (compact) output.
+ * dy: [batch][out_channels][count]; dx: same layout as x (full or compact), overwritten.
+ * Input positions that no computed output reads get zero gradient. */
+PERF_API perf_status perf_conv_backward_data(const perf_conv_plan *plan, const float *weight,
+                                             const float *dy, float *dx, void *workspace,
+                                             size_t workspace_bytes);
+
+/* dweight = d(loss)/dweight (overwritten), dbias = sum of dy over batch and positions (overwritten;
+ * NULL to skip). */
+PERF_API perf_status perf_conv_backward_filter(const perf_conv_plan *plan, const float *x,
+                                               const float *dy, float *dweight, float *dbias,
+                                               void *workspace, size_t workspace_bytes);
+
+/* ------------------------------------------------------------------------------------------------
+ * Pooling (max, average; Caffe ceil mode; global average = kernel equal to the input size)
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum perf_pool_mode { PERF_POOL_MAX = 0, PERF_POOL_AVERAGE = 1 } perf_pool_mode;
+
+typedef struct perf_pool_desc {
+    int batch;
+    int channels;
+    int in_h, in_w;
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    perf_pool_mode mode;
+} perf_pool_desc;
+
+typedef struct perf_pool_plan perf_pool_plan;
+
+/* input_mask: NULL for a full input x[batch][channels][in_h][in_w]; else the input is compact
+ * [batch][channels][count_in] read through the mask's nearest map. Max pooling takes the maximum over
+ * the window's distinct compact indices; average pooling sums the window's in-bounds positions (with
+ * duplicates) and divides by their number. Output is always full: y[batch][channels][out_h][out_w].
+ * Returns INVALID_ARGUMENT (bad sizes, pad >= kernel, kernel larger than the padded input, mask size
+ * not in_h x in_w) or OUT_OF_MEMORY. */
+PERF_API perf_status perf_pool_plan_create(const perf_pool_desc *desc, const perf_mask *input_mask,
+                                           perf_pool_plan **out);
+PERF_API void perf_pool_plan_destroy(perf_pool_plan *plan);
+PERF_API perf_status perf_pool_plan_output(const perf_pool_plan *plan, int *out_h, int *out_w);
+
+PERF_API perf_status perf_pool_forward(const perf_pool_plan *plan, const float *x, float *y);
+
+/* dx (overwritten; same layout as x) from dy [batch][channels][out_h][out_w]. Max pooling routes each
+ * gradient to the first maximum of its window in x (recomputed from x), so x is required for max and
+ * ignored (may be NULL) for average. */
+PERF_API perf_status perf_pool_backward(const perf_pool_plan *plan, const float *x, const float *dy,
+                                        float *dx);
+
+/* ------------------------------------------------------------------------------------------------
+ * Position-wise and dense layers. `spatial` is h*w for a full tensor or count for a compact one:
+ * these layers run on compact tensors unchanged.
+ * ---------------------------------------------------------------------------------------------- */
+
+/* y = max(x, 0) over `size` elements (y may equal x). */
+PERF_API perf_status perf_relu_forward(size_t size, const float *x, float *y);
+/* dx = dy where y > 0 else 0 (y is the forward output; dx may equal dy). */
+PERF_API perf_status perf_relu_backward(size_t size, const float *y, const float *dy, float *dx);
+
+/* Local response normalisation across channels (Caffe/AlexNet):
+ * scale[n][c][s] = k + alpha/local_size * sum_{c' in window(c)} x[n][c'][s]^2,
+ * y = x * scale^-beta; local_size odd. x, y: [batch][channels][spatial]; y must not overlap x. */
+PERF_API perf_status perf_lrn_forward(int batch, int channels, int spatial, int local_size, float alpha,
+                                      float beta, float k, const float *x, float *y);
+/* dx (overwritten) given x, y = lrn(x) and dy. */
+PERF_API perf_status perf_lrn_backward(int batch, int channels, int spatial, int local_size,
+                                       float alpha, float beta, float k, const float *x, const float *y,
+                                       const float *dy, float *dx);
+
+/* Fully connected: y[batch][out] = x[batch][in] . weight[out][in]^T + bias[out] (bias may be NULL). */
+PERF_API perf_status perf_fc_forward(int batch, int in_features, int out_features, const float *x,
+                                     const float *weight, const float *bias, float *y);
+/* dx[batch][in] = dy . weight (overwritten; NULL to skip); dweight[out][in] = dy^T . x (overwritten;
+ * NULL to skip); dbias[out] = sum over batch of dy (overwritten; NULL to skip). */
+PERF_API perf_status perf_fc_backward(int batch, int in_features, int out_features, const float *x,
+                                      const float *weight, const float *dy, float *dx, float *dweight,
+                                      float *dbias);
+
+/* Inverted dropout: y = x * keep / (1 - ratio), keep drawn per element from (seed, element index) by a
+ * counter-based hash, so the backward regenerates the same keep pattern without storing it.
+ * ratio in [0, 1); y may equal x. */
+PERF_API perf_status perf_dropout_forward(size_t size, float ratio, uint64_t seed, const float *x,
+                                          float *y);
+PERF_API perf_status perf_dropout_backward(size_t size, float ratio, uint64_t seed, const float *dy,
+                                           float *dx);
+
+/* Softmax + cross-entropy over logits[batch][classes]; labels[batch] in [0, classes).
+ * prob[batch][classes] (overwritten), loss[batch] = -log prob[label] (overwritten; NULL to skip). */
+PERF_API perf_status perf_softmax_xent_forward(int batch, int classes, const float *logits,
+                                               const int32_t *labels, float *prob, float *loss);
+/* dlogits = (prob - onehot(label)) * scale (e.g. scale = 1/batch for a mean loss). */
+PERF_API perf_status perf_softmax_xent_backward(int batch, int classes, const float *prob,
+                                                const int32_t *labels, float scale, float *dlogits);
+
+/* Per-channel bias on a [batch][channels][spatial] tensor, in place; and its gradient
+ * dbias[c] = sum over batch and spatial of dy (overwritten). */
+PERF_API perf_status perf_bias_forward(int batch, int channels, int spatial, const float *bias,
+                                       float *y);
+PERF_API perf_status perf_bias_backward(int batch, int channels, int spatial, const float *dy,
+                                        float *dbias);
+
+/* </cdef> */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PERFORATED_H */
