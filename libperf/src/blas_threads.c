@@ -1,5 +1,12 @@
 /*
  * blas_threads.c - thread control and the vendor name for each BLAS this library can link.
+ *
+ * Threading model: with OpenMP, every parallel loop of the library is an OpenMP loop, and each thread
+ * calls BLAS on its own slice of the work, single-threaded. Two thread pools (OpenMP's and BLAS's)
+ * spinning against each other on 2 cores cost 20-60% here (perf showed blas_thread_server at 21% of
+ * the samples), so at load time the library sets its BLAS to one thread. The default BLAS (the
+ * scipy-openblas32 wheel) is a private copy that no other library in the process uses; with a system
+ * BLAS shared with numpy this also makes numpy's BLAS single-threaded (documented in the README).
  */
 #include "blas.h"
 
@@ -23,4 +30,8 @@ const char *perf_blas_vendor(void) { return "system OpenBLAS"; }
 void perf_blas_set_threads(int n) { (void)n; }
 int perf_blas_get_threads(void) { return 1; }
 const char *perf_blas_vendor(void) { return "system BLAS (reference or unknown)"; }
+#endif
+
+#if defined(PERF_WITH_OPENMP)
+__attribute__((constructor)) static void perf_blas_one_thread(void) { perf_blas_set_threads(1); }
 #endif

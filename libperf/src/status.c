@@ -76,9 +76,10 @@ perf_status perf_set_num_threads(int num_threads) {
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
                          "perf_set_num_threads: num_threads must be >= 1, got %d", num_threads);
 #if defined(PERF_WITH_OPENMP)
-    omp_set_num_threads(num_threads);
-#endif
+    omp_set_num_threads(num_threads); /* BLAS stays single-threaded: see blas_threads.c */
+#else
     perf_blas_set_threads(num_threads);
+#endif
     return PERF_STATUS_SUCCESS;
 }
 

@@ -1,0 +1,57 @@
+/*
+ * conv.c - the public convolution entry points: argument checks, then the CPU kernels.
+ * (A CUDA build dispatches device pointers to cuda/conv.cu here; see DESIGN.md.)
+ */
+#include "conv_internal.h"
+
+static perf_status check_workspace(const char *fn, const perf_conv_plan *p, const void *workspace,
+                                   size_t workspace_bytes) {
+    size_t need = p->workspace_floats * sizeof(float);
+    if (workspace_bytes < need)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
+                         "%s: workspace_bytes must be >= %zu (perf_conv_workspace_size), got %zu", fn, need,
+                         workspace_bytes);
+    if (need > 0 && workspace == NULL)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: workspace must not be NULL (%zu bytes needed)", fn,
+                         need);
+    if (((uintptr_t)workspace) % sizeof(float) != 0)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: workspace must be aligned to %zu bytes", fn,
+                         sizeof(float));
+    return PERF_STATUS_SUCCESS;
+}
+
+perf_status perf_conv_forward(const perf_conv_plan *plan, const float *x, const float *weight,
+                              const float *bias, float *y, void *workspace, size_t workspace_bytes) {
+    static const char fn[] = "perf_conv_forward";
+    PERF_CHECK_NOT_NULL(fn, plan);
+    PERF_CHECK_NOT_NULL(fn, x);
+    PERF_CHECK_NOT_NULL(fn, weight);
+    PERF_CHECK_NOT_NULL(fn, y);
+    PERF_CHECK(check_workspace(fn, plan, workspace, workspace_bytes));
+    perf_cpu_conv_forward(plan, x, weight, bias, y, workspace);
+    return PERF_STATUS_SUCCESS;
+}
+
+perf_status perf_conv_backward_data(const perf_conv_plan *plan, const float *weight, const float *dy,
+                                    float *dx, void *workspace, size_t workspace_bytes) {
+    static const char fn[] = "perf_conv_backward_data";
+    PERF_CHECK_NOT_NULL(fn, plan);
+    PERF_CHECK_NOT_NULL(fn, weight);
+    PERF_CHECK_NOT_NULL(fn, dy);
+    PERF_CHECK_NOT_NULL(fn, dx);
+    PERF_CHECK(check_workspace(fn, plan, workspace, workspace_bytes));
+    perf_cpu_conv_backward_data(plan, weight, dy, dx, workspace);
+    return PERF_STATUS_SUCCESS;
+}
+
+perf_status perf_conv_backward_filter(const perf_conv_plan *plan, const float *x, const float *dy,
+                                      float *dweight, float *dbias, void *workspace, size_t workspace_bytes) {
+    static const char fn[] = "perf_conv_backward_filter";
+    PERF_CHECK_NOT_NULL(fn, plan);
+    PERF_CHECK_NOT_NULL(fn, x);
+    PERF_CHECK_NOT_NULL(fn, dy);
+    PERF_CHECK_NOT_NULL(fn, dweight);
+    PERF_CHECK(check_workspace(fn, plan, workspace, workspace_bytes));
+    perf_cpu_conv_backward_filter(plan, x, dy, dweight, dbias, workspace);
+    return PERF_STATUS_SUCCESS;
+}

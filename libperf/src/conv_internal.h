@@ -1,0 +1,40 @@
+/*
+ * conv_internal.h - the convolution plan, shared by conv_plan.c (validation, gather table) and the
+ * CPU kernels in cpu/conv.c.
+ *
+ * The GEMM is done over "chunks" of output rows: the computed positions of all images are numbered
+ * r = b*count + j (image b, computed position j), and a chunk is a run of at most chunk_rows of them,
+ * so a chunk may span image boundaries (this is the paper's micro-batching: a perforated layer's GEMM
+ * stays as tall as a dense one's) and a huge map may span several chunks. Each OpenMP thread owns one
+ * chunk-sized slot of the workspace and calls BLAS single-threaded on its chunk.
+ */
+#ifndef PERF_CONV_INTERNAL_H
+#define PERF_CONV_INTERNAL_H
+
+#include "internal.h"
+
+struct perf_conv_plan {
+    perf_conv_desc d;
+    int out_h, out_w;
+    int count;          /* computed output positions per image (out_h*out_w when dense) */
+    int in_spatial;     /* floats per input plane: in_h*in_w, or count_in for a compact input */
+    int kk;             /* kernel_h * kernel_w */
+    int cin_g, cout_g;  /* channels per group */
+    int k_gemm;         /* cin_g * kk: the GEMM's inner dimension */
+    int pointwise;      /* 1x1, stride 1, no padding, dense output: the input plane IS the GEMM operand */
+    int threads;        /* OpenMP threads the workspace was sized for */
+    int chunk_rows;     /* rows per GEMM chunk (see above) */
+    int32_t *table;     /* [count][kk]: input index within a plane for each kernel tap, -1 = padding */
+    size_t workspace_floats;
+};
+
+
+
+/* CPU kernels (cpu/conv.c); arguments already validated by conv.c. */
+void perf_cpu_conv_forward(const perf_conv_plan *p, const float *x, const float *weight, const float *bias,
+                           float *y, float *workspace);
+void perf_cpu_conv_backward_data(const perf_conv_plan *p, const float *weight, const float *dy, float *dx,
+                                 float *workspace);
+void perf_cpu_conv_backward_filter(const perf_conv_plan *p, const float *x, const float *dy, float *dweight,
+                                   float *dbias, float *workspace);
+#endif /* PERF_CONV_INTERNAL_H */

@@ -1,0 +1,166 @@
+/*
+ * conv_plan.c - validation of convolution descriptors and the plan's gather table.
+ *
+ * table[j][t] is the index, inside one input plane, that kernel tap t (= ki*kernel_w + kj) of the j-th
+ * computed output position reads: in_row*in_w + in_col for a full input, nearest[that] for a compact
+ * input (implicit interpolation, SPEC 2), or -1 where the tap falls in the zero padding. Built once;
+ * every forward and backward call only follows it.
+ */
+#include <limits.h>
+#include <stdlib.h>
+
+#include "conv_internal.h"
+
+/* Rows per GEMM chunk: a thread's im2row chunk (chunk_rows x k_gemm floats) is kept near 2 MiB so it
+ * is written and read back from cache, with at least 256 rows so single-threaded SGEMM stays
+ * efficient, and small enough that every thread gets about four chunks to balance the load. */
+static int choose_chunk_rows(size_t total_rows, int k_gemm, int threads) {
+    size_t rows = ((size_t)2 << 20) / (sizeof(float) * (size_t)k_gemm);
+    size_t balanced = (total_rows + 4 * (size_t)threads - 1) / (4 * (size_t)threads);
+    if (rows > balanced) rows = balanced;
+    if (rows < 256) rows = 256;
+    if (rows > 4096) rows = 4096;
+    if (rows > total_rows) rows = total_rows;
+    return (int)rows;
+}
+
+static perf_status validate_desc(const char *fn, const perf_conv_desc *d) {
+    PERF_CHECK_POSITIVE(fn, d->batch);
+    PERF_CHECK_POSITIVE(fn, d->in_channels);
+    PERF_CHECK_POSITIVE(fn, d->in_h);
+    PERF_CHECK_POSITIVE(fn, d->in_w);
+    PERF_CHECK_POSITIVE(fn, d->out_channels);
+    PERF_CHECK_POSITIVE(fn, d->kernel_h);
+    PERF_CHECK_POSITIVE(fn, d->kernel_w);
+    PERF_CHECK_POSITIVE(fn, d->stride_h);
+    PERF_CHECK_POSITIVE(fn, d->stride_w);
+    PERF_CHECK_POSITIVE(fn, d->groups);
+    if (d->pad_h < 0 || d->pad_w < 0)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: padding must be >= 0, got %dx%d", fn,
+                         d->pad_h, d->pad_w);
+    if (d->in_channels % d->groups != 0 || d->out_channels % d->groups != 0)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
+                         "%s: groups (%d) must divide in_channels (%d) and out_channels (%d)", fn,
+                         d->groups, d->in_channels, d->out_channels);
+    long long padded_h = (long long)d->in_h + 2LL * d->pad_h, padded_w = (long long)d->in_w + 2LL * d->pad_w;
+    if (d->kernel_h > padded_h || d->kernel_w > padded_w)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: kernel %dx%d exceeds padded input %lldx%lld",
+                         fn, d->kernel_h, d->kernel_w, padded_h, padded_w);
+    if ((long long)d->in_h * d->in_w > INT32_MAX)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: input map %dx%d has more than 2^31-1 positions",
+                         fn, d->in_h, d->in_w);
+    if ((long long)(d->in_channels / d->groups) * d->kernel_h * d->kernel_w > INT32_MAX / 8)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
+                         "%s: in_channels/groups * kernel_h * kernel_w = %lld is too large", fn,
+                         (long long)(d->in_channels / d->groups) * d->kernel_h * d->kernel_w);
+    return PERF_STATUS_SUCCESS;
+}
+
+static perf_status check_mask_size(const char *fn, const char *what, const perf_mask *m, int h, int w) {
+    if (m && (m->h != h || m->w != w))
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: %s is %dx%d, expected %dx%d", fn, what, m->h,
+                         m->w, h, w);
+    return PERF_STATUS_SUCCESS;
+}
+
+static void fill_table(perf_conv_plan *p, const perf_mask *output_mask, const perf_mask *input_mask) {
+    const perf_conv_desc *d = &p->d;
+    for (int j = 0; j < p->count; j++) {
+        int pos = output_mask ? output_mask->indices[j] : j;
+        int oy = pos / p->out_w, ox = pos % p->out_w;
+        int32_t *row = p->table + (size_t)j * p->kk;
+        for (int ki = 0; ki < d->kernel_h; ki++) {
+            int iy = oy * d->stride_h - d->pad_h + ki;
+            for (int kj = 0; kj < d->kernel_w; kj++) {
+                int ix = ox * d->stride_w - d->pad_w + kj;
+                int32_t src = -1;
+                if (iy >= 0 && iy < d->in_h && ix >= 0 && ix < d->in_w) {
+                    src = iy * d->in_w + ix;
+                    if (input_mask) src = input_mask->nearest[src];
+                }
+                row[ki * d->kernel_w + kj] = src;
+            }
+        }
+    }
+}
+
+perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *output_mask,
+                                  const perf_mask *input_mask, perf_conv_plan **out) {
+    static const char fn[] = "perf_conv_plan_create";
+    PERF_CHECK_NOT_NULL(fn, desc);
+    PERF_CHECK_NOT_NULL(fn, out);
+    *out = NULL;
+    PERF_CHECK(validate_desc(fn, desc));
+    int out_h = (desc->in_h + 2 * desc->pad_h - desc->kernel_h) / desc->stride_h + 1;
+    int out_w = (desc->in_w + 2 * desc->pad_w - desc->kernel_w) / desc->stride_w + 1;
+    PERF_CHECK(check_mask_size(fn, "output_mask", output_mask, out_h, out_w));
+    PERF_CHECK(check_mask_size(fn, "input_mask", input_mask, desc->in_h, desc->in_w));
+
+    perf_conv_plan *p = calloc(1, sizeof *p);
+    if (!p) return perf_fail(PERF_STATUS_OUT_OF_MEMORY, "%s: cannot allocate the plan", fn);
+    p->d = *desc;
+    p->out_h = out_h;
+    p->out_w = out_w;
+    p->count = output_mask ? output_mask->count : out_h * out_w;
+    p->in_spatial = input_mask ? input_mask->count : desc->in_h * desc->in_w;
+    p->kk = desc->kernel_h * desc->kernel_w;
+    p->cin_g = desc->in_channels / desc->groups;
+    p->cout_g = desc->out_channels / desc->groups;
+    p->k_gemm = p->cin_g * p->kk;
+    p->pointwise = p->kk == 1 && desc->stride_h == 1 && desc->stride_w == 1 && desc->pad_h == 0 &&
+                   desc->pad_w == 0 && !output_mask && !input_mask;
+
+    /* Every tensor this plan will touch must be addressable. */
+    size_t dims_x[3] = {(size_t)desc->batch, (size_t)desc->in_channels, (size_t)p->in_spatial};
+    size_t dims_y[3] = {(size_t)desc->batch, (size_t)desc->out_channels, (size_t)p->count};
+    size_t dims_t[2] = {(size_t)p->count, (size_t)p->kk};
+    size_t n_x, n_y, n_table;
+    perf_status st;
+    if ((st = perf_checked_product(fn, "input", dims_x, 3, &n_x)) != PERF_STATUS_SUCCESS ||
+        (st = perf_checked_product(fn, "output", dims_y, 3, &n_y)) != PERF_STATUS_SUCCESS ||
+        (st = perf_checked_product(fn, "gather table", dims_t, 2, &n_table)) != PERF_STATUS_SUCCESS) {
+        free(p);
+        return st;
+    }
+    size_t total_rows = (size_t)desc->batch * (size_t)p->count;
+    p->threads = perf_threads();
+    p->chunk_rows = choose_chunk_rows(total_rows, p->k_gemm, p->threads);
+    /* Workspace: per thread, an im2row chunk plus a chunk of GEMM outputs (or output gradients). */
+    p->workspace_floats = p->pointwise ? 0
+                                       : (size_t)p->threads * (size_t)p->chunk_rows *
+                                             ((size_t)p->k_gemm + (size_t)desc->out_channels);
+    if (!p->pointwise) {
+        p->table = malloc(n_table * sizeof *p->table);
+        if (!p->table) {
+            free(p);
+            return perf_fail(PERF_STATUS_OUT_OF_MEMORY, "%s: cannot allocate the gather table (%zu bytes)",
+                             fn, n_table * sizeof(int32_t));
+        }
+        fill_table(p, output_mask, input_mask);
+    }
+    *out = p;
+    return PERF_STATUS_SUCCESS;
+}
+
+void perf_conv_plan_destroy(perf_conv_plan *plan) {
+    if (!plan) return;
+    free(plan->table);
+    free(plan);
+}
+
+perf_status perf_conv_plan_output(const perf_conv_plan *plan, int *out_h, int *out_w, int *count) {
+    static const char fn[] = "perf_conv_plan_output";
+    PERF_CHECK_NOT_NULL(fn, plan);
+    if (out_h) *out_h = plan->out_h;
+    if (out_w) *out_w = plan->out_w;
+    if (count) *count = plan->count;
+    return PERF_STATUS_SUCCESS;
+}
+
+perf_status perf_conv_workspace_size(const perf_conv_plan *plan, size_t *bytes) {
+    static const char fn[] = "perf_conv_workspace_size";
+    PERF_CHECK_NOT_NULL(fn, plan);
+    PERF_CHECK_NOT_NULL(fn, bytes);
+    *bytes = plan->workspace_floats * sizeof(float);
+    return PERF_STATUS_SUCCESS;
+}
