@@ -7,6 +7,15 @@ from ._lib import LIBRARY_PATH, ffi, lib
 from .errors import (DeviceError, InternalError, InvalidArgumentError, PerforatedError,
                      UnsupportedError)
 
+from .masks import KINDS as MASK_KINDS, Mask, count_for_rate, make_mask
+from .interp import interpolate, interpolate_backward
+from .conv import ConvPlan, conv2d, conv2d_backward
+from .pooling import (PoolPlan, avg_pool2d, avg_pool2d_backward, global_avg_pool2d,
+                      global_avg_pool2d_backward, max_pool2d, max_pool2d_backward)
+from .layers import (bias_add, bias_backward, dropout, dropout_backward, linear, linear_backward,
+                     lrn, lrn_backward, relu, relu_backward, softmax_cross_entropy,
+                     softmax_cross_entropy_backward)
+
 __version__ = "0.1.0"
 
 

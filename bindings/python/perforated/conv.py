@@ -1,0 +1,213 @@
+"""Perforated 2-D convolution (NCHW float32): plans and the functional API.
+
+A :class:`ConvPlan` holds the C plan (gather tables built once) and its workspace; reuse it across
+calls with the same geometry and masks. :func:`conv2d` / :func:`conv2d_backward` build a plan per
+call (convenient, not for timed loops).
+
+Layouts: the input is full ``(N, C, H, W)``, or compact ``(N, C, count_in)`` when ``input_mask`` is
+given (implicit interpolation: read through ``input_mask.nearest``; ``(H, W) = input_mask.shape``).
+The C output is compact ``(N, Cout, count)`` when ``mask`` is given, else full ``(N, Cout, oh, ow)``.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from ._arrays import IntPair, check_array, fptr, output_array, to_int, to_pair, workspace
+from ._lib import ffi, lib
+from .errors import check
+from .interp import interpolate, interpolate_backward
+from .masks import Mask
+
+
+def _opt_mask(fn: str, name: str, mask: Any) -> Optional[Mask]:
+    if mask is not None and not isinstance(mask, Mask):
+        raise TypeError(f"{fn}: {name} must be a perforated.Mask or None, got {type(mask).__name__}")
+    return mask
+
+
+class ConvPlan:
+    """A convolution of fixed geometry and masks, with its gather tables and workspace.
+
+    Args:
+      batch, in_channels, out_channels: sizes.
+      in_size: ``(H, W)`` of the full input (equal to ``input_mask.shape`` when it is given).
+      kernel, stride, pad: int or ``(h, w)`` pair.
+      groups: Caffe groups (divides both channel counts).
+      mask: output mask (the perforated positions); ``None`` for a dense convolution.
+      input_mask: mask of the producer when the input is compact; ``None`` for a full input.
+    Invalid geometry raises ``ValueError`` (``InvalidArgumentError``) with the C message.
+    The plan's workspace is owned by the plan: do not call one plan from several threads at once.
+    """
+
+    def __init__(self, batch: int, in_channels: int, in_size: IntPair, out_channels: int,
+                 kernel: IntPair, stride: IntPair = 1, pad: IntPair = 0, groups: int = 1,
+                 mask: Optional[Mask] = None, input_mask: Optional[Mask] = None) -> None:
+        fn = "ConvPlan"
+        self.mask = _opt_mask(fn, "mask", mask)
+        self.input_mask = _opt_mask(fn, "input_mask", input_mask)
+        desc = ffi.new("perf_conv_desc *")
+        desc.batch = to_int(fn, "batch", batch)
+        desc.in_channels = to_int(fn, "in_channels", in_channels)
+        desc.in_h, desc.in_w = to_pair(fn, "in_size", in_size)
+        desc.out_channels = to_int(fn, "out_channels", out_channels)
+        desc.kernel_h, desc.kernel_w = to_pair(fn, "kernel", kernel)
+        desc.stride_h, desc.stride_w = to_pair(fn, "stride", stride)
+        desc.pad_h, desc.pad_w = to_pair(fn, "pad", pad)
+        desc.groups = to_int(fn, "groups", groups)
+        self._desc = desc
+        out = ffi.new("perf_conv_plan **")
+        check(lib.perf_conv_plan_create(desc, mask._ptr if mask is not None else ffi.NULL,
+                                        input_mask._ptr if input_mask is not None else ffi.NULL, out))
+        self._ptr = ffi.gc(out[0], lib.perf_conv_plan_destroy)
+        oh, ow, cnt = ffi.new("int *"), ffi.new("int *"), ffi.new("int *")
+        check(lib.perf_conv_plan_output(self._ptr, oh, ow, cnt))
+        self.out_size: Tuple[int, int] = (int(oh[0]), int(ow[0]))
+        self.count: int = int(cnt[0])
+        nbytes = ffi.new("size_t *")
+        check(lib.perf_conv_workspace_size(self._ptr, nbytes))
+        self._ws_owner, self._ws, self.workspace_bytes = workspace(int(nbytes[0]))
+
+    # Shapes of the arrays each call takes.
+    @property
+    def x_shape(self) -> Tuple[int, ...]:
+        d = self._desc
+        if self.input_mask is not None:
+            return (d.batch, d.in_channels, self.input_mask.count)
+        return (d.batch, d.in_channels, d.in_h, d.in_w)
+
+    @property
+    def weight_shape(self) -> Tuple[int, int, int, int]:
+        d = self._desc
+        return (d.out_channels, d.in_channels // d.groups, d.kernel_h, d.kernel_w)
+
+    @property
+    def y_shape(self) -> Tuple[int, ...]:
+        """Shape of the C output: compact ``(N, Cout, count)`` with a mask, else ``(N, Cout, oh, ow)``."""
+        d = self._desc
+        if self.mask is not None:
+            return (d.batch, d.out_channels, self.count)
+        return (d.batch, d.out_channels) + self.out_size
+
+    @property
+    def full_y_shape(self) -> Tuple[int, int, int, int]:
+        d = self._desc
+        return (d.batch, d.out_channels) + self.out_size
+
+    def _weight(self, fn: str, weight: np.ndarray) -> np.ndarray:
+        return check_array(fn, "weight", weight, shape=self.weight_shape)
+
+    def forward(self, x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
+        """``conv(x, weight) + bias`` at the computed positions; returns an array of ``y_shape``."""
+        fn = "ConvPlan.forward"
+        check_array(fn, "x", x, shape=self.x_shape)
+        self._weight(fn, weight)
+        if bias is not None:
+            check_array(fn, "bias", bias, shape=(self._desc.out_channels,))
+        y = output_array(fn, "out", out, self.y_shape)
+        check(lib.perf_conv_forward(self._ptr, fptr(x), fptr(weight), fptr(bias), fptr(y),
+                                    self._ws, self.workspace_bytes))
+        return y
+
+    def backward_data(self, weight: np.ndarray, dy: np.ndarray,
+                      out: Optional[np.ndarray] = None) -> np.ndarray:
+        """``dx`` (layout of x: full or compact) from ``dy`` of shape ``y_shape``."""
+        fn = "ConvPlan.backward_data"
+        self._weight(fn, weight)
+        check_array(fn, "dy", dy, shape=self.y_shape)
+        dx = output_array(fn, "out", out, self.x_shape)
+        check(lib.perf_conv_backward_data(self._ptr, fptr(weight), fptr(dy), fptr(dx),
+                                          self._ws, self.workspace_bytes))
+        return dx
+
+    def backward_filter(self, x: np.ndarray, dy: np.ndarray, dweight: Optional[np.ndarray] = None,
+                        dbias: Optional[np.ndarray] = None,
+                        need_bias: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """``(dweight, dbias)`` from ``x`` and ``dy`` (shape ``y_shape``); ``dbias`` is ``None``
+        when ``need_bias`` is false. ``dweight`` / ``dbias`` may be given to be overwritten."""
+        fn = "ConvPlan.backward_filter"
+        check_array(fn, "x", x, shape=self.x_shape)
+        check_array(fn, "dy", dy, shape=self.y_shape)
+        dw = output_array(fn, "dweight", dweight, self.weight_shape)
+        db = output_array(fn, "dbias", dbias, (self._desc.out_channels,)) if need_bias else None
+        check(lib.perf_conv_backward_filter(self._ptr, fptr(x), fptr(dy), fptr(dw), fptr(db),
+                                            self._ws, self.workspace_bytes))
+        return dw, db
+
+    def __repr__(self) -> str:
+        d = self._desc
+        return (f"ConvPlan(x={self.x_shape}, weight={self.weight_shape}, stride=({d.stride_h}, "
+                f"{d.stride_w}), pad=({d.pad_h}, {d.pad_w}), groups={d.groups}, "
+                f"out={self.out_size}, count={self.count})")
+
+
+def _plan_for(fn: str, x: Any, weight: Any, stride: IntPair, pad: IntPair, groups: int,
+              mask: Optional[Mask], input_mask: Optional[Mask]) -> ConvPlan:
+    _opt_mask(fn, "mask", mask)
+    _opt_mask(fn, "input_mask", input_mask)
+    check_array(fn, "x", x, ndim=3 if input_mask is not None else 4)
+    check_array(fn, "weight", weight, ndim=4)
+    if input_mask is not None:
+        in_size = input_mask.shape
+        check_array(fn, "x", x, shape=(None, None, input_mask.count))
+    else:
+        in_size = x.shape[2:]
+    groups = to_int(fn, "groups", groups)
+    plan = ConvPlan(x.shape[0], x.shape[1], in_size, weight.shape[0], weight.shape[2:],
+                    stride, pad, groups, mask, input_mask)
+    check_array(fn, "weight", weight, shape=plan.weight_shape)
+    return plan
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
+           stride: IntPair = 1, pad: IntPair = 0, groups: int = 1, mask: Optional[Mask] = None,
+           compact: bool = False, input_mask: Optional[Mask] = None,
+           out: Optional[np.ndarray] = None) -> np.ndarray:
+    """2-D convolution (cross-correlation, Caffe), optionally perforated.
+
+    x: float32 ``(N, C, H, W)``, or compact ``(N, C, count_in)`` when ``input_mask`` is given.
+    weight: ``(Cout, C/groups, kh, kw)``; bias: ``(Cout,)`` or None; stride, pad: int or pair.
+    mask: output mask of ``(oh, ow)`` (``oh = (H + 2 pad - kh) // stride + 1``) or None (dense).
+    Returns full ``(N, Cout, oh, ow)`` (perforated positions filled by explicit nearest-neighbour
+    interpolation), or compact ``(N, Cout, count)`` when ``compact=True`` (requires a mask).
+    """
+    fn = "conv2d"
+    if compact and mask is None:
+        raise ValueError(f"{fn}: compact=True requires a mask")
+    plan = _plan_for(fn, x, weight, stride, pad, groups, mask, input_mask)
+    if bias is not None:
+        check_array(fn, "bias", bias, shape=(weight.shape[0],))
+    if mask is None or compact:
+        if out is not None:
+            check_array(fn, "out", out, shape=plan.y_shape, writable=True)
+        return plan.forward(x, weight, bias, out=out)
+    if out is not None:
+        check_array(fn, "out", out, shape=plan.full_y_shape, writable=True)
+    y_c = plan.forward(x, weight, bias)
+    return interpolate(y_c, mask, out=out)
+
+
+def conv2d_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, stride: IntPair = 1,
+                    pad: IntPair = 0, groups: int = 1, mask: Optional[Mask] = None,
+                    input_mask: Optional[Mask] = None,
+                    compact: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients ``(dx, dweight, dbias)`` of :func:`conv2d` (same arguments).
+
+    dy: gradient of the full output ``(N, Cout, oh, ow)`` (explicit interpolation: it is
+    de-interpolated first), or of the compact output ``(N, Cout, count)`` when ``compact=True``.
+    dx has x's layout (compact ``(N, C, count_in)`` when ``input_mask`` is given).
+    """
+    fn = "conv2d_backward"
+    if compact and mask is None:
+        raise ValueError(f"{fn}: compact=True requires a mask")
+    plan = _plan_for(fn, x, weight, stride, pad, groups, mask, input_mask)
+    if mask is not None and not compact:
+        check_array(fn, "dy", dy, shape=plan.full_y_shape)
+        dy = interpolate_backward(dy, mask)
+    else:
+        check_array(fn, "dy", dy, shape=plan.y_shape)
+    dx = plan.backward_data(weight, dy)
+    dw, db = plan.backward_filter(x, dy)
+    return dx, dw, db

@@ -1,0 +1,190 @@
+"""Position-wise and dense layers: ReLU, LRN, bias, dropout, fully connected, softmax cross-entropy.
+
+Position-wise layers accept full ``(N, C, H, W)`` and compact ``(N, C, count)`` tensors alike (a
+compact tensor is just a smaller spatial extent), so they run after a perforated conv unchanged.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ._arrays import check_array, fptr, iptr, output_array, to_int, to_labels, to_seed
+from ._lib import lib
+from .errors import check
+
+
+def _spatial_layout(fn: str, name: str, x: np.ndarray) -> Tuple[int, int, int]:
+    """(batch, channels, spatial) of an (N, C, H, W) or (N, C, count) array."""
+    check_array(fn, name, x, ndim=(3, 4))
+    n, c = x.shape[:2]
+    return n, c, int(np.prod(x.shape[2:]))
+
+
+# --- ReLU ----------------------------------------------------------------------------------------
+
+def relu(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``max(x, 0)``, any shape; ``out`` may be ``x`` (in place)."""
+    fn = "relu"
+    check_array(fn, "x", x)
+    y = output_array(fn, "out", out, x.shape)
+    if x.size:
+        check(lib.perf_relu_forward(x.size, fptr(x), fptr(y)))
+    return y
+
+
+def relu_backward(y: np.ndarray, dy: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``dy`` where the forward output ``y > 0``, else 0; ``out`` may be ``dy``."""
+    fn = "relu_backward"
+    check_array(fn, "y", y)
+    check_array(fn, "dy", dy, shape=y.shape)
+    dx = output_array(fn, "out", out, y.shape)
+    if y.size:
+        check(lib.perf_relu_backward(y.size, fptr(y), fptr(dy), fptr(dx)))
+    return dx
+
+
+# --- LRN -----------------------------------------------------------------------------------------
+
+def lrn(x: np.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+        out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Local response normalisation across channels (Caffe):
+    ``y = x * (k + alpha/size * sum of x^2 over the size channels around c) ** -beta``.
+
+    x: ``(N, C, H, W)`` or compact ``(N, C, count)``; size odd (checked in C). ``out`` must not be x.
+    """
+    fn = "lrn"
+    n, c, s = _spatial_layout(fn, "x", x)
+    y = output_array(fn, "out", out, x.shape)
+    if out is not None and np.shares_memory(x, y):
+        raise ValueError(f"{fn}: out must not overlap x")
+    check(lib.perf_lrn_forward(n, c, s, to_int(fn, "size", size), float(alpha), float(beta),
+                               float(k), fptr(x), fptr(y)))
+    return y
+
+
+def lrn_backward(x: np.ndarray, y: np.ndarray, dy: np.ndarray, size: int = 5, alpha: float = 1e-4,
+                 beta: float = 0.75, k: float = 1.0,
+                 out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Gradient of :func:`lrn` given its input ``x``, output ``y`` and ``dy``."""
+    fn = "lrn_backward"
+    n, c, s = _spatial_layout(fn, "x", x)
+    check_array(fn, "y", y, shape=x.shape)
+    check_array(fn, "dy", dy, shape=x.shape)
+    dx = output_array(fn, "out", out, x.shape)
+    check(lib.perf_lrn_backward(n, c, s, to_int(fn, "size", size), float(alpha), float(beta),
+                                float(k), fptr(x), fptr(y), fptr(dy), fptr(dx)))
+    return dx
+
+
+# --- bias ----------------------------------------------------------------------------------------
+
+def bias_add(x: np.ndarray, bias: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``x + bias[c]`` per channel on ``(N, C, H, W)`` / ``(N, C, count)``. Pass ``out=x`` to add in
+    place; otherwise x is copied into a new array first."""
+    fn = "bias_add"
+    n, c, s = _spatial_layout(fn, "x", x)
+    check_array(fn, "bias", bias, shape=(c,))
+    y = output_array(fn, "out", out, x.shape)
+    if y is not x:
+        np.copyto(y, x)
+    check(lib.perf_bias_forward(n, c, s, fptr(bias), fptr(y)))
+    return y
+
+
+def bias_backward(dy: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``dbias[c] = sum of dy over batch and positions``."""
+    fn = "bias_backward"
+    n, c, s = _spatial_layout(fn, "dy", dy)
+    db = output_array(fn, "out", out, (c,))
+    check(lib.perf_bias_backward(n, c, s, fptr(dy), fptr(db)))
+    return db
+
+
+# --- dropout -------------------------------------------------------------------------------------
+
+def dropout(x: np.ndarray, ratio: float, seed: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Inverted dropout: ``x * keep / (1 - ratio)``, keep drawn from ``(seed, element index)`` so
+    :func:`dropout_backward` with the same seed regenerates it. ratio in [0, 1) (checked in C)."""
+    fn = "dropout"
+    check_array(fn, "x", x)
+    y = output_array(fn, "out", out, x.shape)
+    check(lib.perf_dropout_forward(x.size, float(ratio), to_seed(fn, seed), fptr(x), fptr(y)))
+    return y
+
+
+def dropout_backward(dy: np.ndarray, ratio: float, seed: int,
+                     out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Gradient of :func:`dropout` with the same ratio and seed."""
+    fn = "dropout_backward"
+    check_array(fn, "dy", dy)
+    dx = output_array(fn, "out", out, dy.shape)
+    check(lib.perf_dropout_backward(dy.size, float(ratio), to_seed(fn, seed), fptr(dy), fptr(dx)))
+    return dx
+
+
+# --- fully connected -----------------------------------------------------------------------------
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
+           out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``x @ weight.T + bias``; x ``(N, in)``, weight ``(out, in)``, bias ``(out,)`` or None."""
+    fn = "linear"
+    check_array(fn, "x", x, ndim=2)
+    check_array(fn, "weight", weight, ndim=2)
+    n, fin = x.shape
+    fout = weight.shape[0]
+    check_array(fn, "weight", weight, shape=(fout, fin))
+    if bias is not None:
+        check_array(fn, "bias", bias, shape=(fout,))
+    y = output_array(fn, "out", out, (n, fout))
+    check(lib.perf_fc_forward(n, fin, fout, fptr(x), fptr(weight), fptr(bias), fptr(y)))
+    return y
+
+
+def linear_backward(x: np.ndarray, weight: np.ndarray,
+                    dy: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients ``(dx, dweight, dbias)`` of :func:`linear`."""
+    fn = "linear_backward"
+    check_array(fn, "x", x, ndim=2)
+    check_array(fn, "weight", weight, ndim=2)
+    n, fin = x.shape
+    fout = weight.shape[0]
+    check_array(fn, "weight", weight, shape=(fout, fin))
+    check_array(fn, "dy", dy, shape=(n, fout))
+    dx = np.empty((n, fin), np.float32)
+    dw = np.empty((fout, fin), np.float32)
+    db = np.empty((fout,), np.float32)
+    check(lib.perf_fc_backward(n, fin, fout, fptr(x), fptr(weight), fptr(dy), fptr(dx), fptr(dw),
+                               fptr(db)))
+    return dx, dw, db
+
+
+# --- softmax cross-entropy -----------------------------------------------------------------------
+
+def softmax_cross_entropy(logits: np.ndarray,
+                          labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(prob, loss)``: softmax of ``logits (N, classes)`` and ``loss[n] = -log prob[n, label]``.
+
+    labels: ``(N,)`` of any integer dtype (converted to int32 explicitly), values in [0, classes)
+    (checked in C).
+    """
+    fn = "softmax_cross_entropy"
+    check_array(fn, "logits", logits, ndim=2)
+    n, classes = logits.shape
+    lab = to_labels(fn, labels, n)
+    prob = np.empty((n, classes), np.float32)
+    loss = np.empty((n,), np.float32)
+    check(lib.perf_softmax_xent_forward(n, classes, fptr(logits), iptr(lab), fptr(prob), fptr(loss)))
+    return prob, loss
+
+
+def softmax_cross_entropy_backward(prob: np.ndarray, labels: np.ndarray, scale: float = 1.0,
+                                   out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``dlogits = (prob - onehot(labels)) * scale`` (``scale = 1/N`` for a mean loss)."""
+    fn = "softmax_cross_entropy_backward"
+    check_array(fn, "prob", prob, ndim=2)
+    n, classes = prob.shape
+    lab = to_labels(fn, labels, n)
+    d = output_array(fn, "out", out, prob.shape)
+    check(lib.perf_softmax_xent_backward(n, classes, fptr(prob), iptr(lab), float(scale), fptr(d)))
+    return d
