@@ -1,0 +1,145 @@
+"""Per-layer convolution benchmark: our dense and perforated paths beside ONNX Runtime and PyTorch.
+
+    python -m bench.conv_layers [--quick] [--networks alexnet,vgg16,nin] [--repeat N]
+
+For every conv layer of AlexNet (batch 256), VGG-16 (batch 16) and NIN (batch 128) it times, in one
+run: our dense convolution (rate 0), our perforated convolution at r = 1/2, 2/3, 3/4 (uniform masks,
+compact output: the implicit-interpolation path a network uses), and the dense convolution of the
+installed peers. Each of our calls reuses a plan and a workspace built beforehand, so nothing is
+allocated inside the timed call. Writes results/conv_layers.{md,csv,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+import perforated
+from bench import measure, peers
+from bench.shapes import BATCH, CONV_LAYERS, ConvShape
+
+RATES = (0.5, 2 / 3, 0.75)
+RATE_NAMES = ("1/2", "2/3", "3/4")
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def bench_layer(layer: ConvShape, batch: int, repeat: int, threads: int) -> Dict[str, object]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, layer.in_channels, layer.in_h, layer.in_w), dtype=np.float32)
+    w = (rng.standard_normal((layer.out_channels, layer.in_channels // layer.groups, layer.kernel,
+                              layer.kernel), dtype=np.float32) * 0.01)
+    b = np.zeros(layer.out_channels, np.float32)
+    oh, ow = layer.out_hw
+    row: Dict[str, object] = {"network": layer.network, "layer": layer.layer, "batch": batch,
+                              "shape": f"{layer.in_channels}x{layer.in_h}x{layer.in_w} -> "
+                                       f"{layer.out_channels}x{oh}x{ow}, k{layer.kernel} s{layer.stride} "
+                                       f"p{layer.pad} g{layer.groups}"}
+    flop = 2.0 * layer.macs_per_image() * batch
+
+    def ours(mask):
+        plan = perforated.ConvPlan(batch, layer.in_channels, (layer.in_h, layer.in_w), layer.out_channels,
+                                   layer.kernel, layer.stride, layer.pad, layer.groups, mask=mask)
+        y = np.empty(plan.y_shape, np.float32)
+        return plan, (lambda: plan.forward(x, w, b, out=y))
+
+    _, run = ours(None)
+    dense = measure.time_call(run, warmup=1, repeat=repeat)
+    row["dense"] = dense
+    row["dense_gflops"] = flop / dense["median"] / 1e9
+    for rate, name in zip(RATES, RATE_NAMES):
+        mask = perforated.make_mask("uniform", (oh, ow), rate, seed=1)
+        plan, run = ours(mask)
+        t = measure.time_call(run, warmup=1, repeat=repeat)
+        row[f"r{name}"] = t
+        row[f"r{name}_speedup"] = dense["median"] / t["median"]
+        row[f"r{name}_ideal"] = oh * ow / mask.count
+    for peer, (runner, note) in peers.conv_peers(x, w, layer.stride, layer.pad, layer.groups, threads).items():
+        row[peer] = measure.time_call(runner, warmup=1, repeat=repeat) if runner else None
+        row[peer + "_note"] = note
+    return row
+
+
+def _ms(t) -> str:
+    return f"{t['median'] * 1e3:.1f}" if t else "n/a"
+
+
+def write_tables(rows: List[Dict[str, object]], meta: Dict[str, object], out_dir: Path) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "conv_layers.json").write_text(json.dumps({"metadata": meta, "rows": rows}, indent=1))
+    header = ["network", "layer", "batch", "shape", "dense ms", "dense GFLOP/s"]
+    for name in RATE_NAMES:
+        header += [f"r={name} ms", f"r={name} speedup (ideal)"]
+    header += ["onnxruntime ms", "torch NCHW ms", "torch CL ms"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table = [header]
+    for r in rows:
+        cells = [r["network"], r["layer"], str(r["batch"]), r["shape"], _ms(r["dense"]), f"{r['dense_gflops']:.0f}"]
+        for name in RATE_NAMES:
+            cells += [_ms(r[f"r{name}"]), f"{r[f'r{name}_speedup']:.2f} ({r[f'r{name}_ideal']:.2f})"]
+        cells += [_ms(r.get("onnxruntime")), _ms(r.get("torch_nchw")), _ms(r.get("torch_cl"))]
+        table.append(cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    with open(out_dir / "conv_layers.csv", "w", newline="") as f:
+        csv.writer(f).writerows(table)
+
+    summary = ["", "Conv layers summed per network (medians, seconds); speedup target: >= 0.9 x ideal "
+               "on every layer.", "",
+               "| network | batch | ours dense | onnxruntime | torch NCHW | torch CL | ours vs best peer | "
+               + " | ".join(f"r={n} sum (speedup)" for n in RATE_NAMES) + " | layers meeting 0.9 x ideal |",
+               "|---|---|---|---|---|---|---|" + "---|" * len(RATE_NAMES) + "---|"]
+    for net in dict.fromkeys(r["network"] for r in rows):
+        sub = [r for r in rows if r["network"] == net]
+        total = lambda key: sum(r[key]["median"] for r in sub) if all(r.get(key) for r in sub) else None
+        dense = total("dense")
+        peer_totals = {p: total(p) for p in ("onnxruntime", "torch_nchw", "torch_cl")}
+        best = min((v for v in peer_totals.values() if v), default=None)
+        cells = [net, str(sub[0]["batch"]), f"{dense:.3f}"]
+        cells += [f"{v:.3f}" if v else "n/a" for v in peer_totals.values()]
+        cells.append(f"{best / dense:.2f}x" if best else "n/a")
+        met = 0
+        for name in RATE_NAMES:
+            t = total(f"r{name}")
+            cells.append(f"{t:.3f} ({dense / t:.2f}x)")
+            met += sum(r[f"r{name}_speedup"] >= 0.9 * r[f"r{name}_ideal"] for r in sub)
+        cells.append(f"{met}/{len(sub) * len(RATE_NAMES)}")
+        summary.append("| " + " | ".join(cells) + " |")
+    md = ["# Convolution layers: ours (dense, perforated) vs dense peers", "",
+          f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
+          f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs; {meta['platform']}  ",
+          f"Library: {meta['perforated_build']}  ", f"OpenBLAS: {meta.get('openblas_config', 'n/a')}  ",
+          f"Environment: {meta['environment']}  ", f"Peers: {meta['peers']}  ",
+          f"Threads: {meta['threads']} for every engine. Times are medians of {meta['repeat']} runs after a "
+          "warm-up; perforated layers use uniform masks and compact outputs.", ""]
+    text = "\n".join(md + lines + summary) + "\n"
+    (out_dir / "conv_layers.md").write_text(text)
+    return text
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="batch / 8, one repeat (a smoke run)")
+    parser.add_argument("--networks", default="alexnet,vgg16,nin")
+    parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    repeat = args.repeat or (1 if args.quick else 3)
+    threads = perforated.get_num_threads()
+    nets = args.networks.split(",")
+    layers = [layer for layer in CONV_LAYERS if layer.network in nets]
+    rows = []
+    for i, layer in enumerate(layers):
+        batch = max(1, BATCH[layer.network] // (8 if args.quick else 1))
+        measure.progress(f"[{i + 1}/{len(layers)}] {layer.network} {layer.layer} batch {batch}")
+        rows.append(bench_layer(layer, batch, repeat, threads))
+    meta = measure.machine_metadata()
+    meta.update(peers=peers.available(), threads=threads, repeat=repeat, quick=args.quick)
+    print(write_tables(rows, meta, args.out))
+
+
+if __name__ == "__main__":
+    main()

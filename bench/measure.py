@@ -1,0 +1,88 @@
+"""Timing and metadata shared by every benchmark of the harness.
+
+`time_call` runs warm-ups then repeats and reports the median and the spread (min, max, relative
+inter-quartile range), so tables show the noise of this shared machine beside each figure.
+`machine_metadata` records what a reader needs to reproduce a figure: CPU, cores, BLAS and its
+configuration, threads, library build, versions, and the command line.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+
+def time_call(fn: Callable[[], object], *, warmup: int = 1, repeat: int = 5,
+              min_time: float = 0.0) -> Dict[str, float]:
+    """Median wall time of `fn()` in seconds over `repeat` runs after `warmup` runs.
+
+    `min_time`: keep repeating (beyond `repeat`) until the runs add up to at least this many seconds.
+    """
+    for _ in range(warmup):
+        fn()
+    times: List[float] = []
+    while len(times) < repeat or sum(times) < min_time:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        if len(times) >= 1000:
+            break
+    times.sort()
+    q1, q3 = times[len(times) // 4], times[(3 * len(times)) // 4]
+    median = statistics.median(times)
+    return {"median": median, "min": times[0], "max": times[-1],
+            "iqr_rel": (q3 - q1) / median if median > 0 else 0.0, "runs": len(times)}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_metadata() -> Dict[str, object]:
+    import numpy
+
+    import perforated
+
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(("OPENBLAS", "OMP_", "MKL_", "GOMP", "PERFORATED"))}
+    meta: Dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": " ".join([os.path.basename(sys.executable), "-m"] + [_module_name()] + sys.argv[1:]),
+        "cpu": _cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "perforated_build": perforated.build_info(),
+        "perforated_threads": perforated.get_num_threads(),
+        "environment": env,
+    }
+    try:
+        import scipy_openblas32
+
+        meta["openblas_config"] = scipy_openblas32.get_openblas_config() \
+            if hasattr(scipy_openblas32, "get_openblas_config") else scipy_openblas32.__version__
+    except ImportError:
+        pass
+    return meta
+
+
+def _module_name() -> str:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return spec.name if spec is not None else os.path.basename(sys.argv[0])
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr (kept apart from table output on stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
