@@ -6,7 +6,6 @@ the report header.
 """
 from __future__ import annotations
 
-import os
 import sys
 import zlib
 from pathlib import Path

@@ -8,7 +8,7 @@ test_reference.py), so the C library's gradients are compared against them.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 

@@ -13,6 +13,8 @@ from helpers import BASE_SEED, assert_close, nan_array, randn
 GEOMETRIES = {
     "13x17_23to19_3x3p1": (2, 23, (13, 17), 19, (3, 3), 1, 1, 1),
     "1x1": (2, 5, (13, 17), 7, (1, 1), 1, 0, 1),
+    "1x1_groups2": (2, 6, (5, 7), 4, (1, 1), 1, 0, 2),
+    "1x1_stride2_pad1": (2, 3, (6, 7), 2, (1, 1), 2, 1, 1),
     "11x11_s4": (1, 3, (31, 35), 8, (11, 11), 4, 0, 1),
     "groups2_5x5p2": (2, 6, (9, 10), 4, (5, 5), 1, 2, 2),
     "nonsquare_stride_pad": (2, 3, (11, 13), 5, (3, 2), (2, 3), (1, 2), 1),
@@ -220,3 +222,56 @@ def test_random_sweep():
         want = ref.perforated_conv2d_backward(x, wt, dy, **kw)
         for g_, w_, name in zip(got, want, ("dx", "dweight", "dbias")):
             assert_close(g_, w_, what=f"{msg} ({name})")
+
+
+@pytest.mark.parametrize("mode", ["dense", "perforated", "implicit"])
+def test_chunking_and_thread_counts(rng, mode):
+    """Enough rows (batch * count) for several GEMM chunks that straddle image boundaries; the result
+    does not depend on the thread count."""
+    geom = (8, 3, (24, 24), 4, (3, 3), 1, 1, 1)
+    x, weight, b, kw, (oh, ow) = setup(rng, geom, "dense" if mode == "dense" else "uniform",
+                                       implicit=(mode == "implicit"))
+    dy = randn(rng, 8, 4, oh, ow)
+    want_y = ref.perforated_conv2d(x, weight, b, **kw)
+    want_g = ref.perforated_conv2d_backward(x, weight, dy, **kw)
+    threads = P.get_num_threads()
+    results = []
+    try:
+        for t in sorted({1, 2, threads}):
+            P.set_num_threads(t)
+            y = P.conv2d(x, weight, b, out=nan_array(8, 4, oh, ow), **kw)
+            grads = P.conv2d_backward(x, weight, dy, **kw)
+            assert_close(y, want_y, what=f"threads {t}")
+            for g_, w_, name in zip(grads, want_g, ("dx", "dweight", "dbias")):
+                assert_close(g_, w_, what=f"threads {t} {name}")
+            results.append((y, grads))
+    finally:
+        P.set_num_threads(threads)
+    for y, grads in results[1:]:
+        np.testing.assert_allclose(y, results[0][0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mask_kind", ["dense", "uniform", "grid"])
+def test_nin_conv1_sized(rng, mask_kind):
+    """NIN conv1 geometry (3 -> 192, 5x5 pad 2 on 32x32), batch 4, against the reference."""
+    x, weight, b, kw, (oh, ow) = setup(rng, (4, 3, (32, 32), 192, (5, 5), 1, 2, 1), mask_kind, False)
+    y = P.conv2d(x, weight, b, out=nan_array(4, 192, oh, ow), **kw)
+    assert_close(y, ref.perforated_conv2d(x, weight, b, **kw))
+    dy = randn(rng, 4, 192, oh, ow)
+    for g_, w_ in zip(P.conv2d_backward(x, weight, dy, **kw),
+                      ref.perforated_conv2d_backward(x, weight, dy, **kw)):
+        assert_close(g_, w_)
+
+
+def test_bias_none_and_need_bias(rng):
+    x, weight, b, kw, _ = setup(rng, GEOMETRIES["groups2_5x5p2"], "uniform", False)
+    zero = np.zeros_like(b)
+    np.testing.assert_array_equal(P.conv2d(x, weight, None, **kw), P.conv2d(x, weight, zero, **kw))
+    plan = _plan(x, weight, kw)
+    dy = randn(rng, *plan.y_shape)
+    dw, db = plan.backward_filter(x, dy, need_bias=False)
+    assert db is None
+    dw2, db2 = plan.backward_filter(x, dy)
+    np.testing.assert_array_equal(dw, dw2)
+    assert_close(db2, dy.astype(np.float64).sum(axis=(0, 2)))
