@@ -24,7 +24,8 @@
  * Output-size formula (convolution and pooling, Caffe):
  *   conv:    out = (in + 2*pad - kernel) / stride + 1                       (floor)
  *   pooling: out = ceil((in + 2*pad - kernel) / stride) + 1, then reduced by one if the last window
- *            would start inside the bottom/right padding (Caffe's ceil mode).
+ *            would start inside the bottom/right padding or past the map (Caffe ceil mode, with no empty
+ *            window; the same rule as PyTorch ceil_mode).
  */
 #ifndef PERFORATED_H
 #define PERFORATED_H

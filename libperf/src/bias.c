@@ -22,7 +22,7 @@ perf_status perf_bias_forward(int batch, int channels, int spatial, const float 
     PERF_CHECK_NOT_NULL(fn, bias);
     PERF_CHECK_NOT_NULL(fn, y);
     const long long planes = (long long)batch * channels;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)planes * (size_t)spatial >= PERF_PARALLEL_MIN)
     for (long long i = 0; i < planes; i++) {
         const float b = bias[i % channels];
         float *yp = y + (size_t)i * (size_t)spatial;
@@ -48,7 +48,7 @@ perf_status perf_bias_backward(int batch, int channels, int spatial, const float
     PERF_CHECK(bias_check(fn, batch, channels, spatial));
     PERF_CHECK_NOT_NULL(fn, dy);
     PERF_CHECK_NOT_NULL(fn, dbias);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)batch * channels * (size_t)spatial >= PERF_PARALLEL_MIN)
     for (int c = 0; c < channels; c++) {
         double sum = 0.0;
         for (int n = 0; n < batch; n++)

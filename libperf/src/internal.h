@@ -73,7 +73,11 @@ struct perf_mask {
     int32_t *nearest; /* [h*w], index into indices[] */
 };
 
-/* Number of threads for the library's own loops (OpenMP), kept in step with BLAS. */
+/* Loops over fewer elements than this run on one thread: waking a team costs more than it saves, and
+ * far more when the machine is oversubscribed (a barrier then waits for a descheduled thread). */
+#define PERF_PARALLEL_MIN 32768
+
+/* Number of threads for the library's own loops (OpenMP); BLAS itself runs single-threaded. */
 int perf_threads(void);
 
 #endif /* PERF_INTERNAL_H */

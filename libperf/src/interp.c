@@ -32,7 +32,7 @@ perf_status perf_interp_forward(const perf_mask *mask, int planes, const float *
                             &compact_size));
     const size_t hw = (size_t)mask->h * (size_t)mask->w, count = (size_t)mask->count;
     const int32_t *nearest = mask->nearest;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (full_size >= PERF_PARALLEL_MIN)
     for (int pl = 0; pl < planes; pl++) {
         const float *src = compact + (size_t)pl * count;
         float *dst = full + (size_t)pl * hw;
@@ -48,7 +48,7 @@ perf_status perf_interp_backward(const perf_mask *mask, int planes, const float 
                             &compact_size));
     const size_t hw = (size_t)mask->h * (size_t)mask->w, count = (size_t)mask->count;
     const int32_t *nearest = mask->nearest;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (full_size >= PERF_PARALLEL_MIN)
     for (int pl = 0; pl < planes; pl++) {
         const float *src = full + (size_t)pl * hw;
         float *dst = compact + (size_t)pl * count;

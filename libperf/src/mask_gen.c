@@ -161,7 +161,7 @@ static perf_status pool_cover(const char *fn, const char *axis, int in, int kern
                          "%s: pooling kernel %s %d exceeds the padded map size %lld", fn, axis,
                          kernel, (long long)padded);
     int64_t outs = (padded - kernel + stride - 1) / stride + 1;
-    if (pad > 0 && (outs - 1) * stride >= (int64_t)in + pad) outs--;
+    if ((outs - 1) * stride >= (int64_t)in + pad) outs--; /* as pool.c: no window starts past the map */
     memset(cover, 0, (size_t)in * sizeof *cover);
     for (int64_t o = 0; o < outs; o++) {
         int64_t start = o * stride - pad;

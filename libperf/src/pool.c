@@ -63,7 +63,9 @@ static perf_status pool_out_size(const char *fn, const char *axis, int in, int k
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: kernel_%s %d exceeds the padded input %s %lld",
                          fn, axis, kernel, axis, padded);
     long long o = (padded - kernel + stride - 1) / stride + 1;
-    if (pad > 0 && (o - 1) * stride >= (long long)in + pad) o--; /* last window would start in padding */
+    /* Caffe drops a last window that starts in the padding; we also drop one that starts past the map
+     * when pad = 0 and stride > kernel (Caffe would pool an empty window there). */
+    if ((o - 1) * stride >= (long long)in + pad) o--;
     *out = (int)o; /* o <= padded - kernel + 1 <= in + pad < 2^31 */
     return PERF_STATUS_SUCCESS;
 }
@@ -133,7 +135,7 @@ perf_status perf_pool_plan_create(const perf_pool_desc *desc, const perf_mask *i
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
                          "%s: desc->mode must be PERF_POOL_MAX (0) or PERF_POOL_AVERAGE (1), got %d", fn,
                          (int)desc->mode);
-    int out_h, out_w;
+    int out_h = 0, out_w = 0;
     PERF_CHECK(pool_out_size(fn, "h", desc->in_h, desc->kernel_h, desc->stride_h, desc->pad_h, &out_h));
     PERF_CHECK(pool_out_size(fn, "w", desc->in_w, desc->kernel_w, desc->stride_w, desc->pad_w, &out_w));
     if (input_mask && (input_mask->h != desc->in_h || input_mask->w != desc->in_w))

@@ -27,7 +27,7 @@ perf_status perf_relu_forward(size_t size, const float *x, float *y) {
     PERF_CHECK_NOT_NULL("perf_relu_forward", x);
     PERF_CHECK_NOT_NULL("perf_relu_forward", y);
     const long long n = (long long)size;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PERF_PARALLEL_MIN)
     for (long long i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
     return PERF_STATUS_SUCCESS;
 }
@@ -38,7 +38,7 @@ perf_status perf_relu_backward(size_t size, const float *y, const float *dy, flo
     PERF_CHECK_NOT_NULL("perf_relu_backward", dy);
     PERF_CHECK_NOT_NULL("perf_relu_backward", dx);
     const long long n = (long long)size;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PERF_PARALLEL_MIN)
     for (long long i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
     return PERF_STATUS_SUCCESS;
 }
@@ -59,7 +59,7 @@ static void dropout_apply(size_t size, float ratio, uint64_t seed, const float *
     const double r = (double)ratio;
     const float scale = (float)(1.0 / (1.0 - r));
     const long long n = (long long)size;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PERF_PARALLEL_MIN)
     for (long long i = 0; i < n; i++) out[i] = dropout_keep(seed, (size_t)i, r) ? in[i] * scale : 0.0f;
 }
 

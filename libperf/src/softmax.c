@@ -30,7 +30,7 @@ perf_status perf_softmax_xent_forward(int batch, int classes, const float *logit
     PERF_CHECK(softmax_check(fn, batch, classes, labels));
     PERF_CHECK_NOT_NULL(fn, logits);
     PERF_CHECK_NOT_NULL(fn, prob);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)batch * (size_t)classes >= PERF_PARALLEL_MIN)
     for (int b = 0; b < batch; b++) {
         const float *l = logits + (size_t)b * classes;
         float *p = prob + (size_t)b * classes;
@@ -54,7 +54,7 @@ perf_status perf_softmax_xent_backward(int batch, int classes, const float *prob
     PERF_CHECK(softmax_check(fn, batch, classes, labels));
     PERF_CHECK_NOT_NULL(fn, prob);
     PERF_CHECK_NOT_NULL(fn, dlogits);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)batch * (size_t)classes >= PERF_PARALLEL_MIN)
     for (int b = 0; b < batch; b++) {
         const float *p = prob + (size_t)b * classes;
         float *d = dlogits + (size_t)b * classes;

@@ -1,0 +1,156 @@
+"""Turn the raw measurements of bench.tables into Markdown and CSV tables and PNG plots."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from bench.paper import PAPER_TABLE1
+
+NOT_MEASURED = "not measured"
+
+
+def _md(header: List[str], rows: List[List[str]]) -> List[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _csv(path: Path, header: List[str], rows: List[List[str]]) -> None:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header] + rows)
+
+
+def _best_peer(net: Dict[str, object]) -> Optional[tuple]:
+    peers = net.get("peers") or {}
+    timed = [(v["time"]["median"], k) for k, v in peers.items() if v.get("time")]
+    return min(timed) if timed else None
+
+
+def _error_cells(network: str, accuracy: Optional[dict], row_index: Optional[int]) -> List[str]:
+    """(error, error increase, tuned increase) for NIN from the training results; else not measured."""
+    if network != "nin" or not accuracy:
+        return [NOT_MEASURED] * (1 if row_index is None else 2)
+    if row_index is None:
+        return [f"{accuracy['dense_error']:.2f}%"]
+    rows = accuracy.get("rows", [])
+    if row_index < len(rows):
+        r = rows[row_index]
+        return [f"+{r['error_increase']:.2f}", f"+{r['tuned_error_increase']:.2f}" if r.get("tuned_error_increase") is not None else NOT_MEASURED]
+    return [NOT_MEASURED] * 2
+
+
+def table1(raw: dict) -> tuple:
+    header = ["network", "batch", "error (ours)", "error (paper)", "CPU time / image, ms", "activation memory, MB",
+              "multiply-adds / image", "# conv", "best dense peer, ms / image"]
+    rows = []
+    for net in raw["networks"]:
+        d = net["dense"]
+        paper = PAPER_TABLE1[net["network"]]
+        best = _best_peer(net)
+        from perforated.networks import NETWORKS
+
+        n_conv = sum(1 for k, _, _ in NETWORKS[net["network"]]["layers"]() if k == "conv")
+        rows.append([net["network"], str(net["batch"]), _error_cells(net["network"], raw.get("nin_accuracy"), None)[0],
+                     f"{paper['error']}% {paper['metric']}", f"{d['per_image_ms']:.2f}",
+                     f"{d['activation_bytes'] / 2**20:.1f}", f"{d['multiply_adds']:.3e}", str(n_conv),
+                     f"{best[0] / net['batch'] * 1e3:.2f} ({best[1]})" if best else "n/a"])
+    return header, rows
+
+
+def table3(raw: dict) -> tuple:
+    header = ["network", "rate (all perforable layers)", "speedup", "mult. red.", "mem. red.", "error+", "tuned error+",
+              "paper speedup", "paper mult.", "paper mem.", "paper error+", "paper tuned+",
+              "speedup vs best dense peer"]
+    rows = []
+    for net in raw["networks"]:
+        best = _best_peer(net)
+        for i, r in enumerate(net["rows"]):
+            p = r["paper"] or {}
+            cell = lambda key: f"{p[key]}" if key in p else "-"
+            vs_peer = f"{best[0] / r['measured']['time']['median']:.2f}x ({best[1]})" if best else "n/a"
+            rows.append([net["network"], f"{r['rate']:.3f}", f"{r['speedup']:.2f}", f"{r['mult_reduction']:.2f}",
+                         f"{r['mem_reduction']:.2f}", *_error_cells(net["network"], raw.get("nin_accuracy"), i),
+                         cell("speedup"), cell("mult"), cell("mem"), cell("error"), cell("tuned"), vs_peer])
+    return header, rows
+
+
+def layer_table(net: dict) -> tuple:
+    rates = [r["rate"] for r in net["rows"]]
+    header = ["layer", "output (dense)", "dense ms", "GFLOP/s"] + \
+        [h for r in rates for h in (f"r={r:.2f} ms", f"speedup (ideal)")]
+    dense_layers = net["dense"]["layers"]
+    perf_layers = [{l["layer"]: l for l in r["measured"]["layers"]} for r in net["rows"]]
+    rows = []
+    for layer in dense_layers:
+        if layer["kind"] in ("relu", "dropout"):
+            continue
+        sec = layer["seconds"]
+        gflops = 2 * layer["macs"] * net["batch"] / sec / 1e9 if layer["macs"] and sec > 0 else 0
+        cells = [layer["layer"], "x".join(str(s) for s in layer["out_shape"][1:]), f"{sec * 1e3:.2f}",
+                 f"{gflops:.0f}" if gflops else "-"]
+        for pl in perf_layers:
+            other = pl.get(layer["layer"])
+            if other is None:
+                cells += ["-", "-"]
+                continue
+            ideal = layer["macs"] / other["macs"] if other["macs"] else 1.0
+            cells += [f"{other['seconds'] * 1e3:.2f}",
+                      f"{sec / other['seconds']:.2f} ({ideal:.2f})" if other["seconds"] > 0 else "-"]
+        rows.append(cells)
+    return header, rows
+
+
+def peer_table(raw: dict) -> tuple:
+    header = ["network", "batch", "ours dense, s", "onnxruntime, s", "torch NCHW, s", "torch channels-last, s",
+              "ours fastest perforated, s"]
+    rows = []
+    for net in raw["networks"]:
+        peers = net.get("peers") or {}
+        cell = lambda k: f"{peers[k]['time']['median']:.3f}" if peers.get(k, {}).get("time") else \
+            (peers.get(k, {}).get("note") or "n/a")
+        fastest = min(r["measured"]["time"]["median"] for r in net["rows"])
+        rows.append([net["network"], str(net["batch"]), f"{net['dense']['time']['median']:.3f}",
+                     cell("onnxruntime"), cell("torch_nchw"), cell("torch_cl"), f"{fastest:.3f}"])
+    return header, rows
+
+
+def write_all(raw: dict, out: Path, suffix: str = "") -> str:
+    meta = raw["metadata"]
+    lines = ["# PerforatedCNNs tables, regenerated", "",
+             f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
+             f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs, {meta['platform']}  ",
+             f"Library: {meta['perforated_build']}  ", f"OpenBLAS: {meta.get('openblas_config', 'n/a')}  ",
+             f"Environment: {meta['environment']}  ", f"Peers: {meta['peers']}  ",
+             f"Timing: whole forward pass (to the logits), median of {meta['repeat']} runs after a warm-up, "
+             f"{meta['threads']} threads for every engine.", "",
+             "Plans: without ImageNet weights, every perforable layer gets the same rate (uniform masks), "
+             "chosen by bisection so that the multiplication reduction matches the paper's row; NIN rows aim "
+             "at 2x / 3x / 4x. Error columns need trained weights and data: NIN's come from "
+             "results/nin_accuracy.json when present; AlexNet / VGG-16 errors are not measured here (no "
+             "ImageNet on these machines).", "",
+             "## Table 1 analogue: the original networks", ""]
+    for name, (header, rows) in [("table1", table1(raw))]:
+        lines += _md(header, rows)
+        _csv(out / f"{name}{suffix}.csv", header, rows)
+    lines += ["", "## Table 3 analogue: perforated networks (CPU)", ""]
+    header, rows = table3(raw)
+    lines += _md(header, rows)
+    _csv(out / f"table3{suffix}.csv", header, rows)
+    lines += ["", "## Whole-network dense peers (same run)", ""]
+    header, rows = peer_table(raw)
+    lines += _md(header, rows)
+    for net in raw["networks"]:
+        lines += ["", f"## Per-layer times: {net['network']} (batch {net['batch']})", ""]
+        header, rows = layer_table(net)
+        lines += _md(header, rows)
+        _csv(out / f"layers_{net['network']}{suffix}.csv", header, rows)
+    try:
+        from bench import plots
+
+        written = plots.write_plots(raw, out / "plots", suffix)
+        lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in written]
+    except ImportError as e:
+        lines += ["", f"Plots skipped: {e} (pip install matplotlib)"]
+    text = "\n".join(lines) + "\n"
+    (out / f"tables{suffix}.md").write_text(text)
+    return text

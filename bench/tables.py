@@ -1,0 +1,176 @@
+"""Regenerate the paper's tables under results/: ``python -m bench.tables [--quick]``.
+
+For NIN (batch 128), AlexNet (256) and VGG-16 (16) — the paper's timing batch sizes — it measures, in
+one run on this machine:
+
+- the original network: forward time, activation memory, multiply-adds (Table 1 analogue);
+- perforated networks at the paper's multiplication reductions (Table 3 analogue). Without ImageNet
+  weights the plans are chosen without accuracy: the same rate on every perforable layer (uniform
+  masks), the rate found by bisection so that the multiplication reduction equals the paper's row.
+  NIN rows aim at 2x / 3x / 4x. Error columns come from results/nin_accuracy.json when the training
+  work has produced it, and read "not measured" otherwise;
+- per-layer times of each network inside the model (DeepBench style), dense and perforated;
+- whole-network dense inference of ONNX Runtime and PyTorch on the same shapes (optional peers);
+- plots (PNG): per-layer speedup vs rate with the ideal curve, network speedup vs multiplication
+  reduction, and mask pictures.
+
+``--quick`` divides the batch sizes by 16 and repeats once: a smoke run of a few minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+import perforated
+from bench import measure, report
+from bench.paper import PAPER_ROWS, PAPER_TABLE1
+from perforated.model import Model
+from perforated.networks import NETWORKS, perforable_layers
+from perforated.plan import PerforationPlan
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+NIN_TARGETS = (2.0, 3.0, 4.0)
+
+
+def multiply_adds(network: str, rate: float) -> int:
+    """Multiply-adds per image with `rate` on every perforable layer (compact 1x1 convs after a
+    perforated layer count its positions too): the same rule as Model.multiply_adds, without
+    building buffers."""
+    rows = NETWORKS[network]["layers"]()
+    perforable = set(perforable_layers(rows))
+    c, h, w = NETWORKS[network]["input"]
+    count: Optional[int] = None  # computed positions of the current tensor when compact
+    total = 0
+    for kind, name, p in rows:
+        if kind == "conv":
+            k, s, pad, g = p["kernel"], p.get("stride", 1), p.get("pad", 0), p.get("groups", 1)
+            if not (count is not None and k == 1 and s == 1 and pad == 0):
+                h, w = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+                count = perforated.count_for_rate((h, w), rate) if name in perforable and rate > 0 else None
+            total += (count if count is not None else h * w) * p["out"] * (c // g) * k * k
+            c = p["out"]
+        elif kind == "pool":
+            count = None
+            if p.get("global_"):
+                h = w = 1
+            else:
+                h, w = perforated.PoolPlan(1, 1, (h, w), p["kernel"], p["stride"], p.get("pad", 0), p["mode"]).out_size
+        elif kind == "fc":
+            total += c * h * w * p["out"]
+            c, h, w = p["out"], 1, 1
+    return total
+
+
+def rate_for_reduction(network: str, reduction: float) -> float:
+    """The uniform rate whose multiplication reduction is closest to `reduction` (bisection)."""
+    dense = multiply_adds(network, 0.0)
+    lo, hi = 0.0, 0.99
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if dense / multiply_adds(network, mid) < reduction:
+            lo = mid
+        else:
+            hi = mid
+    return round(hi, 4)
+
+
+def measure_model(model: Model, repeat: int) -> Dict[str, object]:
+    rng = np.random.default_rng(0)
+    model.x[...] = rng.standard_normal(model.x.shape, dtype=np.float32)
+    t = measure.time_call(model.forward, warmup=1, repeat=repeat)
+    return {"time": t, "per_image_ms": t["median"] / model.batch * 1e3,
+            "multiply_adds": model.multiply_adds(), "multiply_adds_legacy": model.multiply_adds(legacy=True),
+            "activation_bytes": model.activation_bytes(), "layers": model.profile(repeat)}
+
+
+def measure_peers(network: str, batch: int, repeat: int, threads: int) -> Dict[str, object]:
+    from bench import peer_networks
+
+    info = NETWORKS[network]
+    rows = info["layers"]()
+    out: Dict[str, object] = {}
+    builders = {
+        "onnxruntime": lambda: peer_networks.ort_network_runner(rows, info["input"], batch, info["classes"], threads),
+        "torch_nchw": lambda: peer_networks.torch_network_runner(rows, info["input"], batch, info["classes"],
+                                                                  threads, channels_last=False),
+        "torch_cl": lambda: peer_networks.torch_network_runner(rows, info["input"], batch, info["classes"],
+                                                                threads, channels_last=True),
+    }
+    for name, build in builders.items():
+        measure.progress(f"  peer {name}")
+        try:
+            runner, note = build()
+        except Exception as e:  # a peer failing must not lose the run: record why
+            runner, note = None, f"failed: {type(e).__name__}: {e}"
+        out[name] = {"note": note, "time": measure.time_call(runner, warmup=1, repeat=repeat) if runner else None}
+    return out
+
+
+def nin_accuracy() -> Optional[dict]:
+    """Error columns for NIN written by the training work (python -m perforated.finetune ...)."""
+    path = RESULTS / "nin_accuracy.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_network(network: str, batch: int, repeat: int, threads: int, peers: bool) -> Dict[str, object]:
+    measure.progress(f"{network}: dense, batch {batch}")
+    dense = measure_model(Model(network, batch), repeat)
+    result: Dict[str, object] = {"network": network, "batch": batch, "dense": dense, "rows": []}
+    targets = [(row["mult"], row) for row in PAPER_ROWS if row["network"] == network and row["device"] == "CPU"]
+    if not targets:
+        targets = [(t, None) for t in NIN_TARGETS]
+    for reduction, paper in targets:
+        rate = rate_for_reduction(network, reduction)
+        measure.progress(f"{network}: rate {rate:.3f} on every perforable layer (mult. reduction {reduction})")
+        plan = PerforationPlan.uniform_rate(network, rate, kind="uniform", seed=1)
+        perf = measure_model(Model(network, batch, plan=plan), repeat)
+        result["rows"].append({"rate": rate, "target_mult": reduction, "paper": paper, "plan": plan.to_dict(),
+                               "measured": perf,
+                               "speedup": dense["time"]["median"] / perf["time"]["median"],
+                               "mult_reduction": dense["multiply_adds"] / perf["multiply_adds"],
+                               "mem_reduction": dense["activation_bytes"] / perf["activation_bytes"]})
+    if peers:
+        result["peers"] = measure_peers(network, batch, repeat, threads)
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="batch sizes / 16, one repeat: a smoke run")
+    parser.add_argument("--networks", default="nin,alexnet,vgg16", help="comma-separated subset")
+    parser.add_argument("--repeat", type=int, default=None, help="timed repeats per measurement (default 3)")
+    parser.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime / PyTorch")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default results/)")
+    args = parser.parse_args(argv)
+    networks = [n.strip() for n in args.networks.split(",") if n.strip()]
+    unknown = [n for n in networks if n not in NETWORKS]
+    if unknown:
+        parser.error(f"--networks: unknown {unknown}; choose from {sorted(NETWORKS)}")
+    repeat = args.repeat or (1 if args.quick else 3)
+    threads = perforated.get_num_threads()
+    results: List[Dict[str, object]] = []
+    for network in networks:
+        batch = NETWORKS[network]["timing_batch"]
+        if args.quick:
+            batch = max(1, batch // 16)
+        results.append(run_network(network, batch, repeat, threads, not args.no_peers))
+    meta = measure.machine_metadata()
+    meta.update(threads=threads, repeat=repeat, quick=args.quick)
+    from bench import peers as peer_mod
+
+    meta["peers"] = peer_mod.available()
+    raw = {"metadata": meta, "paper_table1": PAPER_TABLE1, "networks": results, "nin_accuracy": nin_accuracy()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    (args.out / f"tables{suffix}.json").write_text(json.dumps(raw, indent=1, default=str))
+    text = report.write_all(raw, args.out, suffix)
+    print(text)
+    measure.progress(f"wrote {args.out}/tables{suffix}.md (.csv, .json, plots/)")
+
+
+if __name__ == "__main__":
+    main()

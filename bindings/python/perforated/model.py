@@ -1,0 +1,428 @@
+"""A network built from its rows (networks.py) into steps that own weights, plans and buffers.
+
+Perforated convolutions pass their *compact* output on (SPEC §2): ReLU, dropout, LRN and 1x1
+stride-1 convolutions run on ``[N][C][count]`` directly (a 1x1 conv on a compact tensor is the same
+GEMM on a ``1 x count`` map), and the next spatial layer (a conv with a larger kernel, or a pooling)
+reads it through the producer's nearest map. A fully connected layer after a compact tensor
+interpolates explicitly first. Every buffer and plan is allocated when the model is built; forward and
+backward only run the C library on them.
+
+Buffers: each step owns its output (ReLU and dropout work in place on their input's buffer, as in
+Caffe), so activations of one forward pass stay available for the backward pass.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import layers as L
+from .conv import ConvPlan
+from .interp import interpolate, interpolate_backward
+from .masks import Mask
+from .networks import NETWORKS, Row
+from .plan import PerforationPlan
+from .pooling import PoolPlan
+
+
+class Layout:
+    """Shape of an activation: channels, full map (h, w), and the mask when it is stored compact."""
+
+    def __init__(self, channels: int, h: int, w: int, mask: Optional[Mask] = None):
+        self.channels, self.h, self.w, self.mask = channels, h, w, mask
+
+    def shape(self, batch: int) -> Tuple[int, ...]:
+        if self.mask is not None:
+            return (batch, self.channels, self.mask.count)
+        return (batch, self.channels, self.h, self.w)
+
+    @property
+    def positions(self) -> int:
+        return self.mask.count if self.mask is not None else self.h * self.w
+
+
+class Step:
+    """One layer: reads ``self.x`` (an input buffer), writes ``self.y``. Subclasses set both."""
+
+    name: str
+    kind: str
+    in_place = False
+    x: np.ndarray
+    y: np.ndarray
+
+    def forward(self, training: bool) -> None:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray, dx: Optional[np.ndarray]) -> None:
+        """Write the input gradient into ``dx`` (None for the first layer: skip it)."""
+        raise NotImplementedError
+
+
+class ConvStep(Step):
+    kind = "conv"
+
+    def __init__(self, name, x, layout_in: Layout, p: dict, batch: int, mask: Optional[Mask], params):
+        self.name, self.x, self.params = name, x, params
+        k, s, pad, g = p["kernel"], p.get("stride", 1), p.get("pad", 0), p.get("groups", 1)
+        compact_pointwise = layout_in.mask is not None and k == 1 and s == 1 and pad == 0
+        if compact_pointwise:  # a 1x1 conv on a compact tensor: the same GEMM on a 1 x count map
+            self.plan = ConvPlan(batch, layout_in.channels, (1, layout_in.mask.count), p["out"], 1)
+            self.layout = Layout(p["out"], layout_in.h, layout_in.w, layout_in.mask)
+            self._x_view = x.reshape(batch, layout_in.channels, 1, layout_in.mask.count)
+            self._y_view_shape = (batch, p["out"], 1, layout_in.mask.count)
+        else:
+            self.plan = ConvPlan(batch, layout_in.channels, (layout_in.h, layout_in.w), p["out"], k, s, pad, g,
+                                 mask=mask, input_mask=layout_in.mask)
+            oh, ow = self.plan.out_size
+            self.layout = Layout(p["out"], oh, ow, mask)
+            self._x_view, self._y_view_shape = x, None
+        self.mask = mask
+        self.y = np.zeros(self.layout.shape(batch), np.float32)
+        self._y_view = self.y.reshape(self._y_view_shape) if self._y_view_shape else self.y
+        self.macs = batch_free_macs(self.layout.positions, p["out"], layout_in.channels // g, k)
+
+    def forward(self, training: bool) -> None:
+        w = self.params[self.name]
+        self.plan.forward(self._x_view, w["weight"], w["bias"], out=self._y_view)
+
+    def backward(self, dy, dx) -> None:
+        w, grad = self.params[self.name], self.params.grads[self.name]
+        dy_view = dy.reshape(self._y_view.shape)
+        self.plan.backward_filter(self._x_view, dy_view, dweight=grad["weight"], dbias=grad["bias"])
+        if dx is not None:
+            self.plan.backward_data(w["weight"], dy_view, out=dx.reshape(self._x_view.shape))
+
+
+def batch_free_macs(positions: int, out_channels: int, in_per_group: int, kernel: int) -> int:
+    return positions * out_channels * in_per_group * kernel * kernel
+
+
+class ReluStep(Step):
+    kind, in_place = "relu", True
+
+    def __init__(self, name, x, layout: Layout):
+        self.name, self.x, self.y, self.layout = name, x, x, layout
+
+    def forward(self, training: bool) -> None:
+        L.relu(self.x, out=self.y)
+
+    def backward(self, dy, dx) -> None:
+        L.relu_backward(self.y, dy, out=dx)
+
+
+class DropoutStep(Step):
+    kind, in_place = "dropout", True
+
+    def __init__(self, name, x, layout: Layout, ratio: float, seed: int):
+        self.name, self.x, self.y, self.layout, self.ratio = name, x, x, layout, ratio
+        self.seed, self.calls = seed, 0
+
+    def forward(self, training: bool) -> None:
+        if training:  # a fresh pattern every training step; the backward replays the same one
+            self.calls += 1
+            L.dropout(self.x, self.ratio, self._seed(), out=self.y)
+
+    def _seed(self) -> int:
+        return (self.seed * 1_000_003 + self.calls) % (2**63)
+
+    def backward(self, dy, dx) -> None:
+        L.dropout_backward(dy, self.ratio, self._seed(), out=dx)
+
+
+class LrnStep(Step):
+    kind = "lrn"
+
+    def __init__(self, name, x, layout: Layout, p: dict):
+        self.name, self.x, self.layout, self.p = name, x, layout, p
+        self.y = np.zeros_like(x)
+
+    def forward(self, training: bool) -> None:
+        L.lrn(self.x, self.p["size"], self.p["alpha"], self.p["beta"], self.p["k"], out=self.y)
+
+    def backward(self, dy, dx) -> None:
+        L.lrn_backward(self.x, self.y, dy, self.p["size"], self.p["alpha"], self.p["beta"], self.p["k"], out=dx)
+
+
+class PoolStep(Step):
+    kind = "pool"
+
+    def __init__(self, name, x, layout_in: Layout, p: dict, batch: int):
+        self.name, self.x = name, x
+        if p.get("global_"):
+            kernel, stride, pad = (layout_in.h, layout_in.w), 1, 0
+        else:
+            kernel, stride, pad = p["kernel"], p["stride"], p.get("pad", 0)
+        self.plan = PoolPlan(batch, layout_in.channels, (layout_in.h, layout_in.w), kernel, stride, pad,
+                             mode=p["mode"], input_mask=layout_in.mask)
+        oh, ow = self.plan.out_size
+        self.layout = Layout(layout_in.channels, oh, ow)
+        self.y = np.zeros(self.layout.shape(batch), np.float32)
+
+    def forward(self, training: bool) -> None:
+        self.plan.forward(self.x, out=self.y)
+
+    def backward(self, dy, dx) -> None:
+        if dx is not None:
+            self.plan.backward(self.x, dy, out=dx)
+
+
+class InterpStep(Step):
+    """Explicit interpolation of a compact tensor (before a fully connected layer)."""
+
+    kind = "interp"
+
+    def __init__(self, name, x, layout_in: Layout, batch: int):
+        self.name, self.x, self.mask = name, x, layout_in.mask
+        self.layout = Layout(layout_in.channels, layout_in.h, layout_in.w)
+        self.y = np.zeros(self.layout.shape(batch), np.float32)
+
+    def forward(self, training: bool) -> None:
+        interpolate(self.x, self.mask, out=self.y)
+
+    def backward(self, dy, dx) -> None:
+        if dx is not None:
+            interpolate_backward(dy, self.mask, out=dx)
+
+
+class FcStep(Step):
+    kind = "fc"
+
+    def __init__(self, name, x, layout_in: Layout, p: dict, batch: int, params):
+        self.name, self.params = name, params
+        self.x = x
+        self._x2 = x.reshape(batch, -1)
+        self.in_features = self._x2.shape[1]
+        self.layout = Layout(p["out"], 1, 1)
+        self.y = np.zeros((batch, p["out"], 1, 1), np.float32)
+        self._y2 = self.y.reshape(batch, p["out"])
+        self.macs = self.in_features * p["out"]
+
+    def forward(self, training: bool) -> None:
+        w = self.params[self.name]
+        L.linear(self._x2, w["weight"], w["bias"], out=self._y2)
+
+    def backward(self, dy, dx) -> None:
+        w, grad = self.params[self.name], self.params.grads[self.name]
+        dx2, dw, db = L.linear_backward(self._x2, w["weight"], dy.reshape(self._y2.shape))
+        grad["weight"][...] = dw
+        grad["bias"][...] = db
+        if dx is not None:
+            dx.reshape(dx2.shape)[...] = dx2
+
+
+class Parameters(dict):
+    """name -> {"weight": array, "bias": array}, with ``grads`` of the same structure."""
+
+    def __init__(self):
+        super().__init__()
+        self.grads: Dict[str, Dict[str, np.ndarray]] = {}
+
+    def add(self, name: str, weight_shape: Sequence[int], fan_in: int, rng: np.random.Generator) -> None:
+        std = np.sqrt(2.0 / fan_in)  # He initialisation: keeps ReLU activations at unit scale
+        self[name] = {"weight": (rng.standard_normal(weight_shape) * std).astype(np.float32),
+                      "bias": np.zeros(weight_shape[0], np.float32)}
+        self.grads[name] = {k: np.zeros_like(v) for k, v in self[name].items()}
+
+
+class Model:
+    """A network (``"nin"``, ``"alexnet"``, ``"vgg16"`` or a list of rows) at a fixed batch size.
+
+    Args:
+      network: a name from ``perforated.networks.NETWORKS`` or a list of rows.
+      batch: images per forward call (buffers are sized for it).
+      plan: a :class:`PerforationPlan` (or a path to its JSON), or ``masks`` given directly.
+      weights: an ``.npz`` path or a ``{name: {"weight", "bias"}}`` dict; random (He, seeded) if None.
+      input_shape, classes: needed when ``network`` is a list of rows.
+    """
+
+    def __init__(self, network: Union[str, List[Row]], batch: int,
+                 plan: Union[None, PerforationPlan, str, Path] = None, masks: Optional[Dict[str, Mask]] = None,
+                 weights=None, seed: int = 0, input_shape: Optional[Tuple[int, int, int]] = None,
+                 classes: Optional[int] = None):
+        if isinstance(network, str):
+            if network not in NETWORKS:
+                raise ValueError(f"Model: network must be one of {sorted(NETWORKS)}, got {network!r}")
+            info = NETWORKS[network]
+            self.name, self.rows = network, info["layers"]()
+            input_shape, classes = input_shape or info["input"], classes or info["classes"]
+        else:
+            if input_shape is None or classes is None:
+                raise ValueError("Model: a network given as rows needs input_shape and classes")
+            self.name, self.rows = "custom", list(network)
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"Model: batch must be a positive int, got {batch!r}")
+        self.batch, self.input_shape, self.classes = batch, tuple(input_shape), classes
+        if isinstance(plan, (str, Path)):
+            plan = PerforationPlan.load(plan)
+        self.plan = plan
+        self.masks: Dict[str, Mask] = dict(masks or {})
+        if plan is not None:
+            self.masks.update(plan.masks(self.output_sizes()))
+        self.params = Parameters()
+        self._build(np.random.default_rng(seed), seed)
+        if weights is not None:
+            self.load_weights(weights)
+
+    # -- construction --------------------------------------------------------------------------
+
+    def output_sizes(self) -> Dict[str, Tuple[int, int]]:
+        """Output (h, w) of every conv layer (masks are sized from these), without building buffers."""
+        sizes, (c, h, w) = {}, self.input_shape
+        for kind, name, p in self.rows:
+            if kind == "conv":
+                k, s, pad = p["kernel"], p.get("stride", 1), p.get("pad", 0)
+                h, w = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+                sizes[name] = (h, w)
+            elif kind == "pool":
+                if p.get("global_"):
+                    h = w = 1
+                else:
+                    h, w = PoolPlan(1, 1, (h, w), p["kernel"], p["stride"], p.get("pad", 0), p["mode"]).out_size
+        return sizes
+
+    def _build(self, rng: np.random.Generator, seed: int) -> None:
+        c, h, w = self.input_shape
+        self.x = np.zeros((self.batch, c, h, w), np.float32)
+        layout, cur = Layout(c, h, w), self.x
+        self.steps: List[Step] = []
+        for index, (kind, name, p) in enumerate(self.rows):
+            if kind == "conv":
+                self.params.add(name, (p["out"], layout.channels // p.get("groups", 1), p["kernel"], p["kernel"]),
+                                layout.channels // p.get("groups", 1) * p["kernel"] ** 2, rng)
+                step = ConvStep(name, cur, layout, p, self.batch, self.masks.get(name), self.params)
+            elif kind == "relu":
+                step = ReluStep(name, cur, layout)
+            elif kind == "dropout":
+                step = DropoutStep(name, cur, layout, p["ratio"], seed * 7919 + index)
+            elif kind == "lrn":
+                step = LrnStep(name, cur, layout, p)
+            elif kind == "pool":
+                step = PoolStep(name, cur, layout, p, self.batch)
+            elif kind == "fc":
+                if layout.mask is not None:
+                    self.steps.append(InterpStep(name + "_interp", cur, layout, self.batch))
+                    cur, layout = self.steps[-1].y, self.steps[-1].layout
+                fan_in = layout.channels * layout.h * layout.w
+                self.params.add(name, (p["out"], fan_in), fan_in, rng)
+                step = FcStep(name, cur, layout, p, self.batch, self.params)
+            else:
+                raise ValueError(f"Model: unknown layer kind {kind!r} in row {name!r}")
+            self.steps.append(step)
+            cur, layout = step.y, step.layout
+        if layout.channels * layout.h * layout.w != self.classes or layout.mask is not None:
+            raise ValueError(f"Model: the last layer gives {layout.channels}x{layout.h}x{layout.w} values per "
+                             f"image, expected {self.classes} classes")
+        self.logits = cur.reshape(self.batch, self.classes)
+        unknown = set(self.masks) - {s.name for s in self.steps if s.kind == "conv"}
+        if unknown:
+            raise ValueError(f"Model: masks given for unknown conv layers {sorted(unknown)}")
+
+    # -- running -------------------------------------------------------------------------------
+
+    def forward(self, x: Optional[np.ndarray] = None, training: bool = False) -> np.ndarray:
+        """Logits ``(batch, classes)`` of the images ``x`` (copied into the input buffer), or of the
+        input buffer ``model.x`` as it is when x is None (no copy: for timing)."""
+        if x is not None:
+            if x.shape != self.x.shape:
+                raise ValueError(f"Model.forward: x must have shape {self.x.shape}, got {x.shape}")
+            np.copyto(self.x, x, casting="same_kind")
+        for step in self.steps:
+            step.forward(training)
+        return self.logits
+
+    def loss(self, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-image cross-entropy and softmax probabilities of the last forward pass."""
+        prob, loss = L.softmax_cross_entropy(self.logits, labels)
+        self._prob = prob
+        return loss, prob
+
+    def backward(self, labels: np.ndarray) -> None:
+        """Gradients of the mean cross-entropy of the last ``forward(..., training=True)`` into
+        ``model.params.grads`` (call :meth:`loss` first)."""
+        if not hasattr(self, "_grad_buffers"):
+            self._grad_buffers: Dict[int, np.ndarray] = {}
+        dy = L.softmax_cross_entropy_backward(self._prob, labels, 1.0 / self.batch)
+        dy = dy.reshape(self.steps[-1].y.shape)
+        for step in reversed(self.steps):
+            if step.in_place:  # ReLU / dropout: the gradient is rewritten in place, like the activation
+                dx = dy
+            elif step.x is self.x:
+                dx = None  # the images need no gradient
+            else:
+                dx = self._grad_buffers.get(id(step.x))
+                if dx is None:
+                    dx = self._grad_buffers[id(step.x)] = np.zeros_like(step.x)
+            step.backward(dy, dx)
+            if dx is not None:
+                dy = dx
+
+    # -- weights ---------------------------------------------------------------------------------
+
+    def save_weights(self, path: Union[str, Path]) -> None:
+        """Weights as ``.npz`` (``name/weight``, ``name/bias``), written atomically."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **{f"{n}/{k}": v for n, p in self.params.items() for k, v in p.items()})
+        tmp.replace(path)
+
+    def load_weights(self, weights) -> None:
+        """Load from an ``.npz`` path or a dict; shapes must match the network."""
+        if isinstance(weights, (str, Path)):
+            with np.load(weights) as data:
+                flat = {k: data[k] for k in data.files}
+        else:
+            flat = {f"{n}/{k}": v for n, p in weights.items() for k, v in p.items()}
+        for name, p in self.params.items():
+            for key, arr in p.items():
+                src = flat.get(f"{name}/{key}")
+                if src is None:
+                    raise ValueError(f"Model.load_weights: missing {name}/{key}")
+                if src.shape != arr.shape:
+                    raise ValueError(f"Model.load_weights: {name}/{key} has shape {src.shape}, expected {arr.shape}")
+                arr[...] = src
+
+    # -- metrics (SPEC §8) -----------------------------------------------------------------------
+
+    def multiply_adds(self, legacy: bool = False) -> int:
+        """Multiply-adds of conv and FC layers per image, perforated layers counting computed positions.
+
+        ``legacy=True`` reproduces the reference counter, which divides grouped convs by g twice."""
+        total = 0
+        for step, (kind, name, p) in zip(self._layer_steps(), self.rows):
+            if kind == "conv":
+                total += step.macs // (p.get("groups", 1) if legacy else 1)
+            elif kind == "fc":
+                total += step.macs
+        return total
+
+    def _layer_steps(self) -> List[Step]:
+        return [s for s in self.steps if s.kind != "interp"]
+
+    def activation_bytes(self) -> int:
+        """Bytes of all layer outputs of one forward pass (compact where compact; in-place layers add
+        nothing) plus the masks' index tables (indices and nearest maps)."""
+        outputs = sum(s.y.nbytes for s in self.steps if not s.in_place)
+        tables = sum(m.indices.nbytes + m.nearest.nbytes for m in self.masks.values())
+        return outputs + tables
+
+    def profile(self, repeat: int = 3) -> List[Dict[str, object]]:
+        """Median time of each step of the forward pass (after one full warm-up pass), in seconds,
+        with its output shape and multiply-adds per image: a per-layer table of the network."""
+        import time
+
+        self.forward()
+        rows = []
+        for step in self.steps:
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                step.forward(False)
+                times.append(time.perf_counter() - start)
+            rows.append({"layer": step.name, "kind": step.kind, "out_shape": tuple(step.y.shape),
+                         "compact": getattr(step, "layout", None) is not None and step.layout.mask is not None,
+                         "seconds": float(np.median(times)), "macs": int(getattr(step, "macs", 0))})
+        return rows
+
+    def conv_count(self) -> int:
+        return sum(1 for kind, _, _ in self.rows if kind == "conv")
