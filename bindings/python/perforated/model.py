@@ -64,8 +64,8 @@ class ConvStep(Step):
 
     def __init__(self, name, x, layout_in: Layout, p: dict, batch: int, mask: Optional[Mask], params):
         self.name, self.x, self.params = name, x, params
-        k, s, pad, g = p["kernel"], p.get("stride", 1), p.get("pad", 0), p.get("groups", 1)
-        compact_pointwise = layout_in.mask is not None and k == 1 and s == 1 and pad == 0
+        k, s, pad, g = pair(p["kernel"]), pair(p.get("stride", 1)), pair(p.get("pad", 0)), p.get("groups", 1)
+        compact_pointwise = layout_in.mask is not None and k == (1, 1) and s == (1, 1) and pad == (0, 0)
         if compact_pointwise:  # a 1x1 conv on a compact tensor: the same GEMM on a 1 x count map
             self.plan = ConvPlan(batch, layout_in.channels, (1, layout_in.mask.count), p["out"], 1)
             self.layout = Layout(p["out"], layout_in.h, layout_in.w, layout_in.mask)
@@ -80,7 +80,7 @@ class ConvStep(Step):
         self.mask = mask
         self.y = np.zeros(self.layout.shape(batch), np.float32)
         self._y_view = self.y.reshape(self._y_view_shape) if self._y_view_shape else self.y
-        self.macs = batch_free_macs(self.layout.positions, p["out"], layout_in.channels // g, k)
+        self.macs = self.layout.positions * p["out"] * (layout_in.channels // g) * k[0] * k[1]
 
     def forward(self, training: bool) -> None:
         w = self.params[self.name]
@@ -94,8 +94,9 @@ class ConvStep(Step):
             self.plan.backward_data(w["weight"], dy_view, out=dx.reshape(self._x_view.shape))
 
 
-def batch_free_macs(positions: int, out_channels: int, in_per_group: int, kernel: int) -> int:
-    return positions * out_channels * in_per_group * kernel * kernel
+def pair(v) -> Tuple[int, int]:
+    """An int or an (h, w) pair as a pair: rows may give non-square kernels (low-rank layers)."""
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
 class ReluStep(Step):
@@ -271,8 +272,8 @@ class Model:
         sizes, (c, h, w) = {}, self.input_shape
         for kind, name, p in self.rows:
             if kind == "conv":
-                k, s, pad = p["kernel"], p.get("stride", 1), p.get("pad", 0)
-                h, w = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+                (kh, kw), (sh, sw), (ph, pw) = pair(p["kernel"]), pair(p.get("stride", 1)), pair(p.get("pad", 0))
+                h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
                 sizes[name] = (h, w)
             elif kind == "pool":
                 if p.get("global_"):
@@ -288,8 +289,9 @@ class Model:
         self.steps: List[Step] = []
         for index, (kind, name, p) in enumerate(self.rows):
             if kind == "conv":
-                self.params.add(name, (p["out"], layout.channels // p.get("groups", 1), p["kernel"], p["kernel"]),
-                                layout.channels // p.get("groups", 1) * p["kernel"] ** 2, rng)
+                kh, kw = pair(p["kernel"])
+                cin_g = layout.channels // p.get("groups", 1)
+                self.params.add(name, (p["out"], cin_g, kh, kw), cin_g * kh * kw, rng)
                 step = ConvStep(name, cur, layout, p, self.batch, self.masks.get(name), self.params)
             elif kind == "relu":
                 step = ReluStep(name, cur, layout)
