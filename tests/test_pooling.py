@@ -78,7 +78,7 @@ def test_implicit_equals_explicit(rng, gid, mode):
     dy = randn(rng, *y_shape)
     dx_c = bwd(x_c, dy, k, s, p, input_mask=m)
     dx_f = bwd(x_full, dy, k, s, p)
-    np.testing.assert_allclose(dx_c, P.interpolate_backward(dx_f, m), rtol=1e-5, atol=1e-5)
+    assert_close(dx_c, P.interpolate_backward(dx_f, m), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["max", "avg"])
