@@ -41,6 +41,7 @@ def _error_cells(network: str, accuracy: Optional[dict], row_index: Optional[int
 
 def table1(raw: dict) -> tuple:
     header = ["network", "batch", "error (ours)", "error (paper)", "CPU time / image, ms", "activation memory, MB",
+              "peak RSS, MB",
               "multiply-adds / image", "# conv", "best dense peer, ms / image"]
     rows = []
     for net in raw["networks"]:
@@ -52,13 +53,15 @@ def table1(raw: dict) -> tuple:
         n_conv = sum(1 for k, _, _ in NETWORKS[net["network"]]["layers"]() if k == "conv")
         rows.append([net["network"], str(net["batch"]), _error_cells(net["network"], raw.get("nin_accuracy"), None)[0],
                      f"{paper['error']}% {paper['metric']}", f"{d['per_image_ms']:.2f}",
-                     f"{d['activation_bytes'] / 2**20:.1f}", f"{d['multiply_adds']:.3e}", str(n_conv),
+                     f"{d['activation_bytes'] / 2**20:.1f}",
+                     f"{d['peak_rss_bytes'] / 2**20:.0f}" if d.get("peak_rss_bytes") else "n/a", f"{d['multiply_adds']:.3e}", str(n_conv),
                      f"{best[0] / net['batch'] * 1e3:.2f} ({best[1]})" if best else "n/a"])
     return header, rows
 
 
 def table3(raw: dict) -> tuple:
-    header = ["network", "rate (all perforable layers)", "speedup", "mult. red.", "mem. red.", "error+", "tuned error+",
+    header = ["network", "rate (all perforable layers)", "speedup", "mult. red.", "mem. red.", "peak RSS red.",
+              "error+", "tuned error+",
               "paper speedup", "paper mult.", "paper mem.", "paper error+", "paper tuned+",
               "speedup vs best dense peer"]
     rows = []
@@ -69,7 +72,8 @@ def table3(raw: dict) -> tuple:
             cell = lambda key: f"{p[key]}" if key in p else "-"
             vs_peer = f"{best[0] / r['measured']['time']['median']:.2f}x ({best[1]})" if best else "n/a"
             rows.append([net["network"], f"{r['rate']:.3f}", f"{r['speedup']:.2f}", f"{r['mult_reduction']:.2f}",
-                         f"{r['mem_reduction']:.2f}", *_error_cells(net["network"], raw.get("nin_accuracy"), i),
+                         f"{r['mem_reduction']:.2f}", f"{r['rss_reduction']:.2f}" if r.get("rss_reduction") else "n/a",
+                         *_error_cells(net["network"], raw.get("nin_accuracy"), i),
                          cell("speedup"), cell("mult"), cell("mem"), cell("error"), cell("tuned"), vs_peer])
     return header, rows
 

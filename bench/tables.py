@@ -78,13 +78,16 @@ def rate_for_reduction(network: str, reduction: float) -> float:
     return round(hi, 4)
 
 
-def measure_model(model: Model, repeat: int) -> Dict[str, object]:
+def measure_model(model: Model, repeat: int, plan: Optional[PerforationPlan] = None) -> Dict[str, object]:
+    from bench import rss
+
     rng = np.random.default_rng(0)
     model.x[...] = rng.standard_normal(model.x.shape, dtype=np.float32)
     t = measure.time_call(model.forward, warmup=1, repeat=repeat)
     return {"time": t, "per_image_ms": t["median"] / model.batch * 1e3,
             "multiply_adds": model.multiply_adds(), "multiply_adds_legacy": model.multiply_adds(legacy=True),
-            "activation_bytes": model.activation_bytes(), "layers": model.profile(repeat)}
+            "activation_bytes": model.activation_bytes(), "layers": model.profile(repeat),
+            "peak_rss_bytes": rss.measure_in_child(model.name, model.batch, plan.to_dict() if plan else None)}
 
 
 def measure_peers(network: str, batch: int, repeat: int, threads: int) -> Dict[str, object]:
@@ -127,12 +130,14 @@ def run_network(network: str, batch: int, repeat: int, threads: int, peers: bool
         rate = rate_for_reduction(network, reduction)
         measure.progress(f"{network}: rate {rate:.3f} on every perforable layer (mult. reduction {reduction})")
         plan = PerforationPlan.uniform_rate(network, rate, kind="uniform", seed=1)
-        perf = measure_model(Model(network, batch, plan=plan), repeat)
+        perf = measure_model(Model(network, batch, plan=plan), repeat, plan)
         result["rows"].append({"rate": rate, "target_mult": reduction, "paper": paper, "plan": plan.to_dict(),
                                "measured": perf,
                                "speedup": dense["time"]["median"] / perf["time"]["median"],
                                "mult_reduction": dense["multiply_adds"] / perf["multiply_adds"],
-                               "mem_reduction": dense["activation_bytes"] / perf["activation_bytes"]})
+                               "mem_reduction": dense["activation_bytes"] / perf["activation_bytes"],
+                               "rss_reduction": (dense["peak_rss_bytes"] / perf["peak_rss_bytes"]
+                                                 if dense["peak_rss_bytes"] and perf["peak_rss_bytes"] else None)})
     if peers:
         result["peers"] = measure_peers(network, batch, repeat, threads)
     return result
