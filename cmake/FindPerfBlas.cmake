@@ -21,6 +21,11 @@ if(PERF_BLAS STREQUAL "scipy-openblas")
   set(PERF_BLAS_DEFINITIONS PERF_BLAS_SCIPY_PREFIX PERF_BLAS_OPENBLAS)
   set(PERF_BLAS_RPATH_DIR ${PERF_SCIPY_OPENBLAS_DIR}/lib)
 elseif(PERF_BLAS STREQUAL "MKL")
+  # oneMKL's MKLConfig.cmake defaults to the Intel OpenMP threading layer (libiomp5), which would run
+  # beside our libgomp; each of our OpenMP threads calls BLAS on its own slice, so the sequential
+  # layer is the right one. LP64: 32-bit MKL_INT, matching the int sizes we pass.
+  set(MKL_THREADING "sequential" CACHE STRING "oneMKL threading layer (see MKLConfig.cmake)")
+  set(MKL_INTERFACE "lp64" CACHE STRING "oneMKL interface layer (lp64: 32-bit integers)")
   find_package(MKL CONFIG REQUIRED)
   target_link_libraries(perf_blas INTERFACE MKL::MKL)
   set(PERF_BLAS_DEFINITIONS PERF_BLAS_MKL)

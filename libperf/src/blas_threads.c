@@ -17,6 +17,7 @@ void perf_blas_set_threads(int n) { scipy_openblas_set_num_threads(n); }
 int perf_blas_get_threads(void) { return scipy_openblas_get_num_threads(); }
 const char *perf_blas_vendor(void) { return "scipy-openblas32 (OpenBLAS wheel)"; }
 #elif defined(PERF_BLAS_MKL)
+#include <mkl.h> /* MKL_Set_Num_Threads, MKL_Get_Max_Threads (mkl_service.h) */
 void perf_blas_set_threads(int n) { MKL_Set_Num_Threads(n); }
 int perf_blas_get_threads(void) { return MKL_Get_Max_Threads(); }
 const char *perf_blas_vendor(void) { return "Intel MKL"; }

@@ -1,0 +1,1 @@
+"""bench: network definitions, timing harness and the table generator (`python -m bench.tables`)."""
