@@ -67,7 +67,7 @@ class ConvStep(Step):
         k, s, pad, g = pair(p["kernel"]), pair(p.get("stride", 1)), pair(p.get("pad", 0)), p.get("groups", 1)
         compact_pointwise = layout_in.mask is not None and k == (1, 1) and s == (1, 1) and pad == (0, 0)
         if compact_pointwise:  # a 1x1 conv on a compact tensor: the same GEMM on a 1 x count map
-            self.plan = ConvPlan(batch, layout_in.channels, (1, layout_in.mask.count), p["out"], 1)
+            self.plan = ConvPlan(batch, layout_in.channels, (1, layout_in.mask.count), p["out"], 1, groups=g)
             self.layout = Layout(p["out"], layout_in.h, layout_in.w, layout_in.mask)
             self._x_view = x.reshape(batch, layout_in.channels, 1, layout_in.mask.count)
             self._y_view_shape = (batch, p["out"], 1, layout_in.mask.count)
@@ -117,9 +117,10 @@ class DropoutStep(Step):
 
     def __init__(self, name, x, layout: Layout, ratio: float, seed: int):
         self.name, self.x, self.y, self.layout, self.ratio = name, x, x, layout, ratio
-        self.seed, self.calls = seed, 0
+        self.seed, self.calls, self.active = seed, 0, False
 
     def forward(self, training: bool) -> None:
+        self.active = training
         if training:  # a fresh pattern every training step; the backward replays the same one
             self.calls += 1
             L.dropout(self.x, self.ratio, self._seed(), out=self.y)
@@ -128,7 +129,8 @@ class DropoutStep(Step):
         return (self.seed * 1_000_003 + self.calls) % (2**63)
 
     def backward(self, dy, dx) -> None:
-        L.dropout_backward(dy, self.ratio, self._seed(), out=dx)
+        if self.active:  # after an inference forward (e.g. impact estimation) dropout was the identity
+            L.dropout_backward(dy, self.ratio, self._seed(), out=dx)
 
 
 class LrnStep(Step):
@@ -339,9 +341,10 @@ class Model:
         self._prob = prob
         return loss, prob
 
-    def backward(self, labels: np.ndarray) -> None:
-        """Gradients of the mean cross-entropy of the last ``forward(..., training=True)`` into
-        ``model.params.grads`` (call :meth:`loss` first)."""
+    def backward(self, labels: np.ndarray, hook=None) -> None:
+        """Gradients of the mean cross-entropy of the last forward pass into ``model.params.grads``
+        (call :meth:`loss` first). ``hook(step, dy)``, if given, sees each step's output gradient
+        before the step runs its backward (e.g. impact estimation reads conv outputs' gradients)."""
         if not hasattr(self, "_grad_buffers"):
             self._grad_buffers: Dict[int, np.ndarray] = {}
         dy = L.softmax_cross_entropy_backward(self._prob, labels, 1.0 / self.batch)
@@ -355,6 +358,8 @@ class Model:
                 dx = self._grad_buffers.get(id(step.x))
                 if dx is None:
                     dx = self._grad_buffers[id(step.x)] = np.zeros_like(step.x)
+            if hook is not None:
+                hook(step, dy)
             step.backward(dy, dx)
             if dx is not None:
                 dy = dx

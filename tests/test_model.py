@@ -1,0 +1,186 @@
+"""Networks built into models: compact propagation equals explicit interpolation, gradients, metrics,
+perforation plans and weights on disk."""
+import json
+
+import numpy as np
+import pytest
+
+import perforated as P
+from perforated.model import Model
+from perforated.networks import NETWORKS, perforable_layers
+from perforated.plan import PerforationPlan
+
+# A small network with every kind of step: a perforated conv feeding 1x1 convs, LRN and dropout on the
+# compact tensor, pooling through the nearest map, a second perforated conv feeding an FC layer
+# (explicit interpolation), and a grouped conv.
+ROWS = [
+    ("conv", "c1", dict(out=6, kernel=3, pad=1)), ("relu", "r1", {}),
+    ("conv", "p1", dict(out=4, kernel=1)), ("relu", "r2", {}),
+    ("lrn", "n1", dict(size=3, alpha=1e-2, beta=0.75, k=1.0)), ("dropout", "d1", dict(ratio=0.3)),
+    ("pool", "pool1", dict(mode="max", kernel=3, stride=2)),
+    ("conv", "c2", dict(out=6, kernel=3, pad=1, groups=2)), ("relu", "r3", {}),
+    ("fc", "fc", dict(out=5)),
+]
+INPUT = (3, 9, 11)
+
+
+def manual_forward(model: Model, x: np.ndarray) -> np.ndarray:
+    """The same network composed from the functional API with explicit interpolation."""
+    w = model.params
+    m1, m2 = model.masks.get("c1"), model.masks.get("c2")
+    y = P.conv2d(x, w["c1"]["weight"], w["c1"]["bias"], pad=1, mask=m1)
+    y = P.relu(y)
+    y = P.relu(P.conv2d(y, w["p1"]["weight"], w["p1"]["bias"]))
+    y = P.lrn(y, 3, 1e-2, 0.75, 1.0)
+    y = P.max_pool2d(y, 3, 2)
+    y = P.relu(P.conv2d(y, w["c2"]["weight"], w["c2"]["bias"], pad=1, groups=2, mask=m2))
+    return P.linear(np.ascontiguousarray(y.reshape(y.shape[0], -1)), w["fc"]["weight"], w["fc"]["bias"])
+
+
+def small_model(masks=None, seed=0) -> Model:
+    return Model(ROWS, 3, masks=masks, input_shape=INPUT, classes=5, seed=seed)
+
+
+@pytest.mark.parametrize("kind", [None, "uniform", "grid"])
+def test_compact_forward_equals_explicit_interpolation(rng, kind):
+    masks = None
+    if kind:
+        masks = {"c1": P.make_mask(kind, (9, 11), 0.6, seed=2), "c2": P.make_mask(kind, (4, 5), 0.5, seed=3)}
+    model = small_model(masks)
+    x = rng.standard_normal((3,) + INPUT).astype(np.float32)
+    got = model.forward(x).copy()
+    np.testing.assert_allclose(got, manual_forward(model, x), rtol=1e-4, atol=1e-5)
+    if kind:  # the compact path really is compact
+        assert model.steps[0].y.shape == (3, 6, masks["c1"].count)
+
+
+def numeric_grad(model, x, labels, name, key, index, eps=1e-2):
+    arr = model.params[name][key]
+    old = float(arr[index])
+    arr[index] = old + eps
+    model.forward(x)
+    plus = float(model.loss(labels)[0].mean())
+    arr[index] = old - eps
+    model.forward(x)
+    minus = float(model.loss(labels)[0].mean())
+    arr[index] = old
+    return (plus - minus) / (2 * eps)
+
+
+@pytest.mark.parametrize("perforated", [False, True])
+def test_backward_matches_finite_differences(rng, perforated):
+    masks = {"c1": P.make_mask("uniform", (9, 11), 0.5, seed=1)} if perforated else None
+    model = small_model(masks, seed=4)
+    x = rng.standard_normal((3,) + INPUT).astype(np.float32)
+    labels = np.array([0, 3, 4])
+    model.forward(x)
+    model.loss(labels)
+    model.backward(labels)
+    for name, key in [("c1", "weight"), ("c1", "bias"), ("p1", "weight"), ("c2", "weight"), ("fc", "weight")]:
+        grad = model.params.grads[name][key]
+        index = np.unravel_index(np.argmax(np.abs(grad)), grad.shape)
+        num = numeric_grad(model, x, labels, name, key, index)
+        assert abs(num - grad[index]) <= 0.05 * abs(num) + 1e-3, (name, key, num, grad[index])
+
+
+def test_dropout_only_in_training(rng):
+    model = small_model()
+    x = rng.standard_normal((3,) + INPUT).astype(np.float32)
+    a = model.forward(x).copy()
+    np.testing.assert_array_equal(model.forward(x), a)  # inference: deterministic
+    b = model.forward(x, training=True).copy()
+    assert not np.allclose(a, b)
+
+
+def test_multiply_adds_match_spec():
+    # SPEC §7: NIN 2.22e8, AlexNet 7.24e8 (legacy counter 0.52e9, quirk Q2), VGG-16 1.547e10.
+    assert Model("nin", 1).multiply_adds() == pytest.approx(2.22e8, rel=5e-3)  # 2.2249e8
+    alex = Model("alexnet", 1)
+    assert alex.multiply_adds() == pytest.approx(7.24e8, rel=2e-3)
+    assert alex.multiply_adds(legacy=True) == pytest.approx(0.52e9, rel=1e-2)
+    assert Model("vgg16", 1).multiply_adds() == pytest.approx(1.547e10, rel=2e-3)
+
+
+def test_perforation_reduces_multiplications_and_memory():
+    dense = Model("nin", 2)
+    perf = Model("nin", 2, plan=PerforationPlan.uniform_rate("nin", 0.75))
+    # conv1..conv3 and the cccp layers after them all run on a quarter of the positions
+    assert dense.multiply_adds() / perf.multiply_adds() == pytest.approx(4.0, rel=0.01)
+    assert dense.activation_bytes() / perf.activation_bytes() > 2.5
+    assert perf.conv_count() == dense.conv_count() == 9
+
+
+def test_perforable_layers_follow_spec():
+    assert perforable_layers(NETWORKS["nin"]["layers"]()) == ["conv1", "conv2", "conv3"]
+    assert perforable_layers(NETWORKS["alexnet"]["layers"]()) == [f"conv{i}" for i in range(1, 6)]
+    assert len(perforable_layers(NETWORKS["vgg16"]["layers"]())) == 13
+
+
+def test_plan_json_round_trip_and_apply(tmp_path):
+    plan = PerforationPlan("nin", {"conv1": {"kind": "grid", "rate": 0.5, "seed": 3},
+                                   "conv2": {"kind": "pooling", "rate": 2 / 3},
+                                   "conv3": {"kind": "uniform", "rate": 0.75, "seed": 1}})
+    path = tmp_path / "plan.json"
+    plan.save(path)
+    loaded = PerforationPlan.load(path)
+    assert loaded.to_dict() == plan.to_dict()
+    model = Model("nin", 2, plan=path)
+    assert set(model.masks) == {"conv1", "conv2", "conv3"}
+    assert model.masks["conv1"].kind == "grid" and model.masks["conv2"].shape == (16, 16)
+    np.testing.assert_array_equal(model.masks["conv3"].indices,
+                                  P.make_mask("uniform", (8, 8), 0.75, seed=1).indices)
+
+
+def test_plan_impact_scores_file(tmp_path):
+    scores = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    np.savez(tmp_path / "impact.npz", conv2=scores)
+    (tmp_path / "plan.json").write_text(json.dumps(
+        {"network": "nin", "layers": {"conv2": {"kind": "impact", "rate": 0.5, "scores": "impact.npz"}}}))
+    model = Model("nin", 1, plan=tmp_path / "plan.json")
+    kept = model.masks["conv2"].indices
+    assert scores.ravel()[kept].min() >= np.delete(scores.ravel(), kept).max()
+
+
+@pytest.mark.parametrize("layers,message", [
+    ({"cccp1": {"rate": 0.5}}, "not perforable"),
+    ({"conv1": {"rate": 1.0}}, "rate must be a number in [0, 1)"),
+    ({"conv1": {"kind": "zigzag", "rate": 0.5}}, "kind must be one of"),
+])
+def test_plan_validation(layers, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        PerforationPlan("nin", layers)
+
+
+def test_plan_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no plan file"):
+        PerforationPlan.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        PerforationPlan.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="network must be one of"):
+        PerforationPlan("resnet")
+
+
+def test_weights_round_trip(tmp_path, rng):
+    a, b = small_model(seed=1), small_model(seed=2)
+    x = rng.standard_normal((3,) + INPUT).astype(np.float32)
+    assert not np.allclose(a.forward(x), b.forward(x))
+    a.save_weights(tmp_path / "w.npz")
+    b.load_weights(tmp_path / "w.npz")
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    other = Model("nin", 1)
+    with pytest.raises(ValueError, match="missing|shape"):
+        other.load_weights(tmp_path / "w.npz")
+
+
+def test_model_argument_errors():
+    with pytest.raises(ValueError, match="network must be one of"):
+        Model("lenet", 1)
+    with pytest.raises(ValueError, match="batch must be a positive int"):
+        Model("nin", 0)
+    with pytest.raises(ValueError, match="input_shape and classes"):
+        Model(ROWS, 1)
+    with pytest.raises(ValueError, match="unknown conv layers"):
+        Model("nin", 1, masks={"conv9": P.make_mask("uniform", (8, 8), 0.5)})
+    with pytest.raises(ValueError, match="x must have shape"):
+        Model("nin", 2).forward(np.zeros((1, 3, 32, 32), np.float32))
