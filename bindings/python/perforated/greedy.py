@@ -1,0 +1,229 @@
+"""Greedy multi-layer perforation against measured time (SPEC §6).
+
+Every step tries raising each layer's rate one notch (for each allowed mask kind), measures the
+candidate's NLL on held-out images and its forward time, and commits the candidate with the lowest
+
+    cost = (L - L0) / (t0 - t)        (infinite when t >= t0)
+
+where L0 and t0 belong to the ORIGINAL network. Committed masks stay fixed (quirk Q5); random kinds
+are drawn twice and the better draw kept; impact maps are re-estimated on the current perforated
+network after every commit (iterative impact, SPEC §4.5), so impact masks are nested.
+
+Each step is saved atomically (``step_NNN.json`` and ``state.json`` in the output folder); a search
+started again with the same folder resumes after the last saved step.
+
+    python -m perforated.greedy --network nin --weights W.npz --data D --out runs/greedy_nin
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .impact import estimate_impact
+from .masks import Mask, make_mask
+from .model import Model
+from .networks import NETWORKS, next_pool, perforable_layers
+
+RATES: Tuple[float, ...] = (0.0, 1 / 3) + tuple(1 - 1 / k for k in range(2, 21))  # 21 values
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+class GreedySearch:
+    """The search state and its steps. ``timer="measured"`` times forward passes at ``timing_batch``;
+    ``timer="macs"`` uses multiply-adds instead (deterministic: for tests and for dry runs)."""
+
+    def __init__(self, network: str, weights, eval_x: np.ndarray, eval_y: np.ndarray, out: Path,
+                 kinds: Sequence[str] = ("uniform",), impact_x: Optional[np.ndarray] = None,
+                 impact_y: Optional[np.ndarray] = None, eval_batch: int = 100, timing_batch: Optional[int] = None,
+                 timer: str = "measured", repeat: int = 3, seed: int = 0, log: Callable[[str], None] = print):
+        if timer not in ("measured", "macs"):
+            raise ValueError(f"GreedySearch: timer must be 'measured' or 'macs', got {timer!r}")
+        if "impact" in kinds and impact_x is None:
+            raise ValueError("GreedySearch: kind 'impact' needs impact_x / impact_y (training images)")
+        self.network, self.weights, self.kinds = network, weights, tuple(kinds)
+        self.eval_x, self.eval_y, self.impact_x, self.impact_y = eval_x, eval_y, impact_x, impact_y
+        self.eval_batch, self.repeat, self.timer, self.log = eval_batch, repeat, timer, log
+        self.timing_batch = timing_batch or NETWORKS[network]["timing_batch"]
+        self.rows = NETWORKS[network]["layers"]()
+        self.layers = perforable_layers(self.rows)
+        self.sizes = Model(network, 1).output_sizes()
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.rng = np.random.default_rng(seed)
+        state_path = self.out / "state.json"
+        if state_path.is_file():
+            self._resume(json.loads(state_path.read_text()))
+        else:
+            self.level = {l: 0 for l in self.layers}
+            self.masks: Dict[str, Mask] = {}
+            self.step = 0
+            self.L0, self.t0 = self.evaluate({}), self.time({})
+            self._save(None)
+        self.impact = self._impact() if "impact" in self.kinds else {}
+
+    # -- measurements --------------------------------------------------------------------------
+
+    def evaluate(self, masks: Dict[str, Mask]) -> float:
+        """Mean NLL over the held-out images."""
+        model = Model(self.network, self.eval_batch, masks=masks, weights=self.weights)
+        total, n = 0.0, len(self.eval_x)
+        for start in range(0, n, self.eval_batch):
+            x, y = self.eval_x[start:start + self.eval_batch], self.eval_y[start:start + self.eval_batch]
+            real = len(x)
+            if real < self.eval_batch:
+                reps = np.arange(self.eval_batch) % real
+                x, y = x[reps], y[reps]
+            model.forward(np.ascontiguousarray(x, dtype=np.float32))
+            total += float(model.loss(y)[0][:real].sum())
+        return total / n
+
+    def time(self, masks: Dict[str, Mask]) -> float:
+        model = Model(self.network, self.timing_batch if self.timer == "measured" else 1, masks=masks)
+        if self.timer == "macs":
+            return float(model.multiply_adds())
+        model.x[...] = self.rng.standard_normal(model.x.shape, dtype=np.float32)
+        model.forward()
+        times = []
+        for _ in range(self.repeat):
+            start = time.perf_counter()
+            model.forward()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    def _impact(self) -> Dict[str, np.ndarray]:
+        model = Model(self.network, self.eval_batch, masks=self.masks, weights=self.weights)
+        return estimate_impact(model, self.impact_x, self.impact_y, self.layers)
+
+    # -- masks -----------------------------------------------------------------------------------
+
+    def _mask(self, layer: str, kind: str, rate: float) -> Mask:
+        size, seed = self.sizes[layer], int(self.rng.integers(2**31))
+        if kind == "impact":
+            return make_mask("impact", size, rate, seed, scores=self.impact[layer].astype(np.float32))
+        if kind == "pooling":
+            p = next_pool(self.rows, layer)
+            return make_mask("pooling", size, rate, seed, pool=(p["kernel"], p["stride"], p.get("pad", 0)))
+        return make_mask(kind, size, rate, seed)
+
+    # -- the search ------------------------------------------------------------------------------
+
+    def candidates(self) -> List[dict]:
+        out = []
+        for layer in self.layers:
+            if self.level[layer] + 1 >= len(RATES):
+                continue
+            rate = RATES[self.level[layer] + 1]
+            for kind in self.kinds:
+                draws = 1 if kind == "impact" else 2  # random kinds: keep the better of two draws
+                best = None
+                for _ in range(draws):
+                    masks = dict(self.masks, **{layer: self._mask(layer, kind, rate)})
+                    loss = self.evaluate(masks)
+                    if best is None or loss < best["loss"]:
+                        best = {"layer": layer, "kind": kind, "rate": rate, "masks": masks, "loss": loss}
+                best["time"] = self.time(best["masks"])
+                gain = self.t0 - best["time"]
+                best["cost"] = (best["loss"] - self.L0) / gain if gain > 0 else math.inf
+                out.append(best)
+        return out
+
+    def run(self, steps: int) -> None:
+        """Run until `steps` steps are saved in total (counting resumed ones) or every layer is at the
+        last rate."""
+        while self.step < steps:
+            cands = self.candidates()
+            if not cands:
+                self.log("greedy: every layer is at the last rate")
+                break
+            best = min(cands, key=lambda c: c["cost"])
+            self.level[best["layer"]] += 1
+            self.masks = best["masks"]
+            self.step += 1
+            self._save(best)
+            self.log(f"greedy step {self.step}/{steps}: {best['layer']} -> rate {best['rate']:.3f} ({best['kind']}), "
+                     f"NLL {best['loss']:.4f} (L0 {self.L0:.4f}), speedup {self.t0 / best['time']:.2f}x, "
+                     f"cost {best['cost']:.3g}")
+            if "impact" in self.kinds:
+                self.impact = self._impact()
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def plan_dict(self) -> dict:
+        layers = {}
+        for name, m in self.masks.items():
+            layers[name] = {"kind": "indices", "rate": float(m.rate), "seed": int(m.seed),
+                            "indices": m.indices.tolist(), "made_as": m.kind}
+        return {"network": self.network, "layers": layers}
+
+    def _save(self, best: Optional[dict]) -> None:
+        record = {"step": self.step, "L0": self.L0, "t0": self.t0, "timer": self.timer, "level": self.level,
+                  "plan": self.plan_dict(), "rng": self.rng.bit_generator.state}
+        if best is not None:
+            record.update(loss=best["loss"], time=best["time"], cost=best["cost"], layer=best["layer"],
+                          kind=best["kind"], rate=best["rate"], speedup=self.t0 / best["time"])
+            _write_json(self.out / f"step_{self.step:03d}.json", record)
+        _write_json(self.out / "state.json", record)
+
+    def _resume(self, record: dict) -> None:
+        self.step, self.L0, self.t0 = record["step"], record["L0"], record["t0"]
+        self.level = {l: record["level"].get(l, 0) for l in self.layers}
+        self.masks = {name: Mask.from_indices(self.sizes[name], np.asarray(spec["indices"]), seed=spec["seed"])
+                      for name, spec in record["plan"]["layers"].items()}
+        self.rng.bit_generator.state = record["rng"]
+        self.log(f"greedy: resumed after step {self.step} from {self.out}")
+
+    def pick(self, speedups: Sequence[float] = (2.0, 3.0, 4.0)) -> Dict[float, Path]:
+        """Write plan_<s>x.json: the first saved step reaching each speedup (by the search's timer)."""
+        steps = sorted(self.out.glob("step_*.json"))
+        picked = {}
+        for target in speedups:
+            for path in steps:
+                record = json.loads(path.read_text())
+                if record["t0"] / record["time"] >= target:
+                    dest = self.out / f"plan_{target:g}x.json"
+                    _write_json(dest, dict(record["plan"], step=record["step"], speedup=record["speedup"],
+                                           nll=record["loss"]))
+                    picked[target] = dest
+                    break
+        return picked
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    from . import data as D
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--network", default="nin")
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--data", required=True, help="CIFAR-10 tarball, image folder or cifar-10-batches-py")
+    parser.add_argument("--out", required=True, help="folder for step files; reused to resume")
+    parser.add_argument("--steps", type=int, default=50, help="steps in total (reference: NIN 50)")
+    parser.add_argument("--kinds", default="uniform", help="comma-separated mask kinds to try")
+    parser.add_argument("--eval-images", type=int, default=10000, help="held-out training images for the NLL")
+    parser.add_argument("--impact-images", type=int, default=5000)
+    parser.add_argument("--timer", default="measured", choices=("measured", "macs"))
+    args = parser.parse_args(argv)
+    ev_x, ev_y, im_x, im_y = D.greedy_subsets(args.data, args.eval_images, args.impact_images)
+    search = GreedySearch(args.network, args.weights, ev_x, ev_y, Path(args.out), kinds=args.kinds.split(","),
+                          impact_x=im_x, impact_y=im_y, timer=args.timer,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    search.run(args.steps)
+    for target, path in search.pick().items():
+        print(f"{target:g}x: {path}")
+
+
+if __name__ == "__main__":
+    main()

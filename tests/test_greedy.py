@@ -1,0 +1,78 @@
+"""Greedy perforation (SPEC §6): rates, costs, checkpoints and resume (deterministic timer)."""
+import json
+
+import numpy as np
+import pytest
+
+from perforated.greedy import RATES, GreedySearch
+from perforated.model import Model
+
+
+def test_rates_follow_spec():
+    assert len(RATES) == 21 and RATES[:3] == (0.0, 1 / 3, 0.5) and RATES[-1] == pytest.approx(1 - 1 / 20)
+
+
+@pytest.fixture
+def setup(rng, tmp_path):
+    weights = Model("nin", 1, seed=3).params
+    x = rng.standard_normal((6, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, 6)
+    return weights, x, y, tmp_path
+
+
+def search(setup, folder, kinds=("uniform",)):
+    weights, x, y, tmp = setup
+    return GreedySearch("nin", weights, x, y, tmp / folder, kinds=kinds, impact_x=x[:4], impact_y=y[:4],
+                        eval_batch=6, timer="macs", seed=5, log=lambda m: None)
+
+
+def test_steps_commit_cheapest_and_save(setup):
+    s = search(setup, "a", kinds=("uniform", "grid"))
+    s.run(2)
+    assert s.step == 2 and sum(s.level.values()) == 2
+    for i in range(1, 3):
+        record = json.loads((s.out / f"step_{i:03d}.json").read_text())
+        assert record["t0"] / record["time"] == pytest.approx(record["speedup"])
+        assert record["layer"] in ("conv1", "conv2", "conv3")
+    state = json.loads((s.out / "state.json").read_text())
+    assert state["step"] == 2 and set(state["plan"]["layers"]) == set(s.masks)
+
+
+def test_resume_gives_the_same_search(setup):
+    whole = search(setup, "whole")
+    whole.run(2)
+    part = search(setup, "part")
+    part.run(1)
+    resumed = search(setup, "part")  # a new process would do exactly this
+    assert resumed.step == 1
+    resumed.run(2)
+    assert resumed.level == whole.level
+    for name in whole.masks:
+        np.testing.assert_array_equal(resumed.masks[name].indices, whole.masks[name].indices)
+
+
+def test_impact_kind_keeps_masks_nested(setup):
+    s = search(setup, "impact", kinds=("impact",))
+    s.run(2)
+    for name, m in s.masks.items():
+        assert m.count <= Model("nin", 1).output_sizes()[name][0] ** 2
+
+
+def test_pick_writes_plans(setup):
+    s = search(setup, "pick")
+    s.run(1)
+    picked = s.pick((1.01,))
+    plan = json.loads(picked[1.01].read_text())
+    m = Model("nin", 2, masks=None)
+    from perforated.plan import PerforationPlan
+
+    loaded = PerforationPlan("nin", plan["layers"])
+    assert Model("nin", 2, plan=loaded).multiply_adds() < m.multiply_adds()
+
+
+def test_bad_arguments(setup):
+    weights, x, y, tmp = setup
+    with pytest.raises(ValueError, match="timer must be"):
+        GreedySearch("nin", weights, x, y, tmp / "t", timer="wallclock")
+    with pytest.raises(ValueError, match="needs impact_x"):
+        GreedySearch("nin", weights, x, y, tmp / "t", kinds=("impact",))
