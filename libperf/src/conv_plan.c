@@ -46,6 +46,9 @@ static perf_status validate_desc(const char *fn, const perf_conv_desc *d) {
     if (d->kernel_h > padded_h || d->kernel_w > padded_w)
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: kernel %dx%d exceeds padded input %lldx%lld",
                          fn, d->kernel_h, d->kernel_w, padded_h, padded_w);
+    if (padded_h > INT32_MAX || padded_w > INT32_MAX) /* the gather table's int coordinates stay in range */
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: padded input %lldx%lld exceeds 2^31-1 (in + 2*pad)",
+                         fn, padded_h, padded_w);
     if ((long long)d->in_h * d->in_w > INT32_MAX)
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: input map %dx%d has more than 2^31-1 positions",
                          fn, d->in_h, d->in_w);
@@ -91,8 +94,13 @@ perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *o
     PERF_CHECK_NOT_NULL(fn, out);
     *out = NULL;
     PERF_CHECK(validate_desc(fn, desc));
-    int out_h = (desc->in_h + 2 * desc->pad_h - desc->kernel_h) / desc->stride_h + 1;
-    int out_w = (desc->in_w + 2 * desc->pad_w - desc->kernel_w) / desc->stride_w + 1;
+    /* In 64 bits: in + 2*pad overflows int for a huge pad, and positions (count, mask indices) are int. */
+    long long oh64 = ((long long)desc->in_h + 2LL * desc->pad_h - desc->kernel_h) / desc->stride_h + 1;
+    long long ow64 = ((long long)desc->in_w + 2LL * desc->pad_w - desc->kernel_w) / desc->stride_w + 1;
+    if (oh64 > INT32_MAX || ow64 > INT32_MAX || oh64 * ow64 > INT32_MAX)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
+                         "%s: output map %lldx%lld has more than 2^31-1 positions", fn, oh64, ow64);
+    int out_h = (int)oh64, out_w = (int)ow64;
     PERF_CHECK(check_mask_size(fn, "output_mask", output_mask, out_h, out_w));
     PERF_CHECK(check_mask_size(fn, "input_mask", input_mask, desc->in_h, desc->in_w));
 

@@ -107,6 +107,8 @@ static perf_status lrn_check(const char *fn, int batch, int channels, int spatia
     PERF_CHECK(perf_checked_product(fn, "batch*channels*spatial", dims, 3, &total));
     g->channels = channels;
     g->half = (local_size - 1) / 2;
+    if (g->half > channels) g->half = channels; /* windows are clipped to the channels: same sums, and no
+                                                  * 2^30-step walk for local_size = INT_MAX */
     g->spatial = (size_t)spatial;
     g->k = k;
     g->alpha_n = (double)alpha / local_size;
