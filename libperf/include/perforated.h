@@ -297,6 +297,122 @@ PERF_API perf_status perf_bias_forward(int batch, int channels, int spatial, con
 PERF_API perf_status perf_bias_backward(int batch, int channels, int spatial, const float *dy,
                                         float *dbias);
 
+/* ------------------------------------------------------------------------------------------------
+ * Devices and contexts (CUDA backend)
+ *
+ * A context names where work runs. A CPU context (or a NULL context, wherever a context is taken)
+ * runs the CPU code above on host memory. A CUDA context owns one device, a CUDA stream and a cuBLAS
+ * handle bound to that stream: every call made with it (or with a plan created with it) is enqueued
+ * on that stream and returns before the work is done, and every pointer it takes is device memory
+ * (cudaMalloc, perf_device_alloc, or another library's allocation such as a CuPy array), workspaces
+ * included. The stream is a blocking stream, so it is ordered with the legacy default stream that
+ * CuPy uses by default. Call perf_context_synchronize before reading results on the host.
+ * A context may be shared by several plans and calls but not used from two threads at once; it must
+ * outlive the plans created with it.
+ * A build without the CUDA backend (PERF_WITH_CUDA off) answers every CUDA request with
+ * PERF_STATUS_UNSUPPORTED and the message "<function>: this build has no CUDA backend (rebuild with
+ * -DPERF_WITH_CUDA=ON)". CUDA and cuBLAS failures return PERF_STATUS_DEVICE_ERROR with the CUDA
+ * error string or the cuBLAS status name in the message; nothing aborts.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef enum perf_device { PERF_DEVICE_CPU = 0, PERF_DEVICE_CUDA = 1 } perf_device;
+
+typedef struct perf_context perf_context;
+
+/* Number of CUDA devices visible to this process: 0 (and SUCCESS) in a build without CUDA or on a
+ * machine without a GPU or driver. INVALID_ARGUMENT if count is NULL. */
+PERF_API perf_status perf_cuda_device_count(int *count);
+
+/* Create a context. device: PERF_DEVICE_CPU (device_index ignored) or PERF_DEVICE_CUDA with
+ * device_index in [0, perf_cuda_device_count). Returns INVALID_ARGUMENT (unknown device, index out of
+ * range, out NULL), UNSUPPORTED (CUDA requested, no CUDA backend), DEVICE_ERROR, OUT_OF_MEMORY. */
+PERF_API perf_status perf_context_create(perf_device device, int device_index, perf_context **out);
+/* Waits for the context's pending work, then releases it. NULL is a no-op. */
+PERF_API void perf_context_destroy(perf_context *ctx);
+/* The context's device (PERF_DEVICE_CPU for NULL) and device index (0 for CPU and NULL). */
+PERF_API perf_device perf_context_device(const perf_context *ctx);
+PERF_API int perf_context_device_index(const perf_context *ctx);
+/* Block until every call enqueued on the context has finished; reports a failure of that work as
+ * DEVICE_ERROR. A no-op for a CPU or NULL context. */
+PERF_API perf_status perf_context_synchronize(const perf_context *ctx);
+
+/* Memory of the context's device: host memory (64-byte aligned) for a CPU context, device memory
+ * for a CUDA one. bytes may be 0 (a valid, unusable pointer). Release with perf_device_free (NULL is
+ * a no-op). Returns INVALID_ARGUMENT (ctx or out NULL), OUT_OF_MEMORY, DEVICE_ERROR. */
+PERF_API perf_status perf_device_alloc(const perf_context *ctx, size_t bytes, void **out);
+PERF_API perf_status perf_device_free(const perf_context *ctx, void *ptr);
+
+/* Copies of `bytes` bytes between host and the context's device memory, enqueued on the context's
+ * stream (a plain memcpy for a CPU context): synchronise before reading a host destination or reusing
+ * a host source. bytes 0 is a no-op. Returns INVALID_ARGUMENT (NULL ctx or pointers) or DEVICE_ERROR. */
+PERF_API perf_status perf_memcpy_to_device(const perf_context *ctx, void *device_dst,
+                                           const void *host_src, size_t bytes);
+PERF_API perf_status perf_memcpy_to_host(const perf_context *ctx, void *host_dst,
+                                         const void *device_src, size_t bytes);
+PERF_API perf_status perf_memcpy_device_to_device(const perf_context *ctx, void *device_dst,
+                                                  const void *device_src, size_t bytes);
+
+/* Plans bound to a context. ctx NULL or a CPU context: exactly perf_conv_plan_create /
+ * perf_pool_plan_create. A CUDA context: the plan's gather tables are uploaded to the device, and
+ * perf_conv_forward / _backward_data / _backward_filter (resp. perf_pool_forward / _backward) with
+ * this plan take device pointers (workspace too: perf_conv_workspace_size bytes of device memory) and
+ * run asynchronously on the context's stream. Results agree with the CPU up to float rounding
+ * (the backward passes accumulate with atomic adds, so their summation order is not fixed).
+ * Same statuses as the CPU functions, plus UNSUPPORTED and DEVICE_ERROR. */
+PERF_API perf_status perf_conv_plan_create_ctx(const perf_context *ctx, const perf_conv_desc *desc,
+                                               const perf_mask *output_mask,
+                                               const perf_mask *input_mask, perf_conv_plan **out);
+PERF_API perf_status perf_pool_plan_create_ctx(const perf_context *ctx, const perf_pool_desc *desc,
+                                               const perf_mask *input_mask, perf_pool_plan **out);
+/* The context a plan was created with (NULL for a CPU plan). */
+PERF_API const perf_context *perf_conv_plan_context(const perf_conv_plan *plan);
+PERF_API const perf_context *perf_pool_plan_context(const perf_pool_plan *plan);
+
+/* Context variants of the plan-less operations: the same arguments, semantics and statuses as the
+ * functions above, preceded by a context. ctx NULL or CPU: the CPU function (host pointers). CUDA:
+ * device pointers, enqueued on the context's stream. Notes for CUDA:
+ * - interp: the mask stays on the host; its nearest map is uploaded on each call (stream-ordered
+ *   cudaMallocAsync, freed after the kernel), so prefer conv plans with input masks in timed loops.
+ * - softmax_xent: labels are device memory; they are copied back and range-checked before the kernel
+ *   runs (a synchronisation of the stream).
+ * - dropout: the keep pattern is the same function of (seed, element index) as on the CPU, so CPU and
+ *   CUDA agree bit for bit. */
+PERF_API perf_status perf_interp_forward_ctx(const perf_context *ctx, const perf_mask *mask, int planes,
+                                             const float *compact, float *full);
+PERF_API perf_status perf_interp_backward_ctx(const perf_context *ctx, const perf_mask *mask,
+                                              int planes, const float *full, float *compact);
+PERF_API perf_status perf_relu_forward_ctx(const perf_context *ctx, size_t size, const float *x,
+                                           float *y);
+PERF_API perf_status perf_relu_backward_ctx(const perf_context *ctx, size_t size, const float *y,
+                                            const float *dy, float *dx);
+PERF_API perf_status perf_lrn_forward_ctx(const perf_context *ctx, int batch, int channels, int spatial,
+                                          int local_size, float alpha, float beta, float k,
+                                          const float *x, float *y);
+PERF_API perf_status perf_lrn_backward_ctx(const perf_context *ctx, int batch, int channels,
+                                           int spatial, int local_size, float alpha, float beta,
+                                           float k, const float *x, const float *y, const float *dy,
+                                           float *dx);
+PERF_API perf_status perf_fc_forward_ctx(const perf_context *ctx, int batch, int in_features,
+                                         int out_features, const float *x, const float *weight,
+                                         const float *bias, float *y);
+PERF_API perf_status perf_fc_backward_ctx(const perf_context *ctx, int batch, int in_features,
+                                          int out_features, const float *x, const float *weight,
+                                          const float *dy, float *dx, float *dweight, float *dbias);
+PERF_API perf_status perf_dropout_forward_ctx(const perf_context *ctx, size_t size, float ratio,
+                                              uint64_t seed, const float *x, float *y);
+PERF_API perf_status perf_dropout_backward_ctx(const perf_context *ctx, size_t size, float ratio,
+                                               uint64_t seed, const float *dy, float *dx);
+PERF_API perf_status perf_softmax_xent_forward_ctx(const perf_context *ctx, int batch, int classes,
+                                                   const float *logits, const int32_t *labels,
+                                                   float *prob, float *loss);
+PERF_API perf_status perf_softmax_xent_backward_ctx(const perf_context *ctx, int batch, int classes,
+                                                    const float *prob, const int32_t *labels,
+                                                    float scale, float *dlogits);
+PERF_API perf_status perf_bias_forward_ctx(const perf_context *ctx, int batch, int channels,
+                                           int spatial, const float *bias, float *y);
+PERF_API perf_status perf_bias_backward_ctx(const perf_context *ctx, int batch, int channels,
+                                            int spatial, const float *dy, float *dbias);
+
 /* </cdef> */
 
 #ifdef __cplusplus

@@ -1,8 +1,9 @@
 /*
- * conv.c - the public convolution entry points: argument checks, then the CPU kernels.
- * (A CUDA build dispatches device pointers to cuda/conv.cu here; see DESIGN.md.)
+ * conv.c - the public convolution entry points: argument checks, then the CPU kernels, or the CUDA
+ * twins in cuda/conv.cu for a plan created with a CUDA context (device pointers; see DESIGN.md).
  */
 #include "conv_internal.h"
+#include "device_internal.h"
 
 static perf_status check_workspace(const char *fn, const perf_conv_plan *p, const void *workspace,
                                    size_t workspace_bytes) {
@@ -28,6 +29,7 @@ perf_status perf_conv_forward(const perf_conv_plan *plan, const float *x, const 
     PERF_CHECK_NOT_NULL(fn, weight);
     PERF_CHECK_NOT_NULL(fn, y);
     PERF_CHECK(check_workspace(fn, plan, workspace, workspace_bytes));
+    if (plan->ctx) return perf_cuda_conv_forward(plan, x, weight, bias, y, workspace);
     perf_cpu_conv_forward(plan, x, weight, bias, y, workspace);
     return PERF_STATUS_SUCCESS;
 }
@@ -40,6 +42,7 @@ perf_status perf_conv_backward_data(const perf_conv_plan *plan, const float *wei
     PERF_CHECK_NOT_NULL(fn, dy);
     PERF_CHECK_NOT_NULL(fn, dx);
     PERF_CHECK(check_workspace(fn, plan, workspace, workspace_bytes));
+    if (plan->ctx) return perf_cuda_conv_backward_data(plan, weight, dy, dx, workspace);
     perf_cpu_conv_backward_data(plan, weight, dy, dx, workspace);
     return PERF_STATUS_SUCCESS;
 }
@@ -52,6 +55,7 @@ perf_status perf_conv_backward_filter(const perf_conv_plan *plan, const float *x
     PERF_CHECK_NOT_NULL(fn, dy);
     PERF_CHECK_NOT_NULL(fn, dweight);
     PERF_CHECK(check_workspace(fn, plan, workspace, workspace_bytes));
+    if (plan->ctx) return perf_cuda_conv_backward_filter(plan, x, dy, dweight, dbias, workspace);
     perf_cpu_conv_backward_filter(plan, x, dy, dweight, dbias, workspace);
     return PERF_STATUS_SUCCESS;
 }

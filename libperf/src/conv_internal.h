@@ -26,6 +26,8 @@ struct perf_conv_plan {
     int chunk_rows;     /* rows per GEMM chunk (see above) */
     int32_t *table;     /* [count][kk]: input index within a plane for each kernel tap, -1 = padding */
     size_t workspace_floats;
+    const perf_context *ctx; /* CUDA plans only (perf_conv_plan_create_ctx); NULL on the CPU */
+    int32_t *dev_table;      /* CUDA plans: device copy of table (NULL for a pointwise plan) */
 };
 
 

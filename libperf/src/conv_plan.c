@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "conv_internal.h"
+#include "device_internal.h"
 
 /* Rows per GEMM chunk: a thread's im2row chunk (chunk_rows x k_gemm floats) is kept near 2 MiB so it
  * is written and read back from cache, with at least 256 rows so single-threaded SGEMM stays
@@ -152,6 +153,7 @@ perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *o
 
 void perf_conv_plan_destroy(perf_conv_plan *plan) {
     if (!plan) return;
+    if (plan->ctx) perf_cuda_conv_plan_release(plan); /* device table */
     free(plan->table);
     free(plan);
 }

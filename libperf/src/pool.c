@@ -24,17 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "device_internal.h"
+#include "pool_internal.h"
 
 enum { POOL_ROW_BUFFER = 4096 }; /* floats of stack per thread for the separable forward */
-
-struct perf_pool_plan {
-    perf_pool_desc d;
-    int out_h, out_w;
-    size_t planes, in_spatial, out_spatial;
-    int64_t *offsets; /* [out_spatial + 1]; NULL for a full input */
-    int32_t *idx;     /* [offsets[out_spatial]] compact indices */
-};
 
 /* Clip the window of output coordinate o along one axis to [0, in). */
 static inline void window(int o, int stride, int pad, int kernel, int in, int *start, int *end) {
@@ -177,6 +170,7 @@ perf_status perf_pool_plan_create(const perf_pool_desc *desc, const perf_mask *i
 
 void perf_pool_plan_destroy(perf_pool_plan *plan) {
     if (!plan) return;
+    if (plan->ctx) perf_cuda_pool_plan_release(plan); /* device tables */
     free(plan->offsets);
     free(plan->idx);
     free(plan);
@@ -263,6 +257,7 @@ perf_status perf_pool_forward(const perf_pool_plan *plan, const float *x, float 
     PERF_CHECK_NOT_NULL("perf_pool_forward", plan);
     PERF_CHECK_NOT_NULL("perf_pool_forward", x);
     PERF_CHECK_NOT_NULL("perf_pool_forward", y);
+    if (plan->ctx) return perf_cuda_pool_forward(plan, x, y);
     const perf_pool_plan *p = plan;
     const long long planes = (long long)p->planes;
     const int is_max = p->d.mode == PERF_POOL_MAX;
@@ -303,6 +298,7 @@ perf_status perf_pool_backward(const perf_pool_plan *plan, const float *x, const
         return perf_fail(
             PERF_STATUS_INVALID_ARGUMENT,
             "perf_pool_backward: x must not be NULL for max pooling (the argmax is recomputed from it)");
+    if (plan->ctx) return perf_cuda_pool_backward(plan, x, dy, dx);
     const perf_pool_plan *p = plan;
     const long long planes = (long long)p->planes;
 #pragma omp parallel for schedule(static)

@@ -7,6 +7,7 @@ from ._lib import LIBRARY_PATH, ffi, lib
 from .errors import (DeviceError, InternalError, InvalidArgumentError, PerforatedError,
                      UnsupportedError)
 
+from .device import Context, cuda_available, cuda_device_count, default_context
 from .masks import KINDS as MASK_KINDS, Mask, count_for_rate, make_mask
 from .interp import interpolate, interpolate_backward
 from .conv import ConvPlan, conv2d, conv2d_backward

@@ -7,6 +7,7 @@ import numpy as np
 
 from ._arrays import check_array, fptr, output_array
 from ._lib import lib
+from .device import check_device_array, default_context, device_output, dptr, is_device_array
 from .errors import check
 from .masks import Mask
 
@@ -24,6 +25,14 @@ def interpolate(compact: np.ndarray, mask: Mask, out: Optional[np.ndarray] = Non
     """
     fn = "interpolate"
     _check_mask(fn, mask)
+    if is_device_array(compact):  # GPU arrays: the CUDA twin on the default context
+        n, c, _ = check_device_array(fn, "compact", compact, ndim=3)
+        check_device_array(fn, "compact", compact, shape=(n, c, mask.count))
+        y = device_output(fn, "out", out, (n, c) + tuple(mask.shape))
+        if n * c:
+            check(lib.perf_interp_forward_ctx(default_context()._ptr, mask._ptr, n * c, dptr(compact),
+                                              dptr(y)))
+        return y
     check_array(fn, "compact", compact, ndim=3)
     n, c = compact.shape[:2]
     check_array(fn, "compact", compact, shape=(n, c, mask.count))
@@ -42,6 +51,14 @@ def interpolate_backward(dy: np.ndarray, mask: Mask, out: Optional[np.ndarray] =
     fn = "interpolate_backward"
     _check_mask(fn, mask)
     h, w = mask.shape
+    if is_device_array(dy):
+        n, c = check_device_array(fn, "dy", dy, ndim=4)[:2]
+        check_device_array(fn, "dy", dy, shape=(n, c, h, w))
+        dc = device_output(fn, "out", out, (n, c, mask.count))
+        if n * c:
+            check(lib.perf_interp_backward_ctx(default_context()._ptr, mask._ptr, n * c, dptr(dy),
+                                               dptr(dc)))
+        return dc
     check_array(fn, "dy", dy, ndim=4)
     n, c = dy.shape[:2]
     check_array(fn, "dy", dy, shape=(n, c, h, w))

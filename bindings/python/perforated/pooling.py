@@ -18,6 +18,7 @@ import numpy as np
 
 from ._arrays import IntPair, check_array, fptr, output_array, to_int, to_pair
 from ._lib import ffi, lib
+from .device import Context, check_device_array, device_output, dptr, is_device_array, resolve
 from .errors import check
 from .masks import Mask
 
@@ -30,12 +31,17 @@ class PoolPlan:
     mode: "max" or "avg". kernel, stride, pad: int or ``(h, w)`` pair. in_size: full ``(H, W)``.
     Invalid geometry (pad >= kernel, kernel larger than the padded input, mask size mismatch)
     raises ``ValueError`` with the C message.
+    device: ``"cpu"`` (numpy arrays) or ``"cuda"`` (GPU arrays, default context of the current GPU);
+    context: a :class:`perforated.Context` instead. A CUDA plan uploads its gather table.
     """
 
     def __init__(self, batch: int, channels: int, in_size: IntPair, kernel: IntPair,
                  stride: IntPair, pad: IntPair = 0, mode: str = "max",
-                 input_mask: Optional[Mask] = None) -> None:
+                 input_mask: Optional[Mask] = None, device: str = "cpu",
+                 context: Optional[Context] = None) -> None:
         fn = "PoolPlan"
+        self.context = resolve(fn, device, context)
+        self.device = "cuda" if self.context is not None else "cpu"
         if mode not in _MODES:
             raise ValueError(f"{fn}: unknown mode {mode!r}; expected 'max' or 'avg'")
         if input_mask is not None and not isinstance(input_mask, Mask):
@@ -53,8 +59,11 @@ class PoolPlan:
         d.mode = _MODES[mode]
         self._desc = d
         out = ffi.new("perf_pool_plan **")
-        check(lib.perf_pool_plan_create(d, input_mask._ptr if input_mask is not None else ffi.NULL,
-                                        out))
+        in_ptr = input_mask._ptr if input_mask is not None else ffi.NULL
+        if self.context is not None:
+            check(lib.perf_pool_plan_create_ctx(self.context._ptr, d, in_ptr, out))
+        else:
+            check(lib.perf_pool_plan_create(d, in_ptr, out))
         self._ptr = ffi.gc(out[0], lib.perf_pool_plan_destroy)
         oh, ow = ffi.new("int *"), ffi.new("int *")
         check(lib.perf_pool_plan_output(self._ptr, oh, ow))
@@ -74,6 +83,11 @@ class PoolPlan:
 
     def forward(self, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         fn = "PoolPlan.forward"
+        if self.context is not None:
+            check_device_array(fn, "x", x, shape=self.x_shape)
+            y = device_output(fn, "out", out, self.y_shape)
+            check(lib.perf_pool_forward(self._ptr, dptr(x), dptr(y)))
+            return y
         check_array(fn, "x", x, shape=self.x_shape)
         y = output_array(fn, "out", out, self.y_shape)
         check(lib.perf_pool_forward(self._ptr, fptr(x), fptr(y)))
@@ -83,6 +97,15 @@ class PoolPlan:
                  out: Optional[np.ndarray] = None) -> np.ndarray:
         """``dx`` (x's layout). ``x`` is required for max pooling, ignored (may be None) for avg."""
         fn = "PoolPlan.backward"
+        if self.context is not None:
+            if self.mode == "max" and x is None:
+                raise ValueError(f"{fn}: max pooling needs x")
+            if x is not None:
+                check_device_array(fn, "x", x, shape=self.x_shape)
+            check_device_array(fn, "dy", dy, shape=self.y_shape)
+            dx = device_output(fn, "out", out, self.x_shape)
+            check(lib.perf_pool_backward(self._ptr, dptr(x), dptr(dy), dptr(dx)))
+            return dx
         if self.mode == "max" or x is not None:
             if x is None:
                 raise ValueError(f"{fn}: max pooling needs x")
@@ -109,6 +132,8 @@ def _x_geometry(fn: str, x: Any, input_mask: Optional[Mask],
         shape = tuple(to_int(fn, "x shape", v) for v in x)
         if len(shape) != want:
             raise ValueError(f"{fn}: x shape must have {want} dimensions, got {shape}")
+    elif is_device_array(x):
+        shape = check_device_array(fn, "x", x, ndim=want)
     else:
         check_array(fn, "x", x, ndim=want)
         shape = x.shape
@@ -123,8 +148,9 @@ def _x_geometry(fn: str, x: Any, input_mask: Optional[Mask],
 def _pool(fn: str, mode: str, x: np.ndarray, kernel: IntPair, stride: IntPair, pad: IntPair,
           input_mask: Optional[Mask], out: Optional[np.ndarray]) -> np.ndarray:
     n, c, size = _x_geometry(fn, x, input_mask)
-    plan = PoolPlan(n, c, size, kernel, stride, pad, mode, input_mask)
-    if out is not None:
+    device = "cuda" if is_device_array(x) else "cpu"
+    plan = PoolPlan(n, c, size, kernel, stride, pad, mode, input_mask, device=device)
+    if out is not None and device == "cpu":
         check_array(fn, "out", out, shape=plan.y_shape, writable=True)
     return plan.forward(x, out=out)
 
@@ -152,6 +178,9 @@ def global_avg_pool2d(x: np.ndarray, input_mask: Optional[Mask] = None,
 def _pool_backward(fn: str, mode: str, x: Any, dy: np.ndarray, kernel: IntPair, stride: IntPair,
                    pad: IntPair, input_mask: Optional[Mask], out: Optional[np.ndarray]) -> np.ndarray:
     n, c, size = _x_geometry(fn, x, input_mask, shape_ok=(mode == "avg"))
+    if is_device_array(dy):  # GPU arrays (x may be a GPU array or, for avg, a shape)
+        plan = PoolPlan(n, c, size, kernel, stride, pad, mode, input_mask, device="cuda")
+        return plan.backward(x if is_device_array(x) else None, dy, out=out)
     plan = PoolPlan(n, c, size, kernel, stride, pad, mode, input_mask)
     check_array(fn, "dy", dy, shape=plan.y_shape)
     if out is not None:

@@ -1,0 +1,21 @@
+/*
+ * pool_internal.h - the pooling plan, shared by pool.c (validation, CPU loops) and cuda/pool.cu.
+ * See pool.c for the window rule and the CSR table of a compact input.
+ */
+#ifndef PERF_POOL_INTERNAL_H
+#define PERF_POOL_INTERNAL_H
+
+#include "internal.h"
+
+struct perf_pool_plan {
+    perf_pool_desc d;
+    int out_h, out_w;
+    size_t planes, in_spatial, out_spatial;
+    int64_t *offsets; /* [out_spatial + 1]; NULL for a full input */
+    int32_t *idx;     /* [offsets[out_spatial]] compact indices */
+    const perf_context *ctx; /* CUDA plans only (perf_pool_plan_create_ctx); NULL on the CPU */
+    int64_t *dev_offsets;    /* CUDA plans with a compact input: device copies of offsets, idx */
+    int32_t *dev_idx;
+};
+
+#endif /* PERF_POOL_INTERNAL_H */

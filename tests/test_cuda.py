@@ -1,0 +1,270 @@
+"""CUDA backend: every op on the GPU against the CPU on the shared shape lists, and the answers of
+a build or machine without CUDA.
+
+GPU tests are marked ``gpu`` (run with ``--run-gpu``) and skip cleanly unless the loaded library
+has the CUDA backend, a GPU is visible (``perforated.cuda_available()``, which checks the device
+count) and CuPy is installed. The other tests run everywhere: a CPU-only build must answer CUDA
+requests with UNSUPPORTED and its message, contexts and the ``_ctx`` functions must work on the CPU,
+and GPU-array arguments are validated before any C call.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import perforated as P
+from perforated._lib import ffi, lib
+from helpers import assert_close, randn
+from test_conv import GEOMETRIES as CONV_GEOMETRIES, OUT_MASKS, setup as conv_setup
+from test_interp import MASKS as INTERP_MASKS
+from test_pooling import GEOMETRIES as POOL_GEOMETRIES, INPUTS as POOL_INPUTS, setup as pool_setup
+
+CUDA_BUILD = "CUDA on" in P.build_info()
+NO_CUDA_MESSAGE = "this build has no CUDA backend (rebuild with -DPERF_WITH_CUDA=ON)"
+
+# --- everywhere: CPU-only build answers, CPU contexts, argument checks ----------------------------
+
+
+def test_device_count_and_available_agree():
+    n = P.cuda_device_count()
+    assert n >= 0
+    assert P.cuda_available() == (n > 0)
+    if not CUDA_BUILD:
+        assert n == 0
+
+
+@pytest.mark.skipif(CUDA_BUILD, reason="the loaded library has the CUDA backend")
+def test_cpu_build_answers_unsupported():
+    out = ffi.new("perf_context **")
+    assert lib.perf_context_create(lib.PERF_DEVICE_CUDA, 0, out) == lib.PERF_STATUS_UNSUPPORTED
+    assert out[0] == ffi.NULL
+    assert ffi.string(lib.perf_last_error()).decode() == "perf_context_create: " + NO_CUDA_MESSAGE
+    for make in (lambda: P.Context("cuda"),
+                 lambda: P.ConvPlan(1, 2, (5, 5), 3, 3, device="cuda"),
+                 lambda: P.PoolPlan(1, 2, (5, 5), 2, 2, device="cuda")):
+        with pytest.raises(P.UnsupportedError, match=r"rebuild with -DPERF_WITH_CUDA=ON"):
+            make()
+
+
+@pytest.mark.skipif(not CUDA_BUILD or P.cuda_available(), reason="needs a CUDA build on a machine without a GPU")
+def test_cuda_build_without_gpu_says_no_device():
+    with pytest.raises(P.InvalidArgumentError, match=r"CUDA devices found: 0"):
+        P.Context("cuda")
+
+
+def test_context_create_validates():
+    out = ffi.new("perf_context **")
+    assert lib.perf_context_create(7, 0, out) == lib.PERF_STATUS_INVALID_ARGUMENT
+    assert "device must be PERF_DEVICE_CPU (0) or PERF_DEVICE_CUDA (1), got 7" in \
+        ffi.string(lib.perf_last_error()).decode()
+    assert lib.perf_context_create(0, 0, ffi.NULL) == lib.PERF_STATUS_INVALID_ARGUMENT
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+        P.Context("tpu")
+
+
+def test_cpu_context_memory_round_trip():
+    ctx = P.Context("cpu")
+    assert lib.perf_context_device(ctx._ptr) == lib.PERF_DEVICE_CPU
+    assert lib.perf_context_device(ffi.NULL) == lib.PERF_DEVICE_CPU
+    buf = P.device.DeviceBuffer(ctx, 40)
+    src = np.arange(10, dtype=np.float32)
+    dst = np.zeros(10, dtype=np.float32)
+    assert lib.perf_memcpy_to_device(ctx._ptr, buf.ptr, ffi.from_buffer(src), 40) == 0
+    assert lib.perf_memcpy_to_host(ctx._ptr, ffi.from_buffer(dst), buf.ptr, 40) == 0
+    ctx.synchronize()
+    np.testing.assert_array_equal(dst, src)
+    assert lib.perf_memcpy_to_host(ffi.NULL, ffi.from_buffer(dst), buf.ptr, 40) == \
+        lib.PERF_STATUS_INVALID_ARGUMENT
+
+
+def test_cpu_context_plans_and_ctx_functions_match_cpu(rng):
+    ctx = P.Context("cpu")
+    x, weight, b, kw, _ = conv_setup(rng, CONV_GEOMETRIES["13x17_23to19_3x3p1"], "uniform", True)
+    plan = P.ConvPlan(x.shape[0], x.shape[1], kw["input_mask"].shape, weight.shape[0], weight.shape[2:],
+                      kw["stride"], kw["pad"], kw["groups"], kw["mask"], kw["input_mask"], context=ctx)
+    assert plan.device == "cpu" and lib.perf_conv_plan_context(plan._ptr) == ffi.NULL
+    np.testing.assert_array_equal(plan.forward(x, weight, b),
+                                  P.conv2d(x, weight, b, compact=True, **kw))
+    v = randn(rng, 3, 5, 7)
+    y = np.empty_like(v)
+    assert lib.perf_relu_forward_ctx(ctx._ptr, v.size, ffi.from_buffer("float[]", v),
+                                     ffi.from_buffer("float[]", y)) == 0
+    np.testing.assert_array_equal(y, P.relu(v))
+    assert lib.perf_dropout_forward_ctx(ffi.NULL, v.size, 0.5, 9, ffi.from_buffer("float[]", v),
+                                        ffi.from_buffer("float[]", y)) == 0
+    np.testing.assert_array_equal(y, P.dropout(v, 0.5, 9))
+
+
+class FakeGpuArray:
+    """Just a __cuda_array_interface__: the checks must reject it before any C call."""
+
+    def __init__(self, shape, typestr="<f4", strides=None, readonly=False):
+        self.__cuda_array_interface__ = {"shape": tuple(shape), "typestr": typestr, "strides": strides,
+                                         "data": (0, readonly), "version": 3}
+
+
+def test_gpu_array_checks():
+    check = P.device.check_device_array
+    assert check("f", "x", FakeGpuArray((2, 3))) == (2, 3)
+    with pytest.raises(TypeError, match="f: x must be float32, got float64"):
+        check("f", "x", FakeGpuArray((2, 3), "<f8"))
+    with pytest.raises(ValueError, match=r"f: x must have shape \(2, 4\), got \(2, 3\)"):
+        check("f", "x", FakeGpuArray((2, 3)), shape=(2, 4))
+    with pytest.raises(ValueError, match="must be C-contiguous"):
+        check("f", "x", FakeGpuArray((2, 3), strides=(4, 8)))
+    assert check("f", "x", FakeGpuArray((2, 3), strides=(12, 4))) == (2, 3)
+    with pytest.raises(ValueError, match="f: out must be writable"):
+        check("f", "out", FakeGpuArray((2, 3), readonly=True), writable=True)
+    with pytest.raises(TypeError, match="must be a GPU array"):
+        check("f", "x", np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"relu_backward: dy must have shape \(2, 3\)"):
+        P.relu_backward(FakeGpuArray((2, 3)), FakeGpuArray((3, 2)))
+
+
+# --- GPU: CUDA vs CPU ---------------------------------------------------------------------------
+
+def gpu_test(f):
+    """Marked gpu (run with --run-gpu) and skipped without a CUDA build and a visible GPU."""
+    f = pytest.mark.skipif(not P.cuda_available(), reason="no CUDA backend or no GPU (cuda_available())")(f)
+    return pytest.mark.gpu(f)
+
+
+@pytest.fixture
+def cp():
+    return pytest.importorskip("cupy")
+
+
+def close(gpu_value, cpu_value, what=""):
+    import cupy
+
+    assert_close(cupy.asnumpy(gpu_value), cpu_value, rtol=1e-4, atol=1e-4, what=what)
+
+
+@gpu_test
+@pytest.mark.parametrize("implicit", [False, True], ids=["full_in", "compact_in"])
+@pytest.mark.parametrize("mask_kind", OUT_MASKS)
+@pytest.mark.parametrize("gid", list(CONV_GEOMETRIES))
+def test_conv_cuda_matches_cpu(rng, cp, gid, mask_kind, implicit):
+    x, weight, b, kw, (oh, ow) = conv_setup(rng, CONV_GEOMETRIES[gid], mask_kind, implicit)
+    mask, in_mask = kw["mask"], kw["input_mask"]
+    in_size = in_mask.shape if in_mask is not None else x.shape[2:]
+    args = (x.shape[0], x.shape[1], in_size, weight.shape[0], weight.shape[2:], kw["stride"], kw["pad"],
+            kw["groups"], mask, in_mask)
+    cpu, dev = P.ConvPlan(*args), P.ConvPlan(*args, device="cuda")
+    assert lib.perf_conv_plan_context(dev._ptr) != ffi.NULL
+    xd, wd, bd = cp.asarray(x), cp.asarray(weight), cp.asarray(b)
+    close(dev.forward(xd, wd, bd), cpu.forward(x, weight, b), "forward")
+    dy = randn(rng, *cpu.y_shape)
+    close(dev.backward_data(wd, cp.asarray(dy)), cpu.backward_data(weight, dy), "dx")
+    dw, db = dev.backward_filter(xd, cp.asarray(dy))
+    rdw, rdb = cpu.backward_filter(x, dy)
+    close(dw, rdw, "dweight")
+    close(db, rdb, "dbias")
+    # the functional API on GPU arrays (explicit interpolation of the output)
+    close(P.conv2d(xd, wd, bd, **kw), P.conv2d(x, weight, b, **kw), "conv2d")
+
+
+@gpu_test
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("kind", POOL_INPUTS)
+@pytest.mark.parametrize("gid", list(POOL_GEOMETRIES))
+def test_pool_cuda_matches_cpu(rng, cp, gid, kind, mode):
+    x, m, (k, s, p), yshape = pool_setup(rng, gid, kind)
+    n, c = x.shape[:2]
+    size = m.shape if m is not None else x.shape[2:]
+    cpu = P.PoolPlan(n, c, size, k, s, p, mode, m)
+    dev = P.PoolPlan(n, c, size, k, s, p, mode, m, device="cuda")
+    xd = cp.asarray(x)
+    close(dev.forward(xd), cpu.forward(x), "forward")
+    dy = randn(rng, *yshape)
+    close(dev.backward(xd, cp.asarray(dy)), cpu.backward(x, dy), "backward")
+
+
+@gpu_test
+@pytest.mark.parametrize("name", list(INTERP_MASKS))
+def test_interp_cuda_matches_cpu(rng, cp, name):
+    mask = INTERP_MASKS[name]()
+    c = randn(rng, 2, 3, mask.count)
+    close(P.interpolate(cp.asarray(c), mask), P.interpolate(c, mask), "forward")
+    dy = randn(rng, 2, 3, *mask.shape)
+    close(P.interpolate_backward(cp.asarray(dy), mask), P.interpolate_backward(dy, mask), "backward")
+
+
+@gpu_test
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (2, 19, 11), (7,), (3, 64, 1000)])
+def test_elementwise_cuda_matches_cpu(rng, cp, shape):
+    x, dy = randn(rng, *shape), randn(rng, *shape)
+    y = P.relu(x)
+    np.testing.assert_array_equal(cp.asnumpy(P.relu(cp.asarray(x))), y)
+    np.testing.assert_array_equal(cp.asnumpy(P.relu_backward(cp.asarray(y), cp.asarray(dy))),
+                                  P.relu_backward(y, dy))
+    for ratio in (0.0, 0.3, 0.9):  # the same keep pattern, bit for bit
+        np.testing.assert_array_equal(cp.asnumpy(P.dropout(cp.asarray(x), ratio, 123)),
+                                      P.dropout(x, ratio, 123))
+        np.testing.assert_array_equal(cp.asnumpy(P.dropout_backward(cp.asarray(dy), ratio, 5)),
+                                      P.dropout_backward(dy, ratio, 5))
+
+
+@gpu_test
+@pytest.mark.parametrize("shape", [(2, 23, 5, 6), (2, 9, 13), (1, 3, 4, 4), (2, 96, 27, 27)])
+@pytest.mark.parametrize("args", [dict(), dict(size=3, alpha=0.5, beta=0.75, k=2.0),
+                                  dict(size=1, alpha=0.2, beta=0.5, k=1.0),
+                                  dict(size=7, alpha=1e-2, beta=0.6, k=1.0)])
+def test_lrn_cuda_matches_cpu(rng, cp, shape, args):
+    x, dy = randn(rng, *shape), randn(rng, *shape)
+    y = P.lrn(x, **args)
+    close(P.lrn(cp.asarray(x), **args), y, "forward")
+    close(P.lrn_backward(cp.asarray(x), cp.asarray(y), cp.asarray(dy), **args),
+          P.lrn_backward(x, y, dy, **args), "backward")
+
+
+@gpu_test
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (3, 19, 7), (8, 64, 55, 55)])
+def test_bias_cuda_matches_cpu(rng, cp, shape):
+    x, b = randn(rng, *shape), randn(rng, shape[1])
+    close(P.bias_add(cp.asarray(x), cp.asarray(b)), P.bias_add(x, b), "forward")
+    close(P.bias_backward(cp.asarray(x)), P.bias_backward(x), "backward")
+
+
+@gpu_test
+@pytest.mark.parametrize("n,fin,fout", [(1, 1, 1), (3, 23, 19), (5, 64, 10), (64, 9216, 4096)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_cuda_matches_cpu(rng, cp, n, fin, fout, with_bias):
+    x, w = randn(rng, n, fin), randn(rng, fout, fin)
+    b = randn(rng, fout) if with_bias else None
+    close(P.linear(cp.asarray(x), cp.asarray(w), None if b is None else cp.asarray(b)),
+          P.linear(x, w, b), "forward")
+    dy = randn(rng, n, fout)
+    for got, want, what in zip(P.linear_backward(cp.asarray(x), cp.asarray(w), cp.asarray(dy)),
+                               P.linear_backward(x, w, dy), ("dx", "dweight", "dbias")):
+        close(got, want, what)
+
+
+@gpu_test
+@pytest.mark.parametrize("n,classes", [(1, 1), (4, 10), (3, 1000), (256, 1000)])
+def test_softmax_cuda_matches_cpu(rng, cp, n, classes):
+    logits = randn(rng, n, classes) * 5
+    labels = rng.integers(0, classes, n).astype(np.int32)
+    prob, loss = P.softmax_cross_entropy(logits, labels)
+    gprob, gloss = P.softmax_cross_entropy(cp.asarray(logits), cp.asarray(labels))
+    close(gprob, prob, "prob")
+    close(gloss, loss, "loss")
+    close(P.softmax_cross_entropy_backward(gprob, cp.asarray(labels), 1.0 / n),
+          P.softmax_cross_entropy_backward(prob, labels, 1.0 / n), "dlogits")
+    bad = cp.asarray(np.full(n, classes, np.int32))
+    with pytest.raises(P.InvalidArgumentError, match=rf"labels\[0\] must be in \[0, {classes}\)"):
+        P.softmax_cross_entropy(cp.asarray(logits), bad)
+
+
+@gpu_test
+def test_context_api_on_gpu(cp):
+    ctx = P.Context("cuda", 0)
+    assert lib.perf_context_device(ctx._ptr) == lib.PERF_DEVICE_CUDA
+    buf = P.device.DeviceBuffer(ctx, 4 * 1000)
+    src, dst = np.arange(1000, dtype=np.float32), np.zeros(1000, np.float32)
+    assert lib.perf_memcpy_to_device(ctx._ptr, buf.ptr, ffi.from_buffer(src), 4000) == 0
+    assert lib.perf_memcpy_to_host(ctx._ptr, ffi.from_buffer(dst), buf.ptr, 4000) == 0
+    ctx.synchronize()
+    np.testing.assert_array_equal(dst, src)
+    with pytest.raises(P.InvalidArgumentError, match="device_index must be in"):
+        P.Context("cuda", P.cuda_device_count())
