@@ -19,6 +19,8 @@ import numpy as np
 from ._arrays import IntPair, check_array, fptr, output_array, to_int, to_pair, workspace
 from ._lib import ffi, lib
 from .errors import check
+from .device import (Context, DeviceBuffer, check_device_array, device_output, dptr,
+                     is_device_array, resolve)
 from .interp import interpolate, interpolate_backward
 from .masks import Mask
 
@@ -39,6 +41,9 @@ class ConvPlan:
       groups: Caffe groups (divides both channel counts).
       mask: output mask (the perforated positions); ``None`` for a dense convolution.
       input_mask: mask of the producer when the input is compact; ``None`` for a full input.
+      device: ``"cpu"`` (numpy arrays) or ``"cuda"`` (GPU arrays with ``__cuda_array_interface__``,
+        on the default context of the current GPU); context: a :class:`perforated.Context` instead.
+        A CUDA plan uploads its gather table and owns a device workspace.
     Invalid geometry raises ``ValueError`` (``InvalidArgumentError``) with the C message.
     The plan owns ONE workspace, so its calls are serialised by a lock: one plan may be shared by
     several threads (correct, but they take turns); give each thread its own plan to run them in
@@ -47,9 +52,12 @@ class ConvPlan:
 
     def __init__(self, batch: int, in_channels: int, in_size: IntPair, out_channels: int,
                  kernel: IntPair, stride: IntPair = 1, pad: IntPair = 0, groups: int = 1,
-                 mask: Optional[Mask] = None, input_mask: Optional[Mask] = None) -> None:
+                 mask: Optional[Mask] = None, input_mask: Optional[Mask] = None,
+                 device: str = "cpu", context: Optional[Context] = None) -> None:
         fn = "ConvPlan"
         self._lock = threading.Lock()  # guards the workspace (released GIL: threads run C at once)
+        self.context = resolve(fn, device, context)
+        self.device = "cuda" if self.context is not None else "cpu"
         self.mask = _opt_mask(fn, "mask", mask)
         self.input_mask = _opt_mask(fn, "input_mask", input_mask)
         desc = ffi.new("perf_conv_desc *")
@@ -63,8 +71,12 @@ class ConvPlan:
         desc.groups = to_int(fn, "groups", groups)
         self._desc = desc
         out = ffi.new("perf_conv_plan **")
-        check(lib.perf_conv_plan_create(desc, mask._ptr if mask is not None else ffi.NULL,
-                                        input_mask._ptr if input_mask is not None else ffi.NULL, out))
+        masks = (mask._ptr if mask is not None else ffi.NULL,
+                 input_mask._ptr if input_mask is not None else ffi.NULL)
+        if self.context is not None:
+            check(lib.perf_conv_plan_create_ctx(self.context._ptr, desc, *masks, out))
+        else:
+            check(lib.perf_conv_plan_create(desc, *masks, out))
         self._ptr = ffi.gc(out[0], lib.perf_conv_plan_destroy)
         oh, ow, cnt = ffi.new("int *"), ffi.new("int *"), ffi.new("int *")
         check(lib.perf_conv_plan_output(self._ptr, oh, ow, cnt))
@@ -72,7 +84,11 @@ class ConvPlan:
         self.count: int = int(cnt[0])
         nbytes = ffi.new("size_t *")
         check(lib.perf_conv_workspace_size(self._ptr, nbytes))
-        self._ws_owner, self._ws, self.workspace_bytes = workspace(int(nbytes[0]))
+        if self.context is not None:
+            self._ws_owner = DeviceBuffer(self.context, int(nbytes[0]))
+            self._ws, self.workspace_bytes = self._ws_owner.ptr, int(nbytes[0])
+        else:
+            self._ws_owner, self._ws, self.workspace_bytes = workspace(int(nbytes[0]))
 
     # Shapes of the arrays each call takes.
     @property
@@ -107,6 +123,8 @@ class ConvPlan:
                 out: Optional[np.ndarray] = None) -> np.ndarray:
         """``conv(x, weight) + bias`` at the computed positions; returns an array of ``y_shape``."""
         fn = "ConvPlan.forward"
+        if self.context is not None:
+            return self._forward_device(fn, x, weight, bias, out)
         check_array(fn, "x", x, shape=self.x_shape)
         self._weight(fn, weight)
         if bias is not None:
@@ -121,6 +139,8 @@ class ConvPlan:
                       out: Optional[np.ndarray] = None) -> np.ndarray:
         """``dx`` (layout of x: full or compact) from ``dy`` of shape ``y_shape``."""
         fn = "ConvPlan.backward_data"
+        if self.context is not None:
+            return self._backward_data_device(fn, weight, dy, out)
         self._weight(fn, weight)
         check_array(fn, "dy", dy, shape=self.y_shape)
         dx = output_array(fn, "out", out, self.x_shape)
@@ -135,12 +155,46 @@ class ConvPlan:
         """``(dweight, dbias)`` from ``x`` and ``dy`` (shape ``y_shape``); ``dbias`` is ``None``
         when ``need_bias`` is false. ``dweight`` / ``dbias`` may be given to be overwritten."""
         fn = "ConvPlan.backward_filter"
+        if self.context is not None:
+            return self._backward_filter_device(fn, x, dy, dweight, dbias, need_bias)
         check_array(fn, "x", x, shape=self.x_shape)
         check_array(fn, "dy", dy, shape=self.y_shape)
         dw = output_array(fn, "dweight", dweight, self.weight_shape)
         db = output_array(fn, "dbias", dbias, (self._desc.out_channels,)) if need_bias else None
         with self._lock:
             check(lib.perf_conv_backward_filter(self._ptr, fptr(x), fptr(dy), fptr(dw), fptr(db),
+                                                self._ws, self.workspace_bytes))
+        return dw, db
+
+    # CUDA plans: the same calls on GPU arrays (outputs allocated with CuPy when not given).
+    def _forward_device(self, fn: str, x: Any, weight: Any, bias: Any, out: Any) -> Any:
+        check_device_array(fn, "x", x, shape=self.x_shape)
+        check_device_array(fn, "weight", weight, shape=self.weight_shape)
+        if bias is not None:
+            check_device_array(fn, "bias", bias, shape=(self._desc.out_channels,))
+        y = device_output(fn, "out", out, self.y_shape)
+        with self._lock:
+            check(lib.perf_conv_forward(self._ptr, dptr(x), dptr(weight), dptr(bias), dptr(y),
+                                        self._ws, self.workspace_bytes))
+        return y
+
+    def _backward_data_device(self, fn: str, weight: Any, dy: Any, out: Any) -> Any:
+        check_device_array(fn, "weight", weight, shape=self.weight_shape)
+        check_device_array(fn, "dy", dy, shape=self.y_shape)
+        dx = device_output(fn, "out", out, self.x_shape)
+        with self._lock:
+            check(lib.perf_conv_backward_data(self._ptr, dptr(weight), dptr(dy), dptr(dx),
+                                              self._ws, self.workspace_bytes))
+        return dx
+
+    def _backward_filter_device(self, fn: str, x: Any, dy: Any, dweight: Any, dbias: Any,
+                                need_bias: bool) -> Tuple[Any, Any]:
+        check_device_array(fn, "x", x, shape=self.x_shape)
+        check_device_array(fn, "dy", dy, shape=self.y_shape)
+        dw = device_output(fn, "dweight", dweight, self.weight_shape)
+        db = device_output(fn, "dbias", dbias, (self._desc.out_channels,)) if need_bias else None
+        with self._lock:
+            check(lib.perf_conv_backward_filter(self._ptr, dptr(x), dptr(dy), dptr(dw), dptr(db),
                                                 self._ws, self.workspace_bytes))
         return dw, db
 
@@ -155,6 +209,14 @@ def _plan_for(fn: str, x: Any, weight: Any, stride: IntPair, pad: IntPair, group
               mask: Optional[Mask], input_mask: Optional[Mask]) -> ConvPlan:
     _opt_mask(fn, "mask", mask)
     _opt_mask(fn, "input_mask", input_mask)
+    if is_device_array(x):  # GPU arrays: a CUDA plan on the default context
+        xs = check_device_array(fn, "x", x, ndim=3 if input_mask is not None else 4)
+        ws = check_device_array(fn, "weight", weight, ndim=4)
+        if input_mask is not None:
+            check_device_array(fn, "x", x, shape=(None, None, input_mask.count))
+        in_size = input_mask.shape if input_mask is not None else xs[2:]
+        return ConvPlan(xs[0], xs[1], in_size, ws[0], ws[2:], stride, pad, to_int(fn, "groups", groups),
+                        mask, input_mask, device="cuda")
     check_array(fn, "x", x, ndim=3 if input_mask is not None else 4)
     check_array(fn, "weight", weight, ndim=4)
     if input_mask is not None:
@@ -185,6 +247,12 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
     if compact and mask is None:
         raise ValueError(f"{fn}: compact=True requires a mask")
     plan = _plan_for(fn, x, weight, stride, pad, groups, mask, input_mask)
+    if plan.context is not None:
+        if mask is None or compact:
+            return plan.forward(x, weight, bias, out=out)
+        if out is not None:
+            check_device_array(fn, "out", out, shape=plan.full_y_shape, writable=True)
+        return interpolate(plan.forward(x, weight, bias), mask, out=out)
     if bias is not None:
         check_array(fn, "bias", bias, shape=(weight.shape[0],))
     if mask is None or compact:
@@ -211,6 +279,12 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, stride: I
     if compact and mask is None:
         raise ValueError(f"{fn}: compact=True requires a mask")
     plan = _plan_for(fn, x, weight, stride, pad, groups, mask, input_mask)
+    if plan.context is not None:
+        if mask is not None and not compact:
+            check_device_array(fn, "dy", dy, shape=plan.full_y_shape)
+            dy = interpolate_backward(dy, mask)
+        dw, db = plan.backward_filter(x, dy)
+        return plan.backward_data(weight, dy), dw, db
     if mask is not None and not compact:
         check_array(fn, "dy", dy, shape=plan.full_y_shape)
         dy = interpolate_backward(dy, mask)
