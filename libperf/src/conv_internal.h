@@ -13,6 +13,8 @@
 
 #include "internal.h"
 
+#define PERF_NO_ORIGIN INT32_MIN
+
 struct perf_conv_plan {
     perf_conv_desc d;
     int out_h, out_w;
@@ -25,6 +27,8 @@ struct perf_conv_plan {
     int threads;        /* OpenMP threads the workspace was sized for */
     int chunk_rows;     /* rows per GEMM chunk (see above) */
     int32_t *table;     /* [count][kk]: input index within a plane for each kernel tap, -1 = padding */
+    int32_t *origin;    /* [count]: index of tap (0, 0) when every tap of the position is inside a full
+                         * (not compact) input, so kernel rows are contiguous runs; else PERF_NO_ORIGIN */
     size_t workspace_floats;
     const perf_context *ctx; /* CUDA plans only (perf_conv_plan_create_ctx); NULL on the CPU */
     int32_t *dev_table;      /* CUDA plans: device copy of table (NULL for a pointwise plan) */

@@ -4,7 +4,8 @@
  * table[j][t] is the index, inside one input plane, that kernel tap t (= ki*kernel_w + kj) of the j-th
  * computed output position reads: in_row*in_w + in_col for a full input, nearest[that] for a compact
  * input (implicit interpolation, SPEC 2), or -1 where the tap falls in the zero padding. Built once;
- * every forward and backward call only follows it.
+ * every forward and backward call only follows it. origin[j] marks the positions whose taps all fall
+ * inside a full input: im2row copies their kernel rows as contiguous runs instead of following the table.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -73,6 +74,11 @@ static void fill_table(perf_conv_plan *p, const perf_mask *output_mask, const pe
         int pos = output_mask ? output_mask->indices[j] : j;
         int oy = pos / p->out_w, ox = pos % p->out_w;
         int32_t *row = p->table + (size_t)j * p->kk;
+        int inside = !input_mask && oy * d->stride_h - d->pad_h >= 0 && ox * d->stride_w - d->pad_w >= 0 &&
+                     oy * d->stride_h - d->pad_h + d->kernel_h <= d->in_h &&
+                     ox * d->stride_w - d->pad_w + d->kernel_w <= d->in_w;
+        p->origin[j] = inside ? (oy * d->stride_h - d->pad_h) * d->in_w + (ox * d->stride_w - d->pad_w)
+                              : PERF_NO_ORIGIN;
         for (int ki = 0; ki < d->kernel_h; ki++) {
             int iy = oy * d->stride_h - d->pad_h + ki;
             for (int kj = 0; kj < d->kernel_w; kj++) {
@@ -140,7 +146,10 @@ perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *o
                                              ((size_t)p->k_gemm + (size_t)desc->out_channels);
     if (!p->pointwise) {
         p->table = malloc(n_table * sizeof *p->table);
-        if (!p->table) {
+        p->origin = malloc((size_t)p->count * sizeof *p->origin);
+        if (!p->table || !p->origin) {
+            free(p->table);
+            free(p->origin);
             free(p);
             return perf_fail(PERF_STATUS_OUT_OF_MEMORY, "%s: cannot allocate the gather table (%zu bytes)",
                              fn, n_table * sizeof(int32_t));
@@ -155,6 +164,7 @@ void perf_conv_plan_destroy(perf_conv_plan *plan) {
     if (!plan) return;
     if (plan->ctx) perf_cuda_conv_plan_release(plan); /* device table */
     free(plan->table);
+    free(plan->origin);
     free(plan);
 }
 

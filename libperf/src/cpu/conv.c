@@ -31,13 +31,23 @@ static int thread_id(void) { return 0; }
 static int min_int(size_t a, size_t b) { return (int)(a < b ? a : b); }
 
 static void im2row(const perf_conv_plan *p, const float *x, int g, size_t r0, int nrows, float *rows) {
-    const int kk = p->kk, cin_g = p->cin_g, K = p->k_gemm;
+    const int kk = p->kk, cin_g = p->cin_g, K = p->k_gemm, kh = p->d.kernel_h, kw = p->d.kernel_w;
     const size_t plane = (size_t)p->in_spatial, cin = (size_t)p->d.in_channels, count = (size_t)p->count;
+    const size_t in_w = (size_t)p->d.in_w;
     for (int i = 0; i < nrows; i++) {
-        size_t r = r0 + (size_t)i, b = r / count;
-        const int32_t *tab = p->table + (r % count) * (size_t)kk;
+        size_t r = r0 + (size_t)i, b = r / count, j = r % count;
         const float *xg = x + (b * cin + (size_t)g * cin_g) * plane;
         float *dst = rows + (size_t)i * K;
+        if (p->origin[j] != PERF_NO_ORIGIN) { /* interior: kernel rows are contiguous runs of x */
+            const float *src = xg + p->origin[j];
+            for (int c = 0; c < cin_g; c++, src += plane)
+                for (int ki = 0; ki < kh; ki++, dst += kw) {
+                    const float *s = src + (size_t)ki * in_w;
+                    for (int kj = 0; kj < kw; kj++) dst[kj] = s[kj];
+                }
+            continue;
+        }
+        const int32_t *tab = p->table + j * (size_t)kk;
         for (int c = 0; c < cin_g; c++, dst += kk) {
             const float *xc = xg + (size_t)c * plane;
             for (int t = 0; t < kk; t++) dst[t] = tab[t] >= 0 ? xc[tab[t]] : 0.0f;
