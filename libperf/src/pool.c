@@ -203,7 +203,7 @@ static void forward_dense_plane(const perf_pool_plan *p, const float *x, float *
         /* Windows wholly inside the row, ow in [lo, hi), are reduced tap by tap: the outputs are
          * independent, so no dependency chain through one window's taps. Clipped edges go one by one. */
         const int sw = d->stride_w, off = -d->pad_w, kw = d->kernel_w;
-        int lo = (d->pad_w + sw - 1) / sw,
+        int lo = (int)(((long long)d->pad_w + sw - 1) / sw), /* 64-bit: stride may be near INT_MAX */
             hi = in_w - kw + d->pad_w >= 0 ? (in_w - kw + d->pad_w) / sw + 1 : 0;
         lo = lo < p->out_w ? lo : p->out_w;
         hi = hi < p->out_w ? hi : p->out_w;
