@@ -1,0 +1,191 @@
+"""Training throughput (images/s) of our C library vs PyTorch CPU on the same network, same run.
+
+``python -m bench.train_speed --network nin --batch 128 --threads 2`` times full SGD steps
+(forward with dropout, softmax cross-entropy, backward, momentum update) on random CIFAR-sized input
+for ``perforated.model.Model`` and for a PyTorch model built from the same rows (Caffe ceil-mode
+pooling, inverted dropout), both with the given thread count, interleaved in rounds so that both see the same load of a
+shared machine, and prints images/s of each (median over rounds) and their ratio. ``--check`` first compares the two networks' gradients on the same
+weights (dropout left out) and prints the largest relative difference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import List
+
+import numpy as np
+
+
+def torch_model(rows: List[tuple], input_shape, classes: int, dropout: bool = True):
+    """A ``torch.nn.Sequential`` of the network rows (conv, relu, pool, dropout, lrn, fc)."""
+    import torch.nn as nn
+
+    mods, c = [], input_shape[0]
+    for kind, name, p in rows:
+        if kind == "conv":
+            conv = nn.Conv2d(c, p["out"], p["kernel"], p.get("stride", 1), p.get("pad", 0), groups=p.get("groups", 1))
+            mods.append((name, conv))
+            c = p["out"]
+        elif kind == "relu":
+            mods.append((name, nn.ReLU(inplace=True)))
+        elif kind == "dropout":
+            if dropout:
+                mods.append((name, nn.Dropout(p["ratio"])))
+        elif kind == "pool":
+            if p.get("global_"):
+                mods.append((name, nn.AdaptiveAvgPool2d(1)))
+            elif p["mode"] == "max":
+                mods.append((name, nn.MaxPool2d(p["kernel"], p["stride"], p.get("pad", 0), ceil_mode=True)))
+            else:
+                mods.append((name, nn.AvgPool2d(p["kernel"], p["stride"], p.get("pad", 0), ceil_mode=True)))
+        elif kind == "lrn":
+            mods.append((name, nn.LocalResponseNorm(p["size"], p["alpha"], p["beta"], p["k"])))
+        elif kind == "fc":
+            mods.append((name + "_flat", nn.Flatten()))
+            mods.append((name, nn.LazyLinear(p["out"])))
+        else:
+            raise ValueError(f"torch_model: unknown row kind {kind!r}")
+    mods.append(("flatten", nn.Flatten()))
+    from collections import OrderedDict
+
+    return nn.Sequential(OrderedDict(mods))
+
+
+def copy_weights_to_torch(model, net) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.params.items():
+            layer = getattr(net, name)
+            layer.weight.copy_(torch.from_numpy(p["weight"]).reshape(layer.weight.shape))
+            layer.bias.copy_(torch.from_numpy(p["bias"]))
+
+
+def check_gradients(network: str = "nin", batch: int = 8, seed: int = 0) -> float:
+    """Largest relative difference (max |a-b| / max |b|, over layers) between our gradients and
+    PyTorch's on the same weights and images, dropout removed."""
+    import torch
+
+    from perforated.model import Model
+    from perforated.networks import NETWORKS
+
+    info = NETWORKS[network]
+    rows = [r for r in info["layers"]() if r[0] != "dropout"]
+    model = Model(rows, batch, input_shape=info["input"], classes=info["classes"], seed=seed)
+    net = torch_model(rows, info["input"], info["classes"]).double()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch,) + tuple(info["input"])).astype(np.float32)
+    y = rng.integers(0, info["classes"], batch)
+    net(torch.zeros((1,) + tuple(info["input"]), dtype=torch.float64))  # materialise lazy layers
+    copy_weights_to_torch(model, net)
+    model.forward(x, training=True)
+    model.loss(y)
+    model.backward(y)
+    out = net(torch.from_numpy(x).double())
+    torch.nn.functional.cross_entropy(out, torch.from_numpy(y)).backward()
+    worst = 0.0
+    for name in model.params:
+        layer = getattr(net, name)
+        for key, ref in (("weight", layer.weight.grad), ("bias", layer.bias.grad)):
+            ref = ref.numpy().reshape(model.params.grads[name][key].shape)
+            diff = np.abs(model.params.grads[name][key] - ref).max() / max(np.abs(ref).max(), 1e-30)
+            worst = max(worst, float(diff))
+    return worst
+
+
+def ours_step(network: str, batch: int):
+    """A closure running one SGD step of our model on fixed random input."""
+    from perforated.model import Model
+    from perforated.train import SGD
+
+    model = Model(network, batch)
+    sgd = SGD(model, 0.9, 5e-4)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(model.x.shape).astype(np.float32)
+    y = rng.integers(0, model.classes, batch)
+
+    def step():
+        model.forward(x, training=True)
+        model.loss(y)
+        model.backward(y)
+        sgd.step(1e-4)
+
+    return step
+
+
+def torch_step(network: str, batch: int):
+    """The same for the PyTorch model (train mode: dropout on)."""
+    import torch
+
+    from perforated.networks import NETWORKS
+
+    info = NETWORKS[network]
+    net = torch_model(info["layers"](), info["input"], info["classes"])
+    net(torch.zeros((1,) + tuple(info["input"])))
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn((batch,) + tuple(info["input"]))
+    y = torch.randint(0, info["classes"], (batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def interleaved(steps: dict, rounds: int, per_round: int, batch: int) -> dict:
+    """images/s of each step function: one warm-up step each, then ``rounds`` rounds in which each
+    runs ``per_round`` steps in turn (so both see the same load of a shared machine); median over rounds."""
+    for fn in steps.values():
+        fn()
+    rates = {k: [] for k in steps}
+    for _ in range(rounds):
+        for k, fn in steps.items():
+            start = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            rates[k].append(per_round * batch / (time.perf_counter() - start))
+    return {k: {"median": float(np.median(v)), "min": float(min(v)), "max": float(max(v))} for k, v in rates.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.train_speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--network", default="nin")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=2, help="steps per round and library")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--check", action="store_true", help="compare gradients with PyTorch first")
+    p.add_argument("--json", default=None, help="also write the figures to this file")
+    a = p.parse_args()
+    import torch
+
+    import perforated
+
+    perforated.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
+    if a.check:
+        print(f"gradient check vs PyTorch (float64, no dropout): max relative difference "
+              f"{check_gradients(a.network):.2e}")
+    r = interleaved({"perforated": ours_step(a.network, a.batch), "pytorch": torch_step(a.network, a.batch)},
+                    a.rounds, a.steps, a.batch)
+    ours, theirs = r["perforated"]["median"], r["pytorch"]["median"]
+    print(f"{a.network} training step (forward+backward+SGD), batch {a.batch}, {a.threads} threads, "
+          f"{a.rounds} interleaved rounds of {a.steps} steps each after 1 warm-up; median (min..max) images/s")
+    for k, extra in (("perforated", perforated.build_info()), ("pytorch", f"torch {torch.__version__}")):
+        print(f"  {k:10s}: {r[k]['median']:.1f} ({r[k]['min']:.1f}..{r[k]['max']:.1f})   [{extra}]")
+    print(f"  ratio perforated/pytorch: {ours / theirs:.2f}")
+    if a.json:
+        from bench.measure import machine_metadata
+
+        with open(a.json, "w") as f:
+            json.dump({"network": a.network, "batch": a.batch, "threads": a.threads, "rounds": a.rounds,
+                       "steps_per_round": a.steps, "images_per_s": r,
+                       "machine": machine_metadata()}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

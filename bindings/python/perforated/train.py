@@ -1,0 +1,408 @@
+"""Minimal SGD training on the C library's forward and backward passes.
+
+``python -m perforated.train --network nin --data <tarball|folder|cifar-10-batches-py> --epochs 100
+--batch 128 --lr 0.1 --out runs/nin`` trains from scratch (``--weights`` starts from saved weights,
+``--plan plan.json`` fine-tunes a perforated network whose masks stay fixed).
+
+- SGD with momentum, PyTorch's form: ``v = mu v + g + wd w`` (weight decay on weights, not biases),
+  ``w -= lr * mult * v``; per-layer multipliers ``--lr-mult conv1=0.5,cccp6=0.1`` and ``--bias-lr-mult``.
+- Learning rate per iteration: linear warm-up over ``--warmup`` epochs, then ``cosine`` to zero or
+  ``step`` (times ``--gamma`` at each epoch of ``--steps``).
+- Dropout is on in training (``model.forward(x, training=True)``).
+- A progress line every ``--progress`` batches (stderr and ``out/train.log``): loss, accuracy, lr,
+  images/s and ETA. After each epoch: top-1 / top-5 error on the test split (``--eval-subset`` for a
+  quicker estimate), an atomic checkpoint ``out/checkpoint.npz`` (weights, momentum buffers, epoch,
+  RNG state, dropout counters, config, history), the weights alone ``out/weights.npz`` and a line in
+  ``out/log.jsonl``. ``--resume`` continues from the checkpoint with its saved config and gives the
+  same result as an uninterrupted run (the C library is deterministic for a fixed thread count).
+
+Weights files hold ``name/weight`` and ``name/bias`` (the format of ``Model.save_weights``) plus
+``_preprocess`` (the input normalisation, JSON) and ``_meta`` (network, plan, epochs; JSON), which
+``Model.load_weights`` ignores and ``perforated.evaluate`` uses.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, TextIO
+
+import numpy as np
+
+from .data import Preprocess, Split, batches, load_dataset, num_batches
+from .model import DropoutStep, Model
+
+
+@dataclass
+class TrainConfig:
+    network: str = "nin"
+    data: Optional[str] = None
+    epochs: int = 100
+    batch: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    steps: List[float] = field(default_factory=lambda: [50.0, 75.0])
+    gamma: float = 0.1
+    warmup: float = 0.0
+    lr_mult: Dict[str, float] = field(default_factory=dict)
+    bias_lr_mult: float = 1.0
+    init_scale: Dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    subset: Optional[int] = None
+    eval_subset: Optional[int] = None
+    eval_every: int = 1
+    normalize: str = "channel"
+    zca_epsilon: float = 0.1
+    augment: bool = True
+    plan: Optional[str] = None
+    weights: Optional[str] = None
+    progress: int = 20
+    threads: Optional[int] = None
+
+    def check(self) -> None:
+        if self.schedule not in ("cosine", "step"):
+            raise ValueError(f"TrainConfig: schedule must be 'cosine' or 'step', got {self.schedule!r}")
+        for name in ("epochs", "batch", "progress", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ValueError(f"TrainConfig: need lr > 0, 0 <= momentum < 1, weight_decay >= 0; got "
+                             f"{self.lr}, {self.momentum}, {self.weight_decay}")
+
+
+def learning_rate(cfg: TrainConfig, epoch: float) -> float:
+    """The rate at fractional epoch ``epoch`` (0 at the start of training)."""
+    if cfg.warmup > 0 and epoch < cfg.warmup:
+        return cfg.lr * (epoch + 1e-3) / cfg.warmup
+    if cfg.schedule == "cosine":
+        span = max(cfg.epochs - cfg.warmup, 1e-9)
+        return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min((epoch - cfg.warmup) / span, 1.0)))
+    return cfg.lr * cfg.gamma ** sum(1 for s in cfg.steps if epoch >= s)
+
+
+class SGD:
+    """Momentum SGD over ``model.params`` using ``model.params.grads``."""
+
+    def __init__(self, model: Model, momentum: float, weight_decay: float,
+                 lr_mult: Optional[Dict[str, float]] = None, bias_lr_mult: float = 1.0):
+        self.params, self.momentum, self.weight_decay = model.params, momentum, weight_decay
+        unknown = set(lr_mult or {}) - set(model.params)
+        if unknown:
+            raise ValueError(f"SGD: lr_mult names unknown layers {sorted(unknown)}; layers: {list(model.params)}")
+        self.mult = {n: (lr_mult or {}).get(n, 1.0) for n in model.params}
+        self.bias_lr_mult = bias_lr_mult
+        self.velocity = {n: {k: np.zeros_like(v) for k, v in p.items()} for n, p in model.params.items()}
+
+    def step(self, lr: float) -> None:
+        for name, p in self.params.items():
+            grads, vel = self.params.grads[name], self.velocity[name]
+            for key, w in p.items():
+                v = vel[key]
+                v *= self.momentum
+                v += grads[key]
+                if key == "weight" and self.weight_decay:
+                    v += self.weight_decay * w
+                scale = lr * self.mult[name] * (self.bias_lr_mult if key == "bias" else 1.0)
+                w -= np.float32(scale) * v
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+def evaluate_split(model: Model, split: Split, preprocess: Preprocess) -> Dict[str, float]:
+    """Top-1 / top-5 error (%) and mean loss over ``split`` (the last batch padded, padding ignored)."""
+    n = top1 = top5 = 0
+    loss_sum = 0.0
+    k = min(5, model.classes)
+    for b in batches(split, model.batch, preprocess, last="pad"):
+        logits = model.forward(b.x, training=False)
+        loss, _ = model.loss(b.labels)
+        v = b.valid
+        top = np.argsort(-logits[:v], axis=1)[:, :k]
+        hit = top == b.labels[:v, None]
+        top1 += int(hit[:, 0].sum())
+        top5 += int(hit.any(axis=1).sum())
+        loss_sum += float(loss[:v].sum())
+        n += v
+    return {"top1_error": 100.0 * (1 - top1 / n), "top5_error": 100.0 * (1 - top5 / n),
+            "loss": loss_sum / n, "images": n}
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+def _atomic_savez(path: Path, arrays: Dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def save_weights(model: Model, path, preprocess: Optional[Preprocess] = None,
+                 meta: Optional[dict] = None) -> None:
+    """Weights in the ``Model.save_weights`` format plus ``_preprocess`` and ``_meta`` (JSON), atomically."""
+    arrays = {f"{n}/{k}": v for n, p in model.params.items() for k, v in p.items()}
+    if preprocess is not None:
+        arrays["_preprocess"] = np.array(preprocess.to_json())
+    if meta is not None:
+        arrays["_meta"] = np.array(json.dumps(meta))
+    _atomic_savez(Path(path), arrays)
+
+
+def read_preprocess(path) -> Optional[str]:
+    """The ``_preprocess`` JSON stored in a weights file, or None."""
+    with np.load(path) as data:
+        return str(data["_preprocess"]) if "_preprocess" in data.files else None
+
+
+def _dropouts(model: Model) -> List[DropoutStep]:
+    return [s for s in model.steps if isinstance(s, DropoutStep)]
+
+
+def save_checkpoint(path: Path, model: Model, sgd: SGD, state: dict) -> None:
+    arrays = {}
+    for n, p in model.params.items():
+        for k, v in p.items():
+            arrays[f"param/{n}/{k}"] = v
+            arrays[f"momentum/{n}/{k}"] = sgd.velocity[n][k]
+    state = dict(state, dropout_calls={s.name: s.calls for s in _dropouts(model)})
+    arrays["state"] = np.array(json.dumps(state))
+    _atomic_savez(path, arrays)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The checkpoint's state dict (JSON part), with ``arrays``: the params and momentum buffers."""
+    if not path.is_file():
+        raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path} (nothing to resume)")
+    with np.load(path) as data:
+        if "state" not in data.files:
+            raise ValueError(f"load_checkpoint: {path} is not a training checkpoint (no 'state' entry)")
+        state = json.loads(str(data["state"]))
+        state["arrays"] = {k: data[k] for k in data.files if k != "state"}
+    return state
+
+
+def _restore(model: Model, sgd: SGD, state: dict) -> None:
+    arrays = state["arrays"]
+    for n, p in model.params.items():
+        for k in p:
+            p[k][...] = arrays[f"param/{n}/{k}"]
+            sgd.velocity[n][k][...] = arrays[f"momentum/{n}/{k}"]
+    for s in _dropouts(model):
+        s.calls = int(state["dropout_calls"][s.name])
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+def _fmt_time(s: float) -> str:
+    s = int(max(s, 0))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class _Log:
+    def __init__(self, stream: Optional[TextIO], file: Optional[Path]):
+        self.stream, self.file = stream, file
+
+    def __call__(self, line: str) -> None:
+        if self.stream is not None:
+            print(line, file=self.stream, flush=True)
+        if self.file is not None:
+            with open(self.file, "a") as f:
+                f.write(line + "\n")
+
+
+_STDERR = object()
+
+
+def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
+          splits: Optional[Dict[str, Split]] = None, stop_after: Optional[int] = None) -> dict:
+    """Train (or resume) into directory ``out``; returns the final state (history of epoch metrics).
+
+    splits: the dataset already loaded (tests); else ``load_dataset(cfg.data)``.
+    stop_after: end this session after that many epochs (a later ``resume=True`` goes on exactly).
+    stream: where progress lines go (``sys.stderr`` at call time by default; None: only ``out/train.log``)."""
+    if stream is _STDERR:
+        stream = sys.stderr
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.npz"
+    state = None
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        saved = TrainConfig(**state["config"])
+        if dataclasses.asdict(saved) != dataclasses.asdict(cfg):
+            diff = {k: (v, getattr(cfg, k)) for k, v in dataclasses.asdict(saved).items() if getattr(cfg, k) != v}
+            if stream is not None:
+                print(f"resume: using the checkpoint's config; ignoring differing arguments "
+                      f"{ {k: b for k, (a, b) in diff.items()} }", file=stream)
+        cfg = saved
+    cfg.check()
+    log = _Log(stream, out / "train.log")
+    if cfg.threads:
+        from . import set_num_threads
+
+        set_num_threads(cfg.threads)
+
+    splits = splits if splits is not None else load_dataset(cfg.data)
+    if "train" not in splits:
+        raise ValueError(f"train: the dataset has no 'train' split (splits: {sorted(splits)})")
+    train_split, test_split = splits["train"], splits.get("test")
+    if cfg.subset:
+        train_split = train_split.subset(min(cfg.subset, len(train_split)), seed=cfg.seed)
+    if test_split is not None and cfg.eval_subset:
+        test_split = test_split.subset(min(cfg.eval_subset, len(test_split)), seed=cfg.seed + 1)
+
+    if state is not None and "preprocess" in state:
+        preprocess = Preprocess.from_json(state["preprocess"], train_split)
+    else:
+        preprocess = Preprocess.fit(train_split, cfg.normalize, cfg.zca_epsilon)
+
+    model = Model(cfg.network, cfg.batch, plan=cfg.plan, weights=None, seed=cfg.seed)
+    if cfg.weights and state is None:
+        model.load_weights(cfg.weights)
+    elif state is None:
+        for name, factor in cfg.init_scale.items():
+            if name not in model.params:
+                raise ValueError(f"train: init_scale names unknown layer {name!r}; layers: {list(model.params)}")
+            model.params[name]["weight"] *= np.float32(factor)
+    sgd = SGD(model, cfg.momentum, cfg.weight_decay, cfg.lr_mult, cfg.bias_lr_mult)
+    rng = np.random.default_rng(cfg.seed)
+    start_epoch, history = 0, []
+    if state is not None:
+        _restore(model, sgd, state)
+        rng.bit_generator.state = state["rng"]
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+    else:
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+    last = "drop" if len(train_split) >= cfg.batch else "pad"
+    nb = num_batches(len(train_split), cfg.batch, last)
+    log(f"training {cfg.network} on {len(train_split)} images ({nb} batches of {cfg.batch}/epoch), "
+        f"epochs {start_epoch + 1}..{cfg.epochs}, preprocess {cfg.normalize}, augment {cfg.augment}"
+        + (f", plan {cfg.plan}" if cfg.plan else ""))
+    session_start, session_images = time.perf_counter(), 0
+    meta = {"network": cfg.network, "plan": cfg.plan, "config": dataclasses.asdict(cfg)}
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
+        t_epoch = time.perf_counter()
+        run_loss = run_hits = run_n = 0
+        for i, b in enumerate(batches(train_split, cfg.batch, preprocess, rng, shuffle=True,
+                                      augment_data=cfg.augment, last=last)):
+            lr = learning_rate(cfg, epoch + i / nb)
+            model.forward(b.x, training=True)
+            loss, prob = model.loss(b.labels)
+            model.backward(b.labels)
+            sgd.step(lr)
+            v = b.valid
+            batch_loss = float(loss[:v].sum())
+            if not math.isfinite(batch_loss):
+                raise FloatingPointError(f"train: the loss became {batch_loss} at epoch {epoch + 1} batch {i + 1} "
+                                         f"(lr {lr:.4g}); lower --lr or add --warmup")
+            run_loss += batch_loss
+            run_hits += int((prob[:v].argmax(axis=1) == b.labels[:v]).sum())
+            run_n += v
+            session_images += cfg.batch
+            if (i + 1) % cfg.progress == 0 or i + 1 == nb:
+                elapsed = time.perf_counter() - session_start
+                rate = session_images / elapsed
+                left_epoch = (nb - i - 1) * cfg.batch / rate
+                left_all = left_epoch + (cfg.epochs - epoch - 1) * nb * cfg.batch / rate
+                log(f"epoch {epoch + 1}/{cfg.epochs} batch {i + 1}/{nb} loss {run_loss / run_n:.4f} "
+                    f"acc {100.0 * run_hits / run_n:.2f}% lr {lr:.4g} {rate:.1f} img/s "
+                    f"ETA epoch {_fmt_time(left_epoch)} total {_fmt_time(left_all)}")
+        record = {"epoch": epoch + 1, "train_loss": run_loss / max(run_n, 1),
+                  "train_error": 100.0 * (1 - run_hits / max(run_n, 1)),
+                  "seconds": time.perf_counter() - t_epoch, "lr": lr}
+        if test_split is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            ev = evaluate_split(model, test_split, preprocess)
+            record.update(test_loss=ev["loss"], test_top1_error=ev["top1_error"], test_top5_error=ev["top5_error"],
+                          test_images=ev["images"])
+            log(f"epoch {epoch + 1} test: top-1 error {ev['top1_error']:.2f}% top-5 error "
+                f"{ev['top5_error']:.2f}% loss {ev['loss']:.4f} ({ev['images']} images)")
+        history.append(record)
+        new_state = {"epoch": epoch + 1, "config": dataclasses.asdict(cfg), "rng": rng.bit_generator.state,
+                     "history": history, "preprocess": preprocess.to_json()}
+        save_weights(model, out / "weights.npz", preprocess, dict(meta, epoch=epoch + 1))
+        save_checkpoint(ckpt_path, model, sgd, new_state)
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return {"history": history, "model": model, "preprocess": preprocess, "config": cfg}
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def _mults(text: str) -> Dict[str, float]:
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected name=value items, got {item!r}")
+        out[name] = float(value)
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m perforated.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--network", default=d.network)
+    p.add_argument("--data", default=None, help="tarball, image folder or cifar-10-batches-py "
+                   "(default: $PERFORATED_DATA or shared/datasets/cifar10-jpeg.tar.gz)")
+    p.add_argument("--out", required=True, help="run directory (checkpoint, weights, logs)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz with its config")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--schedule", choices=("cosine", "step"), default=d.schedule)
+    p.add_argument("--steps", type=lambda s: [float(v) for v in s.split(",") if v], default=d.steps,
+                   help="epochs at which the step schedule multiplies the rate by --gamma (e.g. 50,75)")
+    p.add_argument("--gamma", type=float, default=d.gamma)
+    p.add_argument("--warmup", type=float, default=d.warmup, help="epochs of linear warm-up")
+    p.add_argument("--lr-mult", type=_mults, default={}, help="per-layer multipliers, e.g. cccp6=0.1")
+    p.add_argument("--bias-lr-mult", type=float, default=d.bias_lr_mult)
+    p.add_argument("--init-scale", type=_mults, default={},
+                   help="multiply these layers' initial (He) weights, e.g. cccp6=0.1 (training from scratch)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--subset", type=int, default=None, help="train on this many (seeded) training images")
+    p.add_argument("--eval-subset", type=int, default=None, help="evaluate on this many test images")
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--normalize", choices=("channel", "zca", "none"), default=d.normalize)
+    p.add_argument("--zca-epsilon", type=float, default=d.zca_epsilon)
+    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--plan", default=None, help="perforation plan JSON (masks fixed while fine-tuning)")
+    p.add_argument("--weights", default=None, help="initial weights .npz (e.g. to fine-tune)")
+    p.add_argument("--progress", type=int, default=d.progress, help="a progress line every N batches")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many epochs in this session (continue later with --resume)")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = vars(parser().parse_args(argv))
+    out, resume, stop_after = args.pop("out"), args.pop("resume"), args.pop("stop_after")
+    cfg = TrainConfig(**args)
+    try:
+        result = train(cfg, out, resume=resume, stop_after=stop_after)
+    except KeyboardInterrupt:
+        print(f"interrupted; resume with the same command and --resume (checkpoint: {out}/checkpoint.npz)",
+              file=sys.stderr)
+        return 130
+    h = result["history"]
+    if h and "test_top1_error" in h[-1]:
+        print(f"top-1 error: {h[-1]['test_top1_error']:.2f}%")
+        print(f"top-5 error: {h[-1]['test_top5_error']:.2f}%")
+    print(f"weights: {Path(out) / 'weights.npz'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Data loading (folders, tarballs, cifar-10-batches-py), preprocessing, SGD, checkpoints and resume,
+and the train / evaluate commands, on tiny synthetic data written to tmp_path."""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from perforated import evaluate as ev
+from perforated import train as tr
+from perforated.data import (Preprocess, Split, augment, batches, load_cifar_batches, load_dataset,
+                             load_image_folder, num_batches)
+from perforated.model import Model
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERFORATED_CACHE", str(tmp_path / "cache"))
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_folder(root, rng, size=8, per_class=2, classes=("dog", "cat", "bird")):
+    """root/{train,test}/<class>/<i>.png with random pixels; returns {(split, class, i): HWC array}."""
+    images = {}
+    for split in ("train", "test"):
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                a = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                (d / f"{i:04d}.png").write_bytes(_png(a))
+                images[(split, c, i)] = a
+    return images
+
+
+def make_batches(directory, rng, n_train=8, n_test=4, batches_=2):
+    """A synthetic cifar-10-batches-py release; returns (train data, train labels)."""
+    directory.mkdir(parents=True)
+    data = rng.integers(0, 256, (n_train, 3072), dtype=np.uint8)
+    labels = rng.integers(0, 10, n_train)
+    for b, part in enumerate(np.array_split(np.arange(n_train), batches_), start=1):
+        with open(directory / f"data_batch_{b}", "wb") as f:
+            pickle.dump({b"data": data[part], b"labels": labels[part].tolist()}, f)
+    with open(directory / "test_batch", "wb") as f:
+        pickle.dump({b"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
+                     b"labels": rng.integers(0, 10, n_test).tolist()}, f)
+    with open(directory / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
+    return data, labels
+
+
+# -- loaders -------------------------------------------------------------------------------------
+
+def test_image_folder_classes_sorted_and_cached(tmp_path, rng):
+    images = make_folder(tmp_path / "ds", rng)
+    splits = load_dataset(tmp_path / "ds")
+    assert sorted(splits) == ["test", "train"]
+    s = splits["train"]
+    assert s.classes == ["bird", "cat", "dog"]
+    assert s.images.shape == (6, 3, 8, 8) and s.images.dtype == np.uint8
+    assert s.labels.tolist() == [0, 0, 1, 1, 2, 2] and s.labels.dtype == np.int64
+    np.testing.assert_array_equal(s.images[2], images[("train", "cat", 0)].transpose(2, 0, 1))
+    cached = list((tmp_path / "cache").glob("*.npz"))
+    assert len(cached) == 1 and not list((tmp_path / "cache").glob("*.tmp"))
+    again = load_dataset(tmp_path / "ds")  # from the cache
+    np.testing.assert_array_equal(again["test"].images, splits["test"].images)
+    assert load_image_folder(tmp_path / "ds")["train"].classes == s.classes
+
+
+def test_tarball_of_image_folder(tmp_path, rng):
+    images = make_folder(tmp_path / "src" / "cifar10", rng)
+    tar = tmp_path / "tiny.tar.gz"
+    with tarfile.open(tar, "w:gz") as t:
+        t.add(tmp_path / "src" / "cifar10", arcname="cifar10")
+    splits = load_dataset(tar)
+    assert splits["test"].classes == ["bird", "cat", "dog"]
+    np.testing.assert_array_equal(splits["test"].images[5], images[("test", "dog", 1)].transpose(2, 0, 1))
+    assert len(list((tmp_path / "cache").glob("tiny-*.npz"))) == 1
+
+
+def test_cifar_batches(tmp_path, rng):
+    data, labels = make_batches(tmp_path / "cifar-10-batches-py", rng)
+    for path in (tmp_path, tmp_path / "cifar-10-batches-py"):  # the release's parent or itself
+        splits = load_dataset(path)
+        assert splits["train"].images.shape == (8, 3, 32, 32)
+        np.testing.assert_array_equal(splits["train"].images.reshape(8, -1), data)
+        np.testing.assert_array_equal(splits["train"].labels, labels)
+        assert splits["test"].classes[3] == "c3" and len(splits["test"]) == 4
+
+
+def test_errors_name_the_path(tmp_path, rng):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        load_dataset(missing)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a tarball")
+    with pytest.raises(ValueError, match="not a tar archive"):
+        load_dataset(junk)
+    empty = tmp_path / "empty"
+    (empty / "train" / "a").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images found"):
+        load_dataset(empty, cache=False)
+    bad = tmp_path / "bad"
+    make_folder(bad, rng)
+    (bad / "train" / "cat" / "9999.jpg").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot decode image .*9999.jpg"):
+        load_dataset(bad, cache=False)
+    mixed = tmp_path / "mixed"
+    make_folder(mixed, rng)
+    (mixed / "test" / "cat" / "big.png").write_bytes(_png(np.zeros((9, 9, 3), np.uint8)))
+    with pytest.raises(ValueError, match="big.png .* is 9x9, expected every image to be 8x8"):
+        load_dataset(mixed, cache=False)
+
+
+def test_cifar_batches_errors(tmp_path, rng):
+    d = tmp_path / "cifar-10-batches-py"
+    make_batches(d, rng)
+    (d / "test_batch").unlink()
+    with pytest.raises(FileNotFoundError, match="must hold data_batch_1..5 and test_batch"):
+        load_cifar_batches(d)
+    (d / "test_batch").write_bytes(b"\x80garbage")
+    with pytest.raises(ValueError, match="test_batch is not a CIFAR-10 pickle batch"):
+        load_cifar_batches(d)
+    with open(d / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
+    with pytest.raises(ValueError, match=r"expected uint8 data \(N, 3072\)"):
+        load_cifar_batches(d)
+
+
+# -- preprocessing, augmentation, batches --------------------------------------------------------
+
+def _split(rng, n=40, c=3, h=8, w=8, classes=10):
+    return Split(rng.integers(0, 256, (n, c, h, w), dtype=np.uint8), rng.integers(0, classes, n).astype(np.int64),
+                 [str(i) for i in range(classes)])
+
+
+def test_channel_normalisation(rng):
+    s = _split(rng)
+    p = Preprocess.fit(s)
+    x = p(s.images)
+    assert x.dtype == np.float32 and x.shape == s.images.shape
+    np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0, atol=1e-4)
+    np.testing.assert_allclose(x.std(axis=(0, 2, 3)), 1, atol=1e-3)
+    q = Preprocess.from_json(p.to_json())
+    np.testing.assert_allclose(q(s.images), x, rtol=1e-6)
+
+
+def test_zca_whitens(rng):
+    s = _split(rng, n=600, c=3, h=3, w=3)
+    p = Preprocess.fit(s, "zca", epsilon=1e-6)
+    x = p(s.images).reshape(600, -1).astype(np.float64)
+    cov = x.T @ x / 600
+    np.testing.assert_allclose(cov, np.eye(27), atol=0.05)  # GCN removes one direction per image
+    assert json.loads(p.to_json()) == {"mode": "zca", "epsilon": 1e-6, "gcn_scale": 55.0}
+    np.testing.assert_allclose(Preprocess.from_json(p.to_json(), s)(s.images[:3]), p(s.images[:3]), atol=1e-4)
+
+
+def test_augment_deterministic_and_shapes(rng):
+    x = rng.standard_normal((6, 3, 8, 8)).astype(np.float32)
+    a = augment(x.copy(), np.random.default_rng(5))
+    b = augment(x.copy(), np.random.default_rng(5))
+    c = augment(x.copy(), np.random.default_rng(6))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == x.shape and not np.array_equal(a, c)
+    flipped = augment(x.copy(), np.random.default_rng(1), pad=0)  # flips only
+    for i in range(6):
+        assert np.array_equal(flipped[i], x[i]) or np.array_equal(flipped[i], x[i, :, :, ::-1])
+
+
+def test_batches_pad_and_drop(rng):
+    s = _split(rng, n=10)
+    p = Preprocess.fit(s)
+    got = list(batches(s, 4, p))
+    assert [b.valid for b in got] == [4, 4, 2] and num_batches(10, 4) == 3
+    last = got[-1]
+    assert last.x.shape == (4, 3, 8, 8) and last.x.flags.c_contiguous and last.x.dtype == np.float32
+    assert last.labels.dtype == np.int64
+    np.testing.assert_array_equal(last.labels, s.labels[[8, 9, 8, 9]])
+    assert [b.valid for b in batches(s, 4, p, last="drop")] == [4, 4] and num_batches(10, 4, "drop") == 2
+    r1 = [b.index for b in batches(s, 4, p, np.random.default_rng(3), shuffle=True, augment_data=True)]
+    r2 = [b.index for b in batches(s, 4, p, np.random.default_rng(3), shuffle=True, augment_data=True)]
+    np.testing.assert_array_equal(np.concatenate(r1), np.concatenate(r2))
+    assert sorted(np.concatenate(r1)[:10]) == list(range(10))
+    with pytest.raises(ValueError, match="need an rng"):
+        next(batches(s, 4, p, shuffle=True))
+
+
+# -- SGD, checkpoints, commands ------------------------------------------------------------------
+
+def test_sgd_step_reduces_loss(rng):
+    rows = [("conv", "c1", dict(out=8, kernel=3, pad=1)), ("relu", "r1", {}),
+            ("conv", "c2", dict(out=3, kernel=1)), ("pool", "gap", dict(mode="avg", global_=True))]
+    m = Model(rows, 4, input_shape=(3, 6, 6), classes=3, seed=1)
+    x = rng.standard_normal((4, 3, 6, 6)).astype(np.float32)
+    y = np.array([0, 1, 2, 1])
+    sgd = tr.SGD(m, momentum=0.9, weight_decay=1e-4)
+    m.forward(x, training=True)
+    before = float(m.loss(y)[0].mean())
+    for _ in range(5):
+        m.forward(x, training=True)
+        m.loss(y)
+        m.backward(y)
+        sgd.step(0.05)
+    m.forward(x)
+    assert float(m.loss(y)[0].mean()) < before
+    with pytest.raises(ValueError, match="unknown layers"):
+        tr.SGD(m, 0.9, 0.0, lr_mult={"nope": 1.0})
+
+
+def test_learning_rate_schedules():
+    cfg = tr.TrainConfig(epochs=10, lr=0.1, warmup=1.0)
+    assert tr.learning_rate(cfg, 0.5) < 0.06
+    assert tr.learning_rate(cfg, 1.0) == pytest.approx(0.1)
+    assert tr.learning_rate(cfg, 10.0) == pytest.approx(0.0, abs=1e-12)
+    step = tr.TrainConfig(epochs=10, lr=0.1, schedule="step", steps=[5, 8], gamma=0.1)
+    assert [round(tr.learning_rate(step, e), 6) for e in (0, 5, 8)] == [0.1, 0.01, 0.001]
+
+
+def _tiny_nin_splits(rng):
+    return {"train": Split(rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 8),
+                           [str(i) for i in range(10)]),
+            "test": Split(rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 4),
+                          [str(i) for i in range(10)])}
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path, rng):
+    splits = _tiny_nin_splits(rng)
+    cfg = tr.TrainConfig(network="nin", epochs=2, batch=4, lr=0.01, seed=3, progress=1)
+    full = tr.train(cfg, tmp_path / "a", splits=splits, stream=None)
+    part = tr.train(cfg, tmp_path / "b", splits=splits, stream=None, stop_after=1)
+    assert len(part["history"]) == 1
+    state = tr.load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    assert state["epoch"] == 1 and state["config"]["batch"] == 4 and "rng" in state
+    assert set(state["dropout_calls"]) == {"drop1", "drop2"}
+    resumed = tr.train(tr.TrainConfig(), tmp_path / "b", resume=True, splits=splits, stream=None)
+    assert resumed["config"].batch == 4  # the checkpoint's config wins
+    for name, p in full["model"].params.items():
+        for key in p:
+            np.testing.assert_array_equal(p[key], resumed["model"].params[name][key])
+    a = tr.load_checkpoint(tmp_path / "a" / "checkpoint.npz")
+    b = tr.load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    for k in a["arrays"]:
+        np.testing.assert_array_equal(a["arrays"][k], b["arrays"][k])
+    assert a["rng"] == b["rng"]
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    w = Model("nin", 4, weights=tmp_path / "a" / "weights.npz")  # extra keys ignored by load_weights
+    np.testing.assert_array_equal(w.params["conv1"]["weight"], full["model"].params["conv1"]["weight"])
+    assert (tmp_path / "a" / "log.jsonl").read_text().count("\n") == 2
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        tr.train(cfg, tmp_path / "c", resume=True, splits=splits, stream=None)
+
+
+def test_train_and_evaluate_commands(tmp_path, rng, capsys):
+    make_batches(tmp_path / "cifar-10-batches-py", rng)
+    out = tmp_path / "run"
+    assert tr.main(["--data", str(tmp_path), "--epochs", "1", "--batch", "4", "--lr", "0.01",
+                    "--out", str(out), "--progress", "1"]) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"epoch 1/1 batch 2/2 loss [\d.]+ acc [\d.]+% lr \S+ [\d.]+ img/s ETA", captured.err)
+    assert "top-1 error:" in captured.out
+    assert ev.main(["--network", "nin", "--weights", str(out / "weights.npz"), "--data", str(tmp_path),
+                    "--batch", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"^top-1 error: \d+\.\d\d%$", printed, re.M)
+    assert re.search(r"^top-5 error: \d+\.\d\d%$", printed, re.M)
+    assert "images: 4 (test)" in printed
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        ev.evaluate("nin", tmp_path / "none.npz", data=tmp_path)
