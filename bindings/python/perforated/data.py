@@ -436,3 +436,30 @@ def batches(split: Split, batch: int, preprocess: Preprocess, rng: Optional[np.r
 
 def num_batches(n: int, batch: int, last: str = "pad") -> int:
     return n // batch if last == "drop" else -(-n // batch)
+
+
+def preprocess_for(weights, train: Split) -> Preprocess:
+    """The normalisation stored with trained weights (``_preprocess``), else channel statistics of
+    the training split."""
+    stored = None
+    if weights is not None and isinstance(weights, (str, Path)):
+        with np.load(weights) as data:
+            stored = str(data["_preprocess"]) if "_preprocess" in data.files else None
+    return Preprocess.from_json(stored, train) if stored is not None else Preprocess.fit(train, "channel")
+
+
+def training_subsets(data: Optional[PathLike], weights, sizes: Sequence[int], seed: int = 0) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Disjoint, seeded subsets of the training split, normalised as ``weights`` expect: one
+    ``(float32 images, labels)`` pair per entry of ``sizes`` (e.g. the greedy search's 10,000 held-out
+    images for the NLL and 5,000 for impact estimation)."""
+    train = load_dataset(data)["train"]
+    if sum(sizes) > len(train):
+        raise ValueError(f"training_subsets: {sum(sizes)} images requested, the training split has {len(train)}")
+    preprocess = preprocess_for(weights, train)
+    order = np.random.default_rng(seed).permutation(len(train))
+    out, start = [], 0
+    for n in sizes:
+        idx = order[start:start + n]
+        start += n
+        out.append((preprocess(train.images[idx]), train.labels[idx]))
+    return out

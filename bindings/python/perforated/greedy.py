@@ -208,7 +208,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--network", default="nin")
     parser.add_argument("--weights", required=True)
-    parser.add_argument("--data", required=True, help="CIFAR-10 tarball, image folder or cifar-10-batches-py")
+    parser.add_argument("--data", help="CIFAR-10 tarball, image folder or cifar-10-batches-py "
+                        "(default: the shared CIFAR-10 tarball)")
     parser.add_argument("--out", required=True, help="folder for step files; reused to resume")
     parser.add_argument("--steps", type=int, default=50, help="steps in total (reference: NIN 50)")
     parser.add_argument("--kinds", default="uniform", help="comma-separated mask kinds to try")
@@ -216,7 +217,8 @@ def main(argv=None) -> None:
     parser.add_argument("--impact-images", type=int, default=5000)
     parser.add_argument("--timer", default="measured", choices=("measured", "macs"))
     args = parser.parse_args(argv)
-    ev_x, ev_y, im_x, im_y = D.greedy_subsets(args.data, args.eval_images, args.impact_images)
+    (ev_x, ev_y), (im_x, im_y) = D.training_subsets(args.data, args.weights,
+                                                     [args.eval_images, args.impact_images], seed=0)
     search = GreedySearch(args.network, args.weights, ev_x, ev_y, Path(args.out), kinds=args.kinds.split(","),
                           impact_x=im_x, impact_y=im_y, timer=args.timer,
                           log=lambda m: print(m, file=sys.stderr, flush=True))

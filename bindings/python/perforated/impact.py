@@ -72,7 +72,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--network", default="nin")
     parser.add_argument("--weights", required=True, help="trained weights (.npz, Model.save_weights format)")
-    parser.add_argument("--data", required=True, help="CIFAR-10 tarball, image folder or cifar-10-batches-py")
+    parser.add_argument("--data", help="CIFAR-10 tarball, image folder or cifar-10-batches-py "
+                        "(default: the shared CIFAR-10 tarball)")
     parser.add_argument("--plan", help="a perforation plan: impact of the current perforated network")
     parser.add_argument("--images", type=int, default=5000, help="training images to average over (5000)")
     parser.add_argument("--batch", type=int, default=100)
@@ -82,8 +83,7 @@ def main(argv=None) -> None:
     from . import data as D
     from .networks import NETWORKS, perforable_layers
 
-    dataset = D.load_cifar10(args.data)
-    x, y = D.normalized_subset(dataset, "train", args.images, seed=0)
+    [(x, y)] = D.training_subsets(args.data, args.weights, [args.images], seed=0)
     model = Model(args.network, args.batch, plan=args.plan, weights=args.weights)
     layers = args.layers.split(",") if args.layers else perforable_layers(NETWORKS[args.network]["layers"]())
     maps = estimate_impact(model, x, y, layers)
