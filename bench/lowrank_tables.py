@@ -1,0 +1,198 @@
+"""Low-rank vs perforation vs both (SPEC §9-§10, issue 6): ``python -m bench.lowrank_tables [--quick]``.
+
+For VGG-16 (batch 16; quick 2), AlexNet (batch 256; quick 16) and NIN (batch 128; quick 8), at each
+target theoretical speedup T (whole-network multiply-add reduction), in one run on this machine:
+
+- low-rank, spatial (accnn's ``acc_conv``) and channel (Zhang et al.), ranks by rank selection at
+  ``--ratio T``;
+- perforation alone: the same uniform rate on every perforable layer (uniform masks), chosen by
+  bisection so that the theoretical speedup is T;
+- both: perforation at the rate giving sqrt(T) alone, then rank selection to T on top of it (the mask
+  on the k x k part of channel-decomposed layers, on the horizontal part of spatial ones).
+
+Each row gives the theoretical speedup, the measured CPU speedup (whole forward pass against the dense
+network of the same run, random input) and the relative change of the logits against the dense network.
+Weights are random (He, seeded): there is no ImageNet here, so accuracy is not measured; the logits
+change only shows that the decomposition is not an identity. NIN accuracy columns read "not measured"
+unless trained weights exist at results/models/nin_cifar10.npz (evaluation is then still to be wired).
+Beside them: accnn's published VGG-16 figures and the paper's complementarity claim.
+Writes results/lowrank{_quick}.md, .csv and .json.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+import perforated
+from bench import measure
+from bench.report import NOT_MEASURED, _csv, _md
+from bench.tables import rate_for_reduction
+from perforated import lowrank as LR
+from perforated.model import Model
+from perforated.networks import NETWORKS
+from perforated.plan import PerforationPlan
+
+QUICK_BATCH = {"vgg16": 2, "alexnet": 16, "nin": 8}
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+NIN_WEIGHTS = RESULTS / "models" / "nin_cifar10.npz"
+TARGETS = {"vgg16": (2.4, 3.0), "alexnet": (2.0, 3.0), "nin": (2.0, 3.0)}
+ACCNN_VGG16 = [  # MXNet accnn README, VGG-16 top-5 accuracy (original 89.6%)
+    {"plan": "accnn 2.4x plan", "theoretical": 2.4, "cpu": 2.2, "gpu": 1.1, "top5": 88.6, "tuned_top5": 89.8},
+    {"plan": "accnn rank selection 3x", "theoretical": 3.0, "cpu": 2.6, "gpu": 1.2, "top5": 87.5, "tuned_top5": 89.6},
+]
+CLAIM = ("The paper (Figurnov et al. 2016) presents perforation as complementary to other acceleration "
+         "methods and combines it with the low-rank channel decomposition of Zhang et al.: a combined plan "
+         "should be faster than either method alone at equal accuracy loss. Accuracy is not measured "
+         "here, so this table can only test the speed side: whether the combined plans' measured speedup "
+         "keeps up with their theoretical speedup as well as each method alone does.")
+
+
+def _time(model: Model, x: np.ndarray, repeat: int) -> Dict[str, float]:
+    model.x[...] = x
+    return measure.time_call(model.forward, warmup=1, repeat=repeat)
+
+
+def run_network(network: str, batch: int, repeat: int, weights) -> Dict[str, object]:
+    x = np.random.default_rng(0).standard_normal((batch,) + tuple(NETWORKS[network]["input"]), np.float32)
+    measure.progress(f"{network}: dense, batch {batch}")
+    dense = Model(network, batch, weights=weights)
+    dense_time = _time(dense, x, repeat)
+    ref = dense.forward().copy()
+    dense_macs = dense.multiply_adds()
+    del dense
+    gc.collect()
+    rows: List[Dict[str, object]] = []
+
+    def record(label: str, target: float, model: Model, plan: dict) -> None:
+        t = _time(model, x, repeat)
+        logits = model.forward()
+        rows.append({"method": label, "target": target, "plan": plan, "time": t,
+                     "theoretical_speedup": dense_macs / model.multiply_adds(),
+                     "measured_speedup": dense_time["median"] / t["median"],
+                     "logits_relative_change": float(np.linalg.norm(logits - ref) / np.linalg.norm(ref))})
+        r = rows[-1]
+        measure.progress(f"  {label} T={target}: theoretical {r['theoretical_speedup']:.2f}x, "
+                         f"measured {r['measured_speedup']:.2f}x")
+
+    for target in TARGETS[network]:
+        for method in ("spatial", "channel"):
+            measure.progress(f"{network}: low-rank {method}, ratio {target}")
+            plan = LR.plan_for_ratio(network, target, method, weights)
+            model, _ = LR.apply_plan(plan, batch, weights)
+            record(f"low-rank ({method})", target, model, plan.to_dict())
+            del model
+            gc.collect()
+        rate = rate_for_reduction(network, target)
+        measure.progress(f"{network}: perforation, rate {rate:.3f}")
+        pplan = PerforationPlan.uniform_rate(network, rate, kind="uniform", seed=1)
+        model = Model(network, batch, plan=pplan, weights=weights)
+        record("perforation", target, model, pplan.to_dict())
+        del model
+        gc.collect()
+        half = rate_for_reduction(network, math.sqrt(target))
+        for method in ("channel", "spatial"):
+            measure.progress(f"{network}: perforation {half:.3f} + low-rank {method} to {target}")
+            plan = LR.plan_for_ratio(network, target, method, weights, rate=half, seed=1)
+            model, _ = LR.apply_plan(plan, batch, weights)
+            record(f"perforation + low-rank ({method})", target, model, plan.to_dict())
+            del model
+            gc.collect()
+    return {"network": network, "batch": batch, "dense_time": dense_time, "dense_multiply_adds": dense_macs,
+            "rows": rows}
+
+
+def _plan_summary(row: dict) -> str:
+    layers = row["plan"]["layers"]
+    rates = {s.get("rate", 0) for s in layers.values() if s.get("rate", 0) > 0}
+    ranks = sum(1 for s in layers.values() if s.get("rank"))
+    parts = []
+    if rates:
+        parts.append("rate " + "/".join(f"{r:.3f}" for r in sorted(rates)))
+    if ranks:
+        parts.append(f"{ranks} layers decomposed")
+    return ", ".join(parts)
+
+
+def write(raw: dict, out: Path, suffix: str) -> str:
+    meta = raw["metadata"]
+    header = ["network", "batch", "target", "method", "plan", "theoretical speedup", "measured CPU speedup",
+              "measured / theoretical", "logits rel. change (random weights)", "error+ (NIN)", "tuned error+ (NIN)"]
+    rows = []
+    for net in raw["networks"]:
+        for r in net["rows"]:
+            err = NOT_MEASURED if net["network"] == "nin" else "-"
+            rows.append([net["network"], str(net["batch"]), f"{r['target']:g}", r["method"], _plan_summary(r),
+                         f"{r['theoretical_speedup']:.2f}", f"{r['measured_speedup']:.2f}",
+                         f"{r['measured_speedup'] / r['theoretical_speedup']:.2f}",
+                         f"{r['logits_relative_change']:.3f}", err, err])
+    _csv(out / f"lowrank{suffix}.csv", header, rows)
+    lines = ["# Low-rank decomposition, perforation, and both (issue 6)", "",
+             f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
+             f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs (shared with other jobs: one run, "
+             f"noisy), {meta['platform']}  ", f"Library: {meta['perforated_build']}  ",
+             f"Timing: whole forward pass, median of {meta['repeat']} runs after a warm-up; speedups against "
+             f"the dense network timed in the same run.  ",
+             f"Weights: {meta['weights']}. Accuracy is not measured (no ImageNet; NIN: "
+             f"{meta['nin_weights']}).", "",
+             "Theoretical speedup = dense multiply-adds / multiply-adds of the plan (whole network, FC "
+             "included, perforated layers counting computed positions). Rank selection budget: whole "
+             "network <= dense / T. Combined rows: uniform perforation at the rate giving sqrt(T) alone, then "
+             "rank selection to T.", "",
+             "Noise: quick runs time each plan once on a shared 2-core machine; a measured/theoretical ratio "
+             "above 1 (or far apart between neighbouring rows) is noise, not a result. Small batches (NIN 8, "
+             "VGG-16 2) also carry a per-layer overhead that the theoretical speedup ignores.", "",
+             "## Ours", ""]
+    lines += _md(header, rows)
+    lines += ["", "## Published: MXNet accnn on VGG-16 (top-5 accuracy, original 89.6%)", ""]
+    lines += _md(["plan", "theoretical", "CPU speedup", "GPU speedup", "top-5", "top-5 after 5 epochs fine-tuning"],
+                 [[a["plan"], f"{a['theoretical']}x", f"{a['cpu']}x", f"{a['gpu']}x", f"{a['top5']}%",
+                   f"{a['tuned_top5']}%"] for a in ACCNN_VGG16])
+    lines += ["", "accnn's measured/theoretical: 2.2/2.4 = 0.92, 2.6/3 = 0.87 (CPU).", "",
+              "## The paper's complementarity claim", "", CLAIM, ""]
+    text = "\n".join(lines)
+    (out / f"lowrank{suffix}.md").write_text(text)
+    return text
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="batches 2 / 16 / 8 (VGG-16 / AlexNet / NIN), one repeat")
+    parser.add_argument("--networks", default="vgg16,alexnet,nin", help="comma-separated subset")
+    parser.add_argument("--repeat", type=int, default=None, help="timed repeats (default 3; quick 1)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    networks = [n.strip() for n in args.networks.split(",") if n.strip()]
+    unknown = [n for n in networks if n not in TARGETS]
+    if unknown:
+        parser.error(f"--networks: unknown {unknown}; choose from {sorted(TARGETS)}")
+    repeat = args.repeat or (1 if args.quick else 3)
+    results = []
+    for network in networks:
+        batch = QUICK_BATCH[network] if args.quick else NETWORKS[network]["timing_batch"]
+        weights = None
+        if network == "nin" and NIN_WEIGHTS.is_file():
+            weights = LR.network_weights(network, NIN_WEIGHTS)
+        weights = weights or LR.network_weights(network, seed=0)
+        results.append(run_network(network, batch, repeat, weights))
+    meta = measure.machine_metadata()
+    meta.update(threads=perforated.get_num_threads(), repeat=repeat, quick=args.quick,
+                weights="random He initialisation, seed 0 (NIN: trained weights when present)",
+                nin_weights=("trained weights found at results/models/nin_cifar10.npz, accuracy evaluation "
+                             "not wired yet" if NIN_WEIGHTS.is_file() else
+                             "no trained weights at results/models/nin_cifar10.npz"))
+    raw = {"metadata": meta, "accnn_vgg16": ACCNN_VGG16, "claim": CLAIM, "networks": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    (args.out / f"lowrank{suffix}.json").write_text(json.dumps(raw, indent=1, default=str))
+    print(write(raw, args.out, suffix))
+    measure.progress(f"wrote {args.out}/lowrank{suffix}.md (.csv, .json)")
+
+
+if __name__ == "__main__":
+    main()
