@@ -55,6 +55,7 @@ def machine_metadata() -> Dict[str, object]:
 
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("OPENBLAS", "OMP_", "MKL_", "GOMP", "PERFORATED"))}
+    env.setdefault("OPENBLAS_CORETYPE", "(unset: OpenBLAS detects the CPU)")
     meta: Dict[str, object] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": " ".join([os.path.basename(sys.executable), "-m"] + [_module_name()] + sys.argv[1:]),
