@@ -11,7 +11,8 @@
 # libclang-common-14-dev -> libclang-rt-14-dev, which holds libFuzzer); the script checks and says so.
 # The library sources are compiled into the fuzzer together with a sanitized reference SGEMM
 # (fuzz/cblas_ref.c) instead of OpenBLAS, without OpenMP (one thread), so no Python package and no
-# BLAS install are needed. New inputs that reach new code go to fuzz/build/corpus (not committed); crashes to fuzz/crashes/ (commit reproducers that matter).
+# BLAS install are needed. New inputs that reach new code go to fuzz/build/corpus (not committed);
+# crashes to fuzz/crashes/ (commit the reproducers that matter: they are replayed as regressions).
 # Exit status: 0 when no violation was found, non-zero otherwise (libFuzzer's).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
