@@ -223,7 +223,9 @@ class Parameters(dict):
 
     def add(self, name: str, weight_shape: Sequence[int], fan_in: int, rng: np.random.Generator) -> None:
         std = np.sqrt(2.0 / fan_in)  # He initialisation: keeps ReLU activations at unit scale
-        self[name] = {"weight": (rng.standard_normal(weight_shape) * std).astype(np.float32),
+        weight = rng.standard_normal(weight_shape, dtype=np.float32)  # float32 directly: no float64 copy
+        weight *= np.float32(std)  # (VGG-16's 138M weights would need 1.1 GB of float64 temporaries)
+        self[name] = {"weight": weight,
                       "bias": np.zeros(weight_shape[0], np.float32)}
         self.grads[name] = {k: np.zeros_like(v) for k, v in self[name].items()}
 
