@@ -77,6 +77,10 @@ struct perf_mask {
  * far more when the machine is oversubscribed (a barrier then waits for a descheduled thread). */
 #define PERF_PARALLEL_MIN 32768
 
+/* Argument rules shared by a CPU function and its CUDA (_ctx) twin. */
+perf_status perf_lrn_check_args(const char *fn, int batch, int channels, int spatial, int local_size, float alpha,
+                                float beta, float k);
+
 /* Number of threads for the library's own loops (OpenMP); BLAS itself runs single-threaded. */
 int perf_threads(void);
 

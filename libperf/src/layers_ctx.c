@@ -96,16 +96,7 @@ perf_status perf_dropout_backward_ctx(const perf_context *ctx, size_t size, floa
 
 static perf_status lrn_check(const char *fn, int batch, int channels, int spatial, int local_size, float alpha,
                              float beta, float k) {
-    PERF_CHECK(dims_check(fn, "batch*channels*spatial", batch, channels, spatial));
-    if (local_size < 1 || local_size % 2 == 0)
-        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: local_size must be odd and >= 1, got %d", fn,
-                         local_size);
-    if (!isfinite(alpha) || !isfinite(beta))
-        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: alpha and beta must be finite, got %g and %g", fn,
-                         (double)alpha, (double)beta);
-    if (!isfinite(k) || k <= 0.0f)
-        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: k must be finite and > 0, got %g", fn, (double)k);
-    return PERF_STATUS_SUCCESS;
+    return perf_lrn_check_args(fn, batch, channels, spatial, local_size, alpha, beta, k);
 }
 
 perf_status perf_lrn_forward_ctx(const perf_context *ctx, int batch, int channels, int spatial, int local_size,

@@ -90,8 +90,9 @@ static void scale_pow(const lrn_geom *g, const double *restrict acc, float *rest
     }
 }
 
-static perf_status lrn_check(const char *fn, int batch, int channels, int spatial, int local_size,
-                             float alpha, float beta, float k, lrn_geom *g) {
+/* The argument rules of LRN, shared with the CUDA entry points (layers_ctx.c). */
+perf_status perf_lrn_check_args(const char *fn, int batch, int channels, int spatial, int local_size, float alpha,
+                                float beta, float k) {
     PERF_CHECK_POSITIVE(fn, batch);
     PERF_CHECK_POSITIVE(fn, channels);
     PERF_CHECK_POSITIVE(fn, spatial);
@@ -104,7 +105,12 @@ static perf_status lrn_check(const char *fn, int batch, int channels, int spatia
     if (!isfinite(k) || k <= 0.0f)
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: k must be finite and > 0, got %g", fn, (double)k);
     size_t dims[3] = {(size_t)batch, (size_t)channels, (size_t)spatial}, total;
-    PERF_CHECK(perf_checked_product(fn, "batch*channels*spatial", dims, 3, &total));
+    return perf_checked_product(fn, "batch*channels*spatial", dims, 3, &total);
+}
+
+static perf_status lrn_check(const char *fn, int batch, int channels, int spatial, int local_size,
+                             float alpha, float beta, float k, lrn_geom *g) {
+    PERF_CHECK(perf_lrn_check_args(fn, batch, channels, spatial, local_size, alpha, beta, k));
     g->channels = channels;
     g->half = (local_size - 1) / 2;
     if (g->half > channels) g->half = channels; /* windows are clipped to the channels: same sums, and no
