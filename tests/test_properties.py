@@ -291,8 +291,6 @@ def test_nan_propagation_avg_pool_and_interp():
     assert np.isnan(full).all()
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (issue 7 report): max pooling keeps a NaN only when it "
-                   "is the first element of its window (`v > r ? v : r` never selects NaN); pool.c")
 def test_max_pool_propagates_nan_in_any_window_position():
     """A NaN anywhere in a max-pooling window makes the output NaN (as numpy's max, PyTorch and
     the reference do), whatever its position in the window."""
@@ -301,6 +299,12 @@ def test_max_pool_propagates_nan_in_any_window_position():
         x.reshape(-1)[pos] = np.nan
         y = pf.max_pool2d(x, 2, 2)
         assert np.isnan(y[0, 0, 0, 0]), f"NaN at window position {pos} was dropped: max = {y.item()}"
+        # the same through a mask (the table path): every position computed, compact input
+        m = pf.Mask.from_indices((2, 2), np.arange(4))
+        yc = pf.max_pool2d(np.ascontiguousarray(x.reshape(1, 1, 4)), 2, 2, input_mask=m)
+        assert np.isnan(yc[0, 0, 0, 0]), f"compact input: NaN at {pos} was dropped"
+        dx = pf.max_pool2d_backward(x, np.ones((1, 1, 1, 1), np.float32), 2, 2)
+        assert dx.reshape(-1)[pos] == 1 and dx.sum() == 1  # the gradient goes to the NaN
 
 
 # --- out of memory / overflow --------------------------------------------------------------------

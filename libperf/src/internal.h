@@ -77,6 +77,11 @@ struct perf_mask {
  * far more when the machine is oversubscribed (a barrier then waits for a descheduled thread). */
 #define PERF_PARALLEL_MIN 32768
 
+/* Max pooling's comparison: does v replace the running maximum r? Larger values win, and a NaN wins
+ * over any number (the first NaN stays), so NaN propagates as in numpy and PyTorch; ties keep the
+ * first maximum. */
+#define PERF_MAX_WINS(v, r) ((v) > (r) || ((v) != (v) && (r) == (r)))
+
 /* Argument rules shared by a CPU function and its CUDA (_ctx) twin. */
 perf_status perf_lrn_check_args(const char *fn, int batch, int channels, int spatial, int local_size, float alpha,
                                 float beta, float k);

@@ -40,7 +40,7 @@ static inline void window(int o, int stride, int pad, int kernel, int in, int *s
 static inline float span_reduce(const float *v, int a, int b, int is_max) {
     float r = v[a];
     if (is_max)
-        for (int c = a + 1; c < b; c++) r = v[c] > r ? v[c] : r;
+        for (int c = a + 1; c < b; c++) r = PERF_MAX_WINS(v[c], r) ? v[c] : r;
     else
         for (int c = a + 1; c < b; c++) r += v[c];
     return r;
@@ -196,7 +196,7 @@ static void forward_dense_plane(const perf_pool_plan *p, const float *x, float *
         for (int r = hs + 1; r < he; r++) {
             const float *xr = x + (size_t)r * in_w;
             if (is_max)
-                for (int c = 0; c < in_w; c++) row[c] = xr[c] > row[c] ? xr[c] : row[c];
+                for (int c = 0; c < in_w; c++) row[c] = PERF_MAX_WINS(xr[c], row[c]) ? xr[c] : row[c];
             else
                 for (int c = 0; c < in_w; c++) row[c] += xr[c];
         }
@@ -213,7 +213,7 @@ static void forward_dense_plane(const perf_pool_plan *p, const float *x, float *
         for (int j = 1; j < kw; j++) {
             if (is_max)
                 for (int ow = lo; ow < hi; ow++)
-                    yr[ow] = row[ow * sw + off + j] > yr[ow] ? row[ow * sw + off + j] : yr[ow];
+                    yr[ow] = PERF_MAX_WINS(row[ow * sw + off + j], yr[ow]) ? row[ow * sw + off + j] : yr[ow];
             else
                 for (int ow = lo; ow < hi; ow++) yr[ow] += row[ow * sw + off + j];
         }
@@ -243,7 +243,7 @@ static size_t dense_reduce(const perf_pool_plan *p, const float *x, int oh, int 
     if (d->mode == PERF_POOL_MAX) {
         for (size_t r = (size_t)hs; r < (size_t)he; r++)
             for (int c = ws; c < we; c++)
-                if (x[r * in_w + c] > v) v = x[best = r * in_w + c];
+                if (PERF_MAX_WINS(x[r * in_w + c], v)) v = x[best = r * in_w + c];
     } else {
         v = 0.0f;
         for (size_t r = (size_t)hs; r < (size_t)he; r++) v += span_reduce(x + r * in_w, ws, we, 0);
@@ -270,7 +270,7 @@ perf_status perf_pool_forward(const perf_pool_plan *plan, const float *x, float 
                 const int64_t a = p->offsets[o], b = p->offsets[o + 1];
                 float v = xp[p->idx[a]];
                 if (is_max) {
-                    for (int64_t j = a + 1; j < b; j++) v = xp[p->idx[j]] > v ? xp[p->idx[j]] : v;
+                    for (int64_t j = a + 1; j < b; j++) v = PERF_MAX_WINS(xp[p->idx[j]], v) ? xp[p->idx[j]] : v;
                 } else {
                     for (int64_t j = a + 1; j < b; j++) v += xp[p->idx[j]];
                     v /= (float)(b - a);
@@ -313,7 +313,7 @@ perf_status perf_pool_backward(const perf_pool_plan *plan, const float *x, const
                 if (is_max) {
                     int64_t best = a;
                     for (int64_t j = a + 1; j < b; j++)
-                        if (xp[p->idx[j]] > xp[p->idx[best]]) best = j;
+                        if (PERF_MAX_WINS(xp[p->idx[j]], xp[p->idx[best]])) best = j;
                     dxp[p->idx[best]] += dyp[o];
                 } else {
                     const float g = dyp[o] / (float)(b - a);

@@ -47,7 +47,7 @@ __device__ static float dense_window(const pool_geom &G, const float *xp, size_t
             float xv = xp[(size_t)r * G.in_w + c];
             if (!G.is_max)
                 v += xv;
-            else if (xv > v) {
+            else if (PERF_MAX_WINS(xv, v)) {
                 v = xv;
                 best = (size_t)r * G.in_w + c;
             }
@@ -66,7 +66,7 @@ __global__ void pool_forward_kernel(pool_geom G, const int64_t *offsets, const i
             int64_t a = offsets[o], b = offsets[o + 1];
             float v = xp[idx[a]];
             if (G.is_max) {
-                for (int64_t j = a + 1; j < b; j++) v = xp[idx[j]] > v ? xp[idx[j]] : v;
+                for (int64_t j = a + 1; j < b; j++) v = PERF_MAX_WINS(xp[idx[j]], v) ? xp[idx[j]] : v;
             } else {
                 for (int64_t j = a + 1; j < b; j++) v += xp[idx[j]];
                 v /= (float)(b - a);
@@ -92,7 +92,7 @@ __global__ void pool_backward_kernel(pool_geom G, const int64_t *offsets, const 
             if (G.is_max) {
                 int64_t best = a;
                 for (int64_t j = a + 1; j < b; j++)
-                    if (xp[idx[j]] > xp[idx[best]]) best = j;
+                    if (PERF_MAX_WINS(xp[idx[j]], xp[idx[best]])) best = j;
                 atomicAdd(&dxp[idx[best]], g);
             } else {
                 const float gn = g / (float)(b - a);
