@@ -97,9 +97,9 @@ static void fill_table(perf_conv_plan *p, const perf_mask *output_mask, const pe
 perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *output_mask,
                                   const perf_mask *input_mask, perf_conv_plan **out) {
     static const char fn[] = "perf_conv_plan_create";
-    PERF_CHECK_NOT_NULL(fn, desc);
     PERF_CHECK_NOT_NULL(fn, out);
-    *out = NULL;
+    *out = NULL; /* a failed call leaves no stale plan behind, whatever argument was wrong */
+    PERF_CHECK_NOT_NULL(fn, desc);
     PERF_CHECK(validate_desc(fn, desc));
     /* In 64 bits: in + 2*pad overflows int for a huge pad, and positions (count, mask indices) are int. */
     long long oh64 = ((long long)desc->in_h + 2LL * desc->pad_h - desc->kernel_h) / desc->stride_h + 1;

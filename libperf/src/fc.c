@@ -48,6 +48,7 @@ perf_status perf_fc_forward(int batch, int in_features, int out_features, const 
     PERF_CHECK_NOT_NULL(fn, weight);
     PERF_CHECK_NOT_NULL(fn, y);
     const int big = (double)batch * in_features * out_features >= 1e6;
+    (void)big; /* used by the OpenMP clause only */
 #pragma omp parallel if (big)
     {
         int o0, o1; /* each thread: its share of the outputs, a single-threaded GEMM (see blas_threads.c) */
@@ -71,6 +72,7 @@ perf_status perf_fc_backward(int batch, int in_features, int out_features, const
     if (dx) PERF_CHECK_NOT_NULL(fn, weight); /* each input is needed only by the gradient that uses it */
     if (dweight) PERF_CHECK_NOT_NULL(fn, x);
     const int big = (double)batch * in_features * out_features >= 1e6;
+    (void)big; /* used by the OpenMP clauses only */
 #pragma omp parallel if (big)
     {
         int i0, i1, o0, o1;
