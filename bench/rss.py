@@ -1,4 +1,8 @@
-"""Peak resident memory of one model: built and run once in a fresh process (ru_maxrss is per process).
+"""Peak resident memory of one model: built and run once in a fresh process.
+
+The child reads VmHWM from /proc/self/status: the high-water mark of its own address space.
+(ru_maxrss would not do: Linux carries the parent's high-water mark across fork and exec, so every
+child of a large benchmark process reported the parent's peak.)
 
     python -m bench.rss --network alexnet --batch 256 [--plan plan.json]   # prints JSON
 """
@@ -41,7 +45,19 @@ def main() -> None:
     model = Model(args.network, args.batch, plan=args.plan)
     model.x[...] = np.random.default_rng(0).standard_normal(model.x.shape, dtype=np.float32)
     model.forward()
-    print(json.dumps({"max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    print(json.dumps({"max_rss_bytes": peak_rss_bytes()}))
+
+
+def peak_rss_bytes() -> int:
+    """VmHWM of this process (Linux), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 if __name__ == "__main__":
