@@ -28,6 +28,9 @@
 #include "pool_internal.h"
 
 enum { POOL_ROW_BUFFER = 4096 }; /* floats of stack per thread for the separable forward */
+/* Largest input map (floats) whose interpolated plane a thread builds on its stack (256 KiB) for the
+ * forward of a compact input; larger maps follow the CSR table. */
+enum { POOL_PLANE_BUFFER = 65536 };
 
 /* Clip the window of output coordinate o along one axis to [0, in). */
 static inline void window(int o, int stride, int pad, int kernel, int in, int *start, int *end) {
@@ -78,8 +81,10 @@ static perf_status build_table(perf_pool_plan *p, const perf_mask *m) {
     }
     p->offsets = malloc((p->out_spatial + 1) * sizeof *p->offsets);
     p->idx = malloc((total ? total : 1) * sizeof *p->idx);
+    p->nearest = malloc((size_t)d->in_h * (size_t)d->in_w * sizeof *p->nearest);
+    if (p->nearest) memcpy(p->nearest, m->nearest, (size_t)d->in_h * (size_t)d->in_w * sizeof *p->nearest);
     int64_t *seen = d->mode == PERF_POOL_MAX ? malloc((size_t)m->count * sizeof *seen) : NULL;
-    if (!p->offsets || !p->idx || (d->mode == PERF_POOL_MAX && !seen)) {
+    if (!p->offsets || !p->idx || !p->nearest || (d->mode == PERF_POOL_MAX && !seen)) {
         free(seen);
         return perf_fail(PERF_STATUS_OUT_OF_MEMORY,
                          "perf_pool_plan_create: cannot allocate the %zu-entry gather table", total);
@@ -173,6 +178,7 @@ void perf_pool_plan_destroy(perf_pool_plan *plan) {
     if (plan->ctx) perf_cuda_pool_plan_release(plan); /* device tables */
     free(plan->offsets);
     free(plan->idx);
+    free(plan->nearest);
     free(plan);
 }
 
@@ -265,7 +271,15 @@ perf_status perf_pool_forward(const perf_pool_plan *plan, const float *x, float 
     for (long long i = 0; i < planes; i++) {
         const float *xp = x + (size_t)i * p->in_spatial;
         float *yp = y + (size_t)i * p->out_spatial;
-        if (p->offsets) {
+        const size_t full = (size_t)p->d.in_h * (size_t)p->d.in_w;
+        if (p->offsets && full <= POOL_PLANE_BUFFER && p->d.in_w <= POOL_ROW_BUFFER) {
+            /* Interpolate the plane, then pool it densely: the same result as the table (max over a
+             * window's positions = max over its distinct compact indices, NaN included; the average
+             * counts duplicates), through the vectorised separable loops instead of short gathers. */
+            float plane[POOL_PLANE_BUFFER], row[POOL_ROW_BUFFER];
+            for (size_t s = 0; s < full; s++) plane[s] = xp[p->nearest[s]];
+            forward_dense_plane(p, plane, yp, row);
+        } else if (p->offsets) {
             for (size_t o = 0; o < p->out_spatial; o++) {
                 const int64_t a = p->offsets[o], b = p->offsets[o + 1];
                 float v = xp[p->idx[a]];

@@ -13,6 +13,7 @@ struct perf_pool_plan {
     size_t planes, in_spatial, out_spatial;
     int64_t *offsets; /* [out_spatial + 1]; NULL for a full input */
     int32_t *idx;     /* [offsets[out_spatial]] compact indices */
+    int32_t *nearest; /* [in_h*in_w] the input mask's nearest map (CPU forward), NULL for a full input */
     const perf_context *ctx; /* CUDA plans only (perf_pool_plan_create_ctx); NULL on the CPU */
     int64_t *dev_offsets;    /* CUDA plans with a compact input: device copies of offsets, idx */
     int32_t *dev_idx;
