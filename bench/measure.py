@@ -30,7 +30,12 @@ def time_call(fn: Callable[[], object], *, warmup: int = 1, repeat: int = 5,
         times.append(time.perf_counter() - start)
         if len(times) >= 1000:
             break
-    times.sort()
+    return summarize(times)
+
+
+def summarize(times: List[float]) -> Dict[str, float]:
+    """Median, min, max and relative inter-quartile range of a list of run times."""
+    times = sorted(times)
     q1, q3 = times[len(times) // 4], times[(3 * len(times)) // 4]
     median = statistics.median(times)
     return {"median": median, "min": times[0], "max": times[-1],

@@ -125,7 +125,9 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
              f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs, {meta['platform']}  ",
              f"Library: {meta['perforated_build']}  ", f"OpenBLAS: {meta.get('openblas_config', 'n/a')}  ",
              f"Environment: {meta['environment']}  ", f"Peers: {meta['peers']}  ",
-             f"Timing: whole forward pass (to the logits), median of {meta['repeat']} runs after a warm-up, "
+             f"Timing: whole forward pass (to the logits), median of {meta['repeat']} rounds after a warm-up; in "
+             "each round the dense network and its perforated versions run in alternation, so drift of this "
+             "shared machine cancels out of the speedups; "
              f"{meta['threads']} threads for every engine.", "",
              "Plans: without ImageNet weights, every perforable layer gets the same rate (uniform masks), "
              "chosen by bisection so that the multiplication reduction matches the paper's row; NIN rows aim "

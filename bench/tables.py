@@ -78,12 +78,24 @@ def rate_for_reduction(network: str, reduction: float) -> float:
     return round(hi, 4)
 
 
-def measure_model(model: Model, repeat: int, plan: Optional[PerforationPlan] = None) -> Dict[str, object]:
+def interleaved_times(models: List[Model], repeat: int) -> List[Dict[str, float]]:
+    """Time the models' forward passes in alternation (round r times every model once), so a slow
+    drift of this shared machine affects the dense network and its perforated versions alike."""
+    rng = np.random.default_rng(0)
+    for model in models:
+        model.x[...] = rng.standard_normal(model.x.shape, dtype=np.float32)
+        model.forward()  # warm-up: first-touch page faults, caches
+    runs: List[List[float]] = [[] for _ in models]
+    for _ in range(repeat):
+        for i, model in enumerate(models):
+            runs[i].append(measure.time_call(model.forward, warmup=0, repeat=1)["median"])
+    return [measure.summarize(r) for r in runs]
+
+
+def describe_model(model: Model, t: Dict[str, float], repeat: int,
+                   plan: Optional[PerforationPlan] = None) -> Dict[str, object]:
     from bench import rss
 
-    rng = np.random.default_rng(0)
-    model.x[...] = rng.standard_normal(model.x.shape, dtype=np.float32)
-    t = measure.time_call(model.forward, warmup=1, repeat=repeat)
     return {"time": t, "per_image_ms": t["median"] / model.batch * 1e3,
             "multiply_adds": model.multiply_adds(), "multiply_adds_legacy": model.multiply_adds(legacy=True),
             "activation_bytes": model.activation_bytes(), "layers": model.profile(repeat),
@@ -120,17 +132,23 @@ def nin_accuracy() -> Optional[dict]:
 
 
 def run_network(network: str, batch: int, repeat: int, threads: int, peers: bool) -> Dict[str, object]:
-    measure.progress(f"{network}: dense, batch {batch}")
-    dense = measure_model(Model(network, batch), repeat)
-    result: Dict[str, object] = {"network": network, "batch": batch, "dense": dense, "rows": []}
     targets = [(row["mult"], row) for row in PAPER_ROWS if row["network"] == network and row["device"] == "CPU"]
     if not targets:
         targets = [(t, None) for t in NIN_TARGETS]
+    plans = []
     for reduction, paper in targets:
         rate = rate_for_reduction(network, reduction)
-        measure.progress(f"{network}: rate {rate:.3f} on every perforable layer (mult. reduction {reduction})")
-        plan = PerforationPlan.uniform_rate(network, rate, kind="uniform", seed=1)
-        perf = measure_model(Model(network, batch, plan=plan), repeat, plan)
+        plans.append((reduction, paper, rate, PerforationPlan.uniform_rate(network, rate, kind="uniform", seed=1)))
+    measure.progress(f"{network}: batch {batch}, dense and rates "
+                     + ", ".join(f"{r:.3f}" for _, _, r, _ in plans) + " on every perforable layer")
+    dense_model = Model(network, batch)
+    models = [dense_model] + [Model(network, batch, plan=plan, weights=dense_model.params) for *_, plan in plans]
+    times = interleaved_times(models, repeat)
+    measure.progress(f"{network}: per-layer profiles and peak memory")
+    dense = describe_model(dense_model, times[0], repeat)
+    result: Dict[str, object] = {"network": network, "batch": batch, "dense": dense, "rows": []}
+    for (reduction, paper, rate, plan), model, t in zip(plans, models[1:], times[1:]):
+        perf = describe_model(model, t, repeat, plan)
         result["rows"].append({"rate": rate, "target_mult": reduction, "paper": paper, "plan": plan.to_dict(),
                                "measured": perf,
                                "speedup": dense["time"]["median"] / perf["time"]["median"],
@@ -138,6 +156,7 @@ def run_network(network: str, batch: int, repeat: int, threads: int, peers: bool
                                "mem_reduction": dense["activation_bytes"] / perf["activation_bytes"],
                                "rss_reduction": (dense["peak_rss_bytes"] / perf["peak_rss_bytes"]
                                                  if dense["peak_rss_bytes"] and perf["peak_rss_bytes"] else None)})
+    del models, dense_model
     if peers:
         result["peers"] = measure_peers(network, batch, repeat, threads)
     return result
@@ -147,7 +166,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="batch sizes / 16, one repeat: a smoke run")
     parser.add_argument("--networks", default="nin,alexnet,vgg16", help="comma-separated subset")
-    parser.add_argument("--repeat", type=int, default=None, help="timed repeats per measurement (default 3)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed rounds per measurement (default 5; dense and perforated alternate)")
     parser.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime / PyTorch")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default results/)")
     args = parser.parse_args(argv)
@@ -155,7 +175,7 @@ def main(argv=None) -> None:
     unknown = [n for n in networks if n not in NETWORKS]
     if unknown:
         parser.error(f"--networks: unknown {unknown}; choose from {sorted(NETWORKS)}")
-    repeat = args.repeat or (1 if args.quick else 3)
+    repeat = args.repeat or (1 if args.quick else 5)
     threads = perforated.get_num_threads()
     results: List[Dict[str, object]] = []
     for network in networks:
