@@ -14,13 +14,17 @@ import pytest
 
 from test_train import make_batches
 
-ROOT = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("PERF_TEST_SEED", "20160505"))
 
 
 def _env(tmp_path):
+    """The children import the same perforated package as this test process (installed or from the
+    source tree), and inherit PERFORATED_LIBRARY / LD_PRELOAD (the sanitizer pass)."""
+    import perforated
+
     env = dict(os.environ, PERFORATED_CACHE=str(tmp_path / "cache"))
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bindings" / "python"), str(ROOT), env.get("PYTHONPATH", "")])
+    package_parent = str(Path(perforated.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([package_parent, env.get("PYTHONPATH", "")])
     return env
 
 
