@@ -25,7 +25,7 @@ from bench.shapes import BATCH, CONV_LAYERS, ConvShape
 
 RATES = (0.5, 2 / 3, 0.75)
 RATE_NAMES = ("1/2", "2/3", "3/4")
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+from bench.paths import RESULTS
 
 
 def bench_layer(layer: ConvShape, batch: int, repeat: int, threads: int) -> Dict[str, object]:

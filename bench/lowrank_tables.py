@@ -39,7 +39,7 @@ from perforated.networks import NETWORKS
 from perforated.plan import PerforationPlan
 
 QUICK_BATCH = {"vgg16": 2, "alexnet": 16, "nin": 8}
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+from bench.paths import RESULTS
 NIN_WEIGHTS = RESULTS / "models" / "nin_cifar10.npz"
 TARGETS = {"vgg16": (2.4, 3.0), "alexnet": (2.0, 3.0), "nin": (2.0, 3.0)}
 ACCNN_VGG16 = [  # MXNet accnn README, VGG-16 top-5 accuracy (original 89.6%)

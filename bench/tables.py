@@ -32,7 +32,7 @@ from perforated.model import Model
 from perforated.networks import NETWORKS, perforable_layers
 from perforated.plan import PerforationPlan
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+from bench.paths import RESULTS
 NIN_TARGETS = (2.0, 3.0, 4.0)
 
 
@@ -125,9 +125,9 @@ def measure_peers(network: str, batch: int, repeat: int, threads: int) -> Dict[s
     return out
 
 
-def nin_accuracy() -> Optional[dict]:
-    """Error columns for NIN written by the training work (python -m perforated.finetune ...)."""
-    path = RESULTS / "nin_accuracy.json"
+def nin_accuracy(folder: Path = RESULTS) -> Optional[dict]:
+    """Error columns for NIN written by the training work (results/nin_accuracy.json), if present."""
+    path = folder / "nin_accuracy.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -188,7 +188,7 @@ def main(argv=None) -> None:
     from bench import peers as peer_mod
 
     meta["peers"] = peer_mod.available()
-    raw = {"metadata": meta, "paper_table1": PAPER_TABLE1, "networks": results, "nin_accuracy": nin_accuracy()}
+    raw = {"metadata": meta, "paper_table1": PAPER_TABLE1, "networks": results, "nin_accuracy": nin_accuracy(args.out)}
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     (args.out / f"tables{suffix}.json").write_text(json.dumps(raw, indent=1, default=str))
