@@ -49,6 +49,7 @@ def test_resume_gives_the_same_search(setup):
     assert resumed.level == whole.level
     for name in whole.masks:
         np.testing.assert_array_equal(resumed.masks[name].indices, whole.masks[name].indices)
+    assert resumed.plan_dict() == whole.plan_dict()  # generator names survive the resume too
 
 
 def test_impact_kind_keeps_masks_nested(setup):

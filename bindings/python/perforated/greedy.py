@@ -179,8 +179,11 @@ class GreedySearch:
     def _resume(self, record: dict) -> None:
         self.step, self.L0, self.t0 = record["step"], record["L0"], record["t0"]
         self.level = {l: record["level"].get(l, 0) for l in self.layers}
-        self.masks = {name: Mask.from_indices(self.sizes[name], np.asarray(spec["indices"]), seed=spec["seed"])
-                      for name, spec in record["plan"]["layers"].items()}
+        self.masks = {}
+        for name, spec in record["plan"]["layers"].items():
+            mask = Mask.from_indices(self.sizes[name], np.asarray(spec["indices"]), seed=spec["seed"])
+            mask.kind = spec.get("made_as", mask.kind)  # keep the generator's name across a resume
+            self.masks[name] = mask
         self.rng.bit_generator.state = record["rng"]
         self.log(f"greedy: resumed after step {self.step} from {self.out}")
 
