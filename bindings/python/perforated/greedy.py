@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,18 +25,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .files import write_json_atomic
 from .impact import estimate_impact
 from .masks import Mask, make_mask
 from .model import Model
 from .networks import NETWORKS, next_pool, perforable_layers
 
 RATES: Tuple[float, ...] = (0.0, 1 / 3) + tuple(1 - 1 / k for k in range(2, 21))  # 21 values
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
 
 
 class GreedySearch:
@@ -173,8 +167,8 @@ class GreedySearch:
         if best is not None:
             record.update(loss=best["loss"], time=best["time"], cost=best["cost"], layer=best["layer"],
                           kind=best["kind"], rate=best["rate"], speedup=self.t0 / best["time"])
-            _write_json(self.out / f"step_{self.step:03d}.json", record)
-        _write_json(self.out / "state.json", record)
+            write_json_atomic(self.out / f"step_{self.step:03d}.json", record)
+        write_json_atomic(self.out / "state.json", record)
 
     def _resume(self, record: dict) -> None:
         self.step, self.L0, self.t0 = record["step"], record["L0"], record["t0"]
@@ -196,7 +190,7 @@ class GreedySearch:
                 record = json.loads(path.read_text())
                 if record["t0"] / record["time"] >= target:
                     dest = self.out / f"plan_{target:g}x.json"
-                    _write_json(dest, dict(record["plan"], step=record["step"], speedup=record["speedup"],
+                    write_json_atomic(dest, dict(record["plan"], step=record["step"], speedup=record["speedup"],
                                            nll=record["loss"]))
                     picked[target] = dest
                     break

@@ -45,13 +45,13 @@ import contextlib
 import ctypes
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .files import read_plan_json, save_params_npz, write_json_atomic
 from .masks import Mask, make_mask
 from .model import Model, pair
 from .networks import NETWORKS, Row, next_pool, perforable_layers
@@ -371,22 +371,11 @@ class LowRankPlan:
         return d
 
     def save(self, path) -> None:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> "LowRankPlan":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"LowRankPlan.load: no plan file at {path}") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"LowRankPlan.load: {path} is not valid JSON: {e}") from None
-        if not isinstance(data, dict) or "network" not in data:
-            raise ValueError(f"LowRankPlan.load: {path} must hold an object with a 'network' key")
+        data = read_plan_json(path, "LowRankPlan.load")
         data.pop("theoretical_speedup", None)  # recomputed: the layers may have been edited
         return cls(data.pop("network"), data.pop("layers", {}), **data)
 
@@ -659,9 +648,7 @@ def apply_plan(plan: LowRankPlan, batch: int, weights: Optional[Weights] = None,
 def save_weights(weights: Weights, path) -> None:
     """Weights as ``.npz`` in the Model.save_weights format (``name/weight``, ``name/bias``)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{f"{n}/{k}": v for n, p in weights.items() for k, v in p.items()})
-    tmp.replace(path)
+    save_params_npz(path, weights)
 
 
 # --- command line ----------------------------------------------------------------------------------

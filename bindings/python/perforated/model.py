@@ -19,6 +19,7 @@ import numpy as np
 
 from . import layers as L
 from .conv import ConvPlan
+from .files import save_params_npz
 from .interp import interpolate, interpolate_backward
 from .masks import Mask
 from .networks import NETWORKS, Row
@@ -273,7 +274,7 @@ class Model:
 
     def output_sizes(self) -> Dict[str, Tuple[int, int]]:
         """Output (h, w) of every conv layer (masks are sized from these), without building buffers."""
-        sizes, (c, h, w) = {}, self.input_shape
+        sizes, (_, h, w) = {}, self.input_shape
         for kind, name, p in self.rows:
             if kind == "conv":
                 (kh, kw), (sh, sw), (ph, pw) = pair(p["kernel"]), pair(p.get("stride", 1)), pair(p.get("pad", 0))
@@ -370,10 +371,7 @@ class Model:
 
     def save_weights(self, path: Union[str, Path]) -> None:
         """Weights as ``.npz`` (``name/weight``, ``name/bias``), written atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **{f"{n}/{k}": v for n, p in self.params.items() for k, v in p.items()})
-        tmp.replace(path)
+        save_params_npz(path, self.params)
 
     def load_weights(self, weights) -> None:
         """Load from an ``.npz`` path or a dict; shapes must match the network."""

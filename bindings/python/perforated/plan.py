@@ -13,13 +13,13 @@ or carry explicit ``indices``. Layers absent from ``layers`` are not perforated.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Union
 
 import numpy as np
 
+from .files import read_plan_json, write_json_atomic
 from .masks import KINDS, Mask, make_mask
 from .networks import NETWORKS, next_pool, perforable_layers
 
@@ -72,23 +72,12 @@ class PerforationPlan:
 
     def save(self, path: PathLike) -> None:
         """Write the plan as JSON (atomically: a temporary file, then rename)."""
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_dict(), sort_keys=True)
 
     @classmethod
     def load(cls, path: PathLike) -> "PerforationPlan":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"PerforationPlan.load: no plan file at {path}") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"PerforationPlan.load: {path} is not valid JSON: {e}") from None
-        if not isinstance(data, dict) or "network" not in data:
-            raise ValueError(f"PerforationPlan.load: {path} must hold an object with a 'network' key")
-        return cls(data["network"], data.get("layers", {}), base_dir=path.parent)
+        data = read_plan_json(path, "PerforationPlan.load")
+        return cls(data["network"], data.get("layers", {}), base_dir=Path(path).parent)
 
     def masks(self, out_sizes: Dict[str, tuple]) -> Dict[str, Mask]:
         """Build the masks of the plan, given each perforated layer's output size ``(h, w)``."""
