@@ -22,7 +22,7 @@ def _env(tmp_path):
     source tree), and inherit PERFORATED_LIBRARY / LD_PRELOAD (the sanitizer pass)."""
     import perforated
 
-    env = dict(os.environ, PERFORATED_CACHE=str(tmp_path / "cache"))
+    env = dict(os.environ, PERFORATED_CACHE=str(tmp_path / "cache"), PYTHONFAULTHANDLER="1")
     package_parent = str(Path(perforated.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([package_parent, env.get("PYTHONPATH", "")])
     return env
@@ -94,7 +94,9 @@ def test_greedy_killed_at_a_random_moment_resumes_to_the_same_search(tmp_path):
     _kill_at_random([sys.executable, str(script), str(tmp_path / "run")], env, delay)
     if (tmp_path / "run").exists():
         _all_checkpoints_load(tmp_path / "run")
-    subprocess.run([sys.executable, str(script), str(tmp_path / "run")], env=env, check=True)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, f"resumed search died ({done.returncode}):\n{done.stderr[-4000:]}"
     ref = json.loads((tmp_path / "ref" / "state.json").read_text())
     got = json.loads((tmp_path / "run" / "state.json").read_text())
     assert got["step"] == ref["step"] == 3
