@@ -28,9 +28,10 @@
 #include "pool_internal.h"
 
 enum { POOL_ROW_BUFFER = 4096 }; /* floats of stack per thread for the separable forward */
-/* Largest input map (floats) whose interpolated plane a thread builds on its stack (256 KiB) for the
- * forward of a compact input; larger maps follow the CSR table. */
-enum { POOL_PLANE_BUFFER = 65536 };
+/* Largest input map (floats) whose interpolated plane a thread builds on its stack (64 KiB, modest
+ * even for callers on small thread stacks) for the forward of a compact input: every pooling input of
+ * NIN, AlexNet and VGG-16 but VGG's 224x224 pool1, which follows the CSR table. */
+enum { POOL_PLANE_BUFFER = 16384 };
 
 /* Clip the window of output coordinate o along one axis to [0, in). */
 static inline void window(int o, int stride, int pad, int kernel, int in, int *start, int *end) {
