@@ -82,6 +82,10 @@ struct perf_mask {
  * first maximum. */
 #define PERF_MAX_WINS(v, r) ((v) > (r) || ((v) != (v) && (r) == (r)))
 
+/* Count of a rate-r mask on an h x w map, validating h, w and rate with the caller's name in the
+ * messages (mask.c; used by the generators in mask_gen.c). */
+perf_status perf_mask_count_checked(const char *fn, int h, int w, double rate, int *count);
+
 /* Argument rules shared by a CPU function and its CUDA (_ctx) twin. */
 perf_status perf_lrn_check_args(const char *fn, int batch, int channels, int spatial, int local_size, float alpha,
                                 float beta, float k);

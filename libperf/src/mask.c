@@ -23,9 +23,6 @@
 
 #include "internal.h"
 
-/* Shared with mask_gen.c (declared there): rate validation and count, with the caller's name in
- * the messages. */
-perf_status perf_mask_count_checked(const char *fn, int h, int w, double rate, int *count);
 
 static uint64_t nearest_tie(uint64_t seed, int32_t p, int32_t k) {
     return perf_splitmix64(seed ^ perf_splitmix64(((uint64_t)(uint32_t)p << 32) | (uint32_t)k));
@@ -91,11 +88,8 @@ static void build_nearest(perf_mask *m, const int32_t *left_k, const int32_t *ri
     }
 }
 
-perf_status perf_mask_create(int h, int w, int count, const int32_t *indices, uint64_t seed,
-                             perf_mask **out) {
-    static const char fn[] = "perf_mask_create";
-    PERF_CHECK_NOT_NULL(fn, out);
-    *out = NULL;
+/* h, w >= 1 and h*w addressable by int32 positions. */
+static perf_status check_map_size(const char *fn, int h, int w) {
     PERF_CHECK_POSITIVE(fn, h);
     PERF_CHECK_POSITIVE(fn, w);
     const int64_t hw = (int64_t)h * w;
@@ -103,6 +97,16 @@ perf_status perf_mask_create(int h, int w, int count, const int32_t *indices, ui
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
                          "%s: h*w must be <= %d (positions are int32), got %dx%d = %lld", fn,
                          (int)INT32_MAX, h, w, (long long)hw);
+    return PERF_STATUS_SUCCESS;
+}
+
+perf_status perf_mask_create(int h, int w, int count, const int32_t *indices, uint64_t seed,
+                             perf_mask **out) {
+    static const char fn[] = "perf_mask_create";
+    PERF_CHECK_NOT_NULL(fn, out);
+    *out = NULL;
+    PERF_CHECK(check_map_size(fn, h, w));
+    const int64_t hw = (int64_t)h * w;
     if (count < 1 || count > hw)
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
                          "%s: count must be in [1, %lld] (h*w), got %d", fn, (long long)hw, count);
@@ -162,13 +166,8 @@ const int32_t *perf_mask_nearest(const perf_mask *mask) { return mask ? mask->ne
 
 perf_status perf_mask_count_checked(const char *fn, int h, int w, double rate, int *count) {
     PERF_CHECK_NOT_NULL(fn, count);
-    PERF_CHECK_POSITIVE(fn, h);
-    PERF_CHECK_POSITIVE(fn, w);
+    PERF_CHECK(check_map_size(fn, h, w));
     const int64_t hw = (int64_t)h * w;
-    if (hw > INT32_MAX)
-        return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
-                         "%s: h*w must be <= %d (positions are int32), got %dx%d = %lld", fn,
-                         (int)INT32_MAX, h, w, (long long)hw);
     if (!(rate >= 0.0 && rate < 1.0)) /* also rejects NaN */
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: rate must be in [0, 1), got %g", fn,
                          rate);

@@ -19,8 +19,6 @@
 
 #include "internal.h"
 
-/* Defined in mask.c: rate / size validation with the caller's name, and the count for a rate. */
-perf_status perf_mask_count_checked(const char *fn, int h, int w, double rate, int *count);
 
 static uint64_t position_key(uint64_t seed, int64_t p) {
     return perf_splitmix64(seed ^ perf_splitmix64((uint64_t)p));
