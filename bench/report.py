@@ -26,17 +26,11 @@ def _best_peer(net: Dict[str, object]) -> Optional[tuple]:
     return min(timed) if timed else None
 
 
-def _error_cells(network: str, accuracy: Optional[dict], row_index: Optional[int]) -> List[str]:
-    """(error, error increase, tuned increase) for NIN from the training results; else not measured."""
+def _dense_error(network: str, accuracy: Optional[dict]) -> str:
+    """NIN's measured test error from the training results; else not measured."""
     if network != "nin" or not accuracy:
-        return [NOT_MEASURED] * (1 if row_index is None else 2)
-    if row_index is None:
-        return [f"{accuracy['dense_error']:.2f}%"]
-    rows = accuracy.get("rows", [])
-    if row_index < len(rows):
-        r = rows[row_index]
-        return [f"+{r['error_increase']:.2f}", f"+{r['tuned_error_increase']:.2f}" if r.get("tuned_error_increase") is not None else NOT_MEASURED]
-    return [NOT_MEASURED] * 2
+        return NOT_MEASURED
+    return f"{accuracy['dense_error']:.2f}%"
 
 
 def table1(raw: dict) -> tuple:
@@ -51,7 +45,7 @@ def table1(raw: dict) -> tuple:
         from perforated.networks import NETWORKS
 
         n_conv = sum(1 for k, _, _ in NETWORKS[net["network"]]["layers"]() if k == "conv")
-        rows.append([net["network"], str(net["batch"]), _error_cells(net["network"], raw.get("nin_accuracy"), None)[0],
+        rows.append([net["network"], str(net["batch"]), _dense_error(net["network"], raw.get("nin_accuracy")),
                      f"{paper['error']}% {paper['metric']}", f"{d['per_image_ms']:.2f}",
                      f"{d['activation_bytes'] / 2**20:.1f}",
                      f"{d['peak_rss_bytes'] / 2**20:.0f}" if d.get("peak_rss_bytes") else "n/a", f"{d['multiply_adds']:.3e}", str(n_conv),
@@ -61,19 +55,17 @@ def table1(raw: dict) -> tuple:
 
 def table3(raw: dict) -> tuple:
     header = ["network", "rate (all perforable layers)", "speedup", "mult. red.", "mem. red.", "peak RSS red.",
-              "error+", "tuned error+",
               "paper speedup", "paper mult.", "paper mem.", "paper error+", "paper tuned+",
               "speedup vs best dense peer"]
     rows = []
     for net in raw["networks"]:
         best = _best_peer(net)
-        for i, r in enumerate(net["rows"]):
+        for r in net["rows"]:
             p = r["paper"] or {}
             cell = lambda key: f"{p[key]}" if key in p else "-"
             vs_peer = f"{best[0] / r['measured']['time']['median']:.2f}x ({best[1]})" if best else "n/a"
             rows.append([net["network"], f"{r['rate']:.3f}", f"{r['speedup']:.2f}", f"{r['mult_reduction']:.2f}",
                          f"{r['mem_reduction']:.2f}", f"{r['rss_reduction']:.2f}" if r.get("rss_reduction") else "n/a",
-                         *_error_cells(net["network"], raw.get("nin_accuracy"), i),
                          cell("speedup"), cell("mult"), cell("mem"), cell("error"), cell("tuned"), vs_peer])
     return header, rows
 
@@ -131,9 +123,9 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
              f"{meta['threads']} threads for every engine.", "",
              "Plans: without ImageNet weights, every perforable layer gets the same rate (uniform masks), "
              "chosen by bisection so that the multiplication reduction matches the paper's row; NIN rows aim "
-             "at 2x / 3x / 4x. Error columns need trained weights and data: NIN's come from "
-             "results/nin_accuracy.json when present; AlexNet / VGG-16 errors are not measured here (no "
-             "ImageNet on these machines).", "",
+             "at 2x / 3x / 4x. Errors need trained weights and data: NIN's come from "
+             "results/nin_accuracy.json (its own section below); AlexNet / VGG-16 errors are not measured here "
+             "(no ImageNet on these machines).", "",
              "## Table 1 analogue: the original networks", ""]
     for name, (header, rows) in [("table1", table1(raw))]:
         lines += _md(header, rows)
@@ -142,6 +134,19 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
     header, rows = table3(raw)
     lines += _md(header, rows)
     _csv(out / f"table3{suffix}.csv", header, rows)
+    accuracy = raw.get("nin_accuracy")
+    lines += ["", "## NIN on CIFAR-10: error before and after fine-tuning", ""]
+    if accuracy:
+        from bench.nin_accuracy import table as nin_table
+
+        header, rows = nin_table(accuracy)
+        m = accuracy["metadata"]
+        lines += [f"From results/nin_accuracy.json (`{m['command']}`, {m['date']}, {m['cpu']}); speedups "
+                  "there were measured in that run. Original network top-1 error "
+                  f"{accuracy['dense_error']:.2f}%.", ""] + _md(header, rows) + ["", accuracy.get("note", "")]
+    else:
+        lines += ["Not measured: results/nin_accuracy.json is missing (run `python -m bench.nin_accuracy` "
+                  "after training NIN)."]
     lines += ["", "## Whole-network dense peers (same run)", ""]
     header, rows = peer_table(raw)
     lines += _md(header, rows)

@@ -58,13 +58,13 @@ class Split:
 # -- locating the data ---------------------------------------------------------------------------
 
 def default_data_path() -> Path:
-    """``$PERFORATED_DATA``, else ``shared/datasets/cifar10-jpeg.tar.gz`` beside or inside the checkout."""
+    """``$PERFORATED_DATA``, else ``shared/datasets/cifar10-jpeg.tar.gz`` beside or inside the checkout
+    (found from the source tree, or from the working directory when the package is installed)."""
     env = os.environ.get("PERFORATED_DATA")
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parents[3]
-    candidates = [repo.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz",
-                  repo / "shared" / "datasets" / "cifar10-jpeg.tar.gz"]
+    roots = [Path(__file__).resolve().parents[3], Path.cwd()]
+    candidates = [r / sub / "shared" / "datasets" / "cifar10-jpeg.tar.gz" for r in roots for sub in ("..", ".")]
     for c in candidates:
         if c.is_file():
             return c

@@ -29,7 +29,8 @@ from .files import write_json_atomic
 from .impact import estimate_impact
 from .masks import Mask, make_mask
 from .model import Model
-from .networks import NETWORKS, next_pool, perforable_layers
+from .plan import PerforationPlan
+from .networks import NETWORKS, perforable_layers, pool_window
 
 RATES: Tuple[float, ...] = (0.0, 1 / 3) + tuple(1 - 1 / k for k in range(2, 21))  # 21 values
 
@@ -107,8 +108,7 @@ class GreedySearch:
         if kind == "impact":
             return make_mask("impact", size, rate, seed, scores=self.impact[layer].astype(np.float32))
         if kind == "pooling":
-            p = next_pool(self.rows, layer)
-            return make_mask("pooling", size, rate, seed, pool=(p["kernel"], p["stride"], p.get("pad", 0)))
+            return make_mask("pooling", size, rate, seed, pool=pool_window(self.rows, layer, size))
         return make_mask(kind, size, rate, seed)
 
     # -- the search ------------------------------------------------------------------------------
@@ -155,11 +155,7 @@ class GreedySearch:
     # -- persistence -----------------------------------------------------------------------------
 
     def plan_dict(self) -> dict:
-        layers = {}
-        for name, m in self.masks.items():
-            layers[name] = {"kind": "indices", "rate": float(m.rate), "seed": int(m.seed),
-                            "indices": m.indices.tolist(), "made_as": m.kind}
-        return {"network": self.network, "layers": layers}
+        return PerforationPlan.from_masks(self.network, self.masks).to_dict()
 
     def _save(self, best: Optional[dict]) -> None:
         record = {"step": self.step, "L0": self.L0, "t0": self.t0, "timer": self.timer, "level": self.level,

@@ -87,3 +87,12 @@ def next_pool(rows: List[Row], conv_name: str) -> dict:
         if kind == "pool":
             return p
     raise ValueError(f"no pooling layer follows {conv_name}")
+
+
+def pool_window(rows: List[Row], conv_name: str, size: Tuple[int, int]) -> Tuple[object, object, int]:
+    """(kernel, stride, pad) of the pooling after `conv_name`, for pooling-structure masks over its
+    `size` (h, w) output. A global pooling is one window over the whole map (every weight 1)."""
+    p = next_pool(rows, conv_name)
+    if p.get("global_"):
+        return tuple(size), tuple(size), 0
+    return p["kernel"], p["stride"], p.get("pad", 0)

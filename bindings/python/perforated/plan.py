@@ -21,7 +21,7 @@ import numpy as np
 
 from .files import read_plan_json, write_json_atomic
 from .masks import KINDS, Mask, make_mask
-from .networks import NETWORKS, next_pool, perforable_layers
+from .networks import NETWORKS, perforable_layers, pool_window
 
 PathLike = Union[str, os.PathLike]
 
@@ -67,6 +67,14 @@ class PerforationPlan:
                 specs[name] = {"kind": kind, "rate": float(r), "seed": seed + i}
         return cls(network, specs)
 
+    @classmethod
+    def from_masks(cls, network: str, masks: Dict[str, Mask]) -> "PerforationPlan":
+        """A self-contained plan holding the masks' positions (kind "indices"; "made_as" keeps the
+        generator's name for people reading the file)."""
+        return cls(network, {name: {"kind": "indices", "rate": float(m.rate), "seed": int(m.seed),
+                                    "indices": m.indices.tolist(), "made_as": m.kind}
+                             for name, m in masks.items()})
+
     def to_dict(self) -> dict:
         return {"network": self.network, "layers": self.layers}
 
@@ -91,9 +99,7 @@ class PerforationPlan:
             if kind == "indices":
                 masks[name] = Mask.from_indices(size, np.asarray(spec["indices"]), seed=spec["seed"])
             elif kind == "pooling":
-                pool = next_pool(rows, name)
-                masks[name] = make_mask("pooling", size, spec["rate"], spec["seed"],
-                                        pool=(pool["kernel"], pool["stride"], pool.get("pad", 0)))
+                masks[name] = make_mask("pooling", size, spec["rate"], spec["seed"], pool=pool_window(rows, name, size))
             elif kind == "impact":
                 masks[name] = make_mask("impact", size, spec["rate"], spec["seed"],
                                         scores=self._scores(name, spec))
@@ -115,3 +121,26 @@ class PerforationPlan:
 
     def __repr__(self) -> str:
         return f"PerforationPlan({self.network!r}, {self.layers!r})"
+
+
+def layer_masks(network: str, kind: str, rate: float, layers: Optional[Iterable[str]] = None,
+                scores: Optional[Dict[str, np.ndarray]] = None, seed: int = 0) -> Dict[str, Mask]:
+    """Masks of one kind and rate for `layers` (default: the perforable ones) of `network`, sized from
+    its output maps: the next pooling's windows for "pooling", ``scores[layer]`` for "impact"; layer i
+    gets seed ``seed + i``."""
+    rows = NETWORKS[network]["layers"]()
+    names = list(layers) if layers is not None else perforable_layers(rows)
+    from .model import Model  # model imports this module
+
+    sizes = Model(network, 1).output_sizes()
+    masks = {}
+    for i, name in enumerate(names):
+        extra = {}
+        if kind == "impact":
+            if scores is None or name not in scores:
+                raise ValueError(f"layer_masks: kind 'impact' needs scores for layer {name!r}")
+            extra["scores"] = np.asarray(scores[name], np.float32)
+        elif kind == "pooling":
+            extra["pool"] = pool_window(rows, name, sizes[name])
+        masks[name] = make_mask(kind, sizes[name], rate, seed + i, **extra)
+    return masks

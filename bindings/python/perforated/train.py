@@ -258,8 +258,11 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     if test_split is not None and cfg.eval_subset:
         test_split = test_split.subset(min(cfg.eval_subset, len(test_split)), seed=cfg.seed + 1)
 
+    stored = read_preprocess(cfg.weights) if cfg.weights and state is None else None
     if state is not None and "preprocess" in state:
         preprocess = Preprocess.from_json(state["preprocess"], train_split)
+    elif stored is not None:  # fine-tuning: keep the normalisation the weights were trained with
+        preprocess = Preprocess.from_json(stored, train_split)
     else:
         preprocess = Preprocess.fit(train_split, cfg.normalize, cfg.zca_epsilon)
 

@@ -1,0 +1,230 @@
+"""Mask comparison on NIN / CIFAR-10 (the paper's Fig. 2): test error vs measured speedup, no fine-tuning.
+
+Kinds: uniform, grid, pooling structure and impact masks (SPEC §4), and two baselines: **stride**
+(the layer's stride becomes 2 or 3, no interpolation: the following layers see a smaller map) and
+**resize** (the input image is downscaled by sqrt(1 - r) with Pillow's bilinear filter; NIN ends with
+a global pooling, so it runs at any input size). Two scopes: conv2 alone, and the whole network (the
+same rate on conv1, conv2 and conv3). Impact maps come from the dense network over training images.
+
+    python -m bench.mask_comparison [--weights results/models/nin_cifar10.npz] [--images 2000]
+
+writes results/mask_comparison.{json,csv,md} and results/plots/mask_comparison.png. Errors are
+measured on the first ``--images`` test images (the same images for every row, so differences
+between rows are paired); speedups are whole-network forward times at batch 128, original /
+modified, timed in alternating rounds on this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+import perforated
+from bench import measure
+from bench.paths import RESULTS
+from perforated.data import Preprocess, Split, load_dataset, preprocess_for, training_subsets
+from perforated.impact import estimate_impact
+from perforated.model import Model
+from perforated.networks import NETWORKS, perforable_layers
+from perforated.plan import layer_masks
+from perforated.train import evaluate_split
+
+RATES = (1 / 2, 2 / 3, 3 / 4, 4 / 5, 5 / 6)
+MASK_KINDS = ("uniform", "grid", "pooling", "impact")
+SCOPES = {"conv2": ("conv2",), "network": ("conv1", "conv2", "conv3")}
+DEFAULT_WEIGHTS = RESULTS / "models" / "nin_cifar10.npz"
+
+
+def strided_rows(layers: Tuple[str, ...], stride: int) -> list:
+    """NIN with `stride` on `layers` (their padding kept): an architecture change, no interpolation."""
+    rows = []
+    for kind, name, p in NETWORKS["nin"]["layers"]():
+        if kind == "conv" and name in layers:
+            p = dict(p, stride=stride)
+        rows.append((kind, name, p))
+    return rows
+
+
+def resize_split(split: Split, side: int) -> Split:
+    from PIL import Image
+
+    out = np.empty((len(split), 3, side, side), np.uint8)
+    for i, img in enumerate(split.images):
+        pil = Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0)))
+        out[i] = np.asarray(pil.resize((side, side), Image.BILINEAR)).transpose(2, 0, 1)
+    return Split(out, split.labels, split.classes)
+
+
+def configurations(impact: Dict[str, np.ndarray]) -> List[dict]:
+    """Every row of the comparison: a builder for the model at a batch, and what to evaluate it on."""
+    configs = []
+    for scope, layers in SCOPES.items():
+        for kind in MASK_KINDS:
+            for rate in RATES:
+                masks = layer_masks("nin", kind, rate, layers, impact)
+                achieved = float(np.mean([m.rate for m in masks.values()]))
+                configs.append(dict(scope=scope, kind=kind, rate=achieved, nominal_rate=rate,
+                                    build=lambda b, masks=masks: Model("nin", b, masks=masks)))
+        for stride in ((2, 3) if scope == "conv2" else (2,)):  # stride 3 everywhere leaves pool2 a 2x2 map
+            rows = strided_rows(layers, stride)
+            configs.append(dict(scope=scope, kind="stride", rate=1 - 1 / stride ** 2, nominal_rate=1 - 1 / stride ** 2,
+                                build=lambda b, rows=rows: Model(rows, b, input_shape=(3, 32, 32), classes=10)))
+    for rate in RATES:  # resize changes the whole network's input: scope "network" only
+        side = int(round(32 * np.sqrt(1 - rate)))
+        configs.append(dict(scope="network", kind="resize", rate=1 - side * side / 1024, nominal_rate=rate, side=side,
+                            build=lambda b, side=side: Model(NETWORKS["nin"]["layers"](), b,
+                                                             input_shape=(3, side, side), classes=10)))
+    return configs
+
+
+def time_configs(configs: List[dict], batch: int, rounds: int) -> Tuple[float, List[float]]:
+    """Median forward time of the dense network and of every configuration, in alternating rounds."""
+    builders = [lambda b: Model("nin", b)] + [c["build"] for c in configs]
+    runs: List[List[float]] = [[] for _ in builders]
+    rng = np.random.default_rng(0)
+    for r in range(rounds):
+        measure.progress(f"timing round {r + 1}/{rounds} ({len(builders)} networks, batch {batch})")
+        for i, build in enumerate(builders):
+            model = build(batch)
+            model.x[...] = rng.standard_normal(model.x.shape, dtype=np.float32)
+            model.forward()  # warm-up
+            runs[i].append(measure.time_call(model.forward, warmup=0, repeat=1)["median"])
+    medians = [float(np.median(r)) for r in runs]
+    return medians[0], medians[1:]
+
+
+def run(weights: Path, data: Optional[str], images: int, impact_images: int, rounds: int,
+        eval_batch: int = 100) -> dict:
+    splits = load_dataset(data)
+    preprocess = preprocess_for(weights, splits["train"])
+    if preprocess.mode == "zca":
+        raise ValueError("mask_comparison: the resize baseline needs per-channel normalisation, "
+                         "these weights were trained with ZCA")
+    test = splits["test"]
+    test = Split(test.images[:images], test.labels[:images], test.classes)
+    measure.progress(f"impact maps over {impact_images} training images")
+    [(ix, iy)] = training_subsets(data, weights, [impact_images], seed=0)
+    dense = Model("nin", eval_batch, weights=weights)
+    impact = estimate_impact(dense, ix, iy, perforable_layers(dense.rows))
+    configs = configurations(impact)
+    dense_eval = evaluate_split(dense, test, preprocess)
+    dense_macs = dense.multiply_adds()
+    resized: Dict[int, Split] = {}
+    for i, c in enumerate(configs):
+        measure.progress(f"[{i + 1}/{len(configs)}] {c['scope']} {c['kind']} r={c['rate']:.3f}")
+        model = c["build"](eval_batch)
+        model.load_weights(weights)
+        split = test
+        if "side" in c:
+            split = resized.setdefault(c["side"], resize_split(test, c["side"]))
+        ev = evaluate_split(model, split, preprocess)
+        c.update(top1_error=ev["top1_error"], error_increase=ev["top1_error"] - dense_eval["top1_error"],
+                 loss=ev["loss"], mult_reduction=dense_macs / model.multiply_adds())
+    t_dense, times = time_configs(configs, NETWORKS["nin"]["timing_batch"], rounds)
+    for c, t in zip(configs, times):
+        c["time"], c["speedup"] = t, t_dense / t
+        del c["build"]
+    meta = measure.machine_metadata()
+    meta.update(threads=perforated.get_num_threads(), rounds=rounds, images=images, impact_images=impact_images,
+                weights=str(weights))
+    return {"metadata": meta, "dense": {"top1_error": dense_eval["top1_error"], "loss": dense_eval["loss"],
+                                        "time": t_dense}, "rows": configs}
+
+
+def ranking(raw: dict) -> List[str]:
+    """The paper's ranking, impact <= grid <= uniform error at the same nominal rate, per scope. (Grid
+    keeps n x n positions, so its achieved rate is a little higher: the comparison favours the others.)"""
+    lines = []
+    for scope in SCOPES:
+        by = {(r["kind"], round(r["nominal_rate"], 4)): r for r in raw["rows"] if r["scope"] == scope}
+        ok = total = 0
+        for rate in RATES:
+            trio = [by.get((k, round(rate, 4))) for k in ("impact", "grid", "uniform")]
+            if any(t is None for t in trio):
+                continue
+            total += 1
+            ok += trio[0]["top1_error"] <= trio[1]["top1_error"] <= trio[2]["top1_error"]
+            errs = ", ".join(f"{k} {t['top1_error']:.2f}%" for k, t in zip(("impact", "grid", "uniform"), trio))
+            lines.append(f"{scope} r={rate:.3f}: {errs}")
+        lines.append(f"{scope}: impact <= grid <= uniform at {ok} of {total} rates")
+    return lines
+
+
+def write(raw: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "mask_comparison.json").write_text(json.dumps(raw, indent=1, default=str))
+    header = ["scope", "kind", "rate", "mult. red.", "speedup (measured)", "top-1 error", "error+"]
+    rows = [[r["scope"], r["kind"], f"{r['rate']:.3f}", f"{r['mult_reduction']:.2f}", f"{r['speedup']:.2f}",
+             f"{r['top1_error']:.2f}%", f"{r['error_increase']:+.2f}"] for r in raw["rows"]]
+    import csv
+
+    with open(out / "mask_comparison.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header] + rows)
+    m = raw["metadata"]
+    lines = ["# Mask comparison: NIN on CIFAR-10, no fine-tuning", "",
+             f"Command: `{m['command']}`  ", f"Date: {m['date']}  ",
+             f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs; {m['threads']} threads  ",
+             f"OpenBLAS: {m.get('openblas_config', 'n/a')}  ",
+             f"Weights: {m['weights']}; errors on the first {m['images']} test images; impact from "
+             f"{m['impact_images']} training images; speedup = whole-network forward time at batch 128, "
+             f"median of {m['rounds']} alternating rounds.  ",
+             f"Original network: top-1 error {raw['dense']['top1_error']:.2f}% on these images.", "",
+             "## Ranking (paper: impact <= grid <= uniform)", ""] + [f"- {l}" for l in ranking(raw)] + \
+            ["", "## All rows", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+            ["| " + " | ".join(r) + " |" for r in rows] + \
+            ["", "Not built: the fractional-stride baseline (grid positions, no interpolation).", ""]
+    (out / "mask_comparison.md").write_text("\n".join(lines))
+    plot(raw, out / "plots" / "mask_comparison.png")
+
+
+def plot(raw: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    kinds = MASK_KINDS + ("stride", "resize")
+    for ax, scope in zip(axes, SCOPES):
+        for kind, marker in zip(kinds, "osD^vx"):
+            pts = sorted((r["speedup"], r["top1_error"]) for r in raw["rows"] if r["scope"] == scope and r["kind"] == kind)
+            if pts:
+                ax.plot(*zip(*pts), marker=marker, label=kind)
+        ax.axhline(raw["dense"]["top1_error"], color="k", linestyle="--", label="original")
+        ax.set_title("conv2 alone" if scope == "conv2" else "whole network (conv1-3, same rate)")
+        ax.set_xlabel("measured speedup (CPU, batch 128)")
+        ax.set_ylabel("top-1 error, %")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("NIN / CIFAR-10: masks vs baselines, before fine-tuning")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--data", default=None, help="CIFAR-10 (default: the shared tarball)")
+    p.add_argument("--images", type=int, default=2000, help="test images for the errors (10000: all)")
+    p.add_argument("--impact-images", type=int, default=5000)
+    p.add_argument("--rounds", type=int, default=5, help="timing rounds")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    a = p.parse_args(argv)
+    if not a.weights.is_file():
+        p.error(f"--weights: no file at {a.weights} (train NIN first: see README, 'Training')")
+    start = time.perf_counter()
+    raw = run(a.weights, a.data, a.images, a.impact_images, a.rounds)
+    raw["metadata"]["seconds"] = time.perf_counter() - start
+    write(raw, a.out)
+    print("\n".join(ranking(raw)))
+    measure.progress(f"wrote {a.out}/mask_comparison.md (.csv, .json, plots/mask_comparison.png)")
+
+
+if __name__ == "__main__":
+    main()

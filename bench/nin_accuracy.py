@@ -1,0 +1,192 @@
+"""NIN rows of the Table 3 analogue on CIFAR-10: speedup, multiplication and memory reduction, and the
+top-1 error increase before and after fine-tuning, for grid and impact masks.
+
+    python -m bench.nin_accuracy [--weights results/models/nin_cifar10.npz] [--finetune-epochs 1]
+
+Plans: the same rate on conv1, conv2 and conv3, the rate whose multiplication reduction (uniform
+count) is 2x / 3x / 4x (Grid keeps n x n positions, so its reduction comes out a little higher). The
+masks are written as self-contained plans to results/plans/nin_<kind>_<t>x.json. Each perforated
+network is fine-tuned from the original weights with its masks fixed (``perforated.train`` with
+``--plan``), in runs/nin_accuracy/<kind>_<t>x/, which resumes if interrupted; finished rows are kept
+in runs/nin_accuracy/rows.json, so a stopped run starts again where it was. Errors are on the whole
+test set; speedups are whole-network forward times at batch 128 in alternating rounds.
+
+Writes results/nin_accuracy.{json,md}; ``python -m bench.tables`` reads the JSON (it never retrains).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+import perforated
+from bench import measure
+from bench.paths import RESULTS
+from bench.tables import interleaved_times, rate_for_reduction
+from perforated.data import load_dataset, preprocess_for, training_subsets
+from perforated.files import write_json_atomic
+from perforated.impact import estimate_impact
+from perforated.model import Model
+from perforated.networks import NETWORKS
+from perforated.plan import PerforationPlan, layer_masks
+from perforated.train import TrainConfig, evaluate_split, train
+
+DEFAULT_WEIGHTS = RESULTS / "models" / "nin_cifar10.npz"
+PAPER_NOTE = ("The paper's NIN rows (its Table 2, CIFAR-10, greedy impact plans): error increase after "
+              "fine-tuning +1.0 at 2x and +2.5 at 3x are this issue's targets.")
+
+
+def finetune(plan_path: Path, weights: Path, out: Path, epochs: int, lr: float, subset: Optional[int],
+             data: Optional[str], test_images: Optional[int]) -> dict:
+    """Fine-tune the perforated network (masks fixed); resumes from out/checkpoint.npz if present."""
+    cfg = TrainConfig(network="nin", data=data, epochs=epochs, lr=lr, warmup=0.0, schedule="cosine",
+                      plan=str(plan_path), weights=str(weights), subset=subset, eval_every=epochs,
+                      eval_subset=test_images,  # the same seeded test subset as run() (seed 0 + 1)
+                      lr_mult={"cccp6": 0.1}, progress=50)
+    resume = (out / "checkpoint.npz").is_file()
+    result = train(cfg, out, resume=resume)
+    last = result["history"][-1]
+    return {"epochs": epochs, "lr": lr, "images_per_epoch": subset or 50000,
+            "top1_error": last["test_top1_error"], "seconds": sum(h["seconds"] for h in result["history"])}
+
+
+def run(args) -> dict:
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    state_path = runs / "rows.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    splits = load_dataset(args.data)
+    preprocess = preprocess_for(args.weights, splits["train"])
+    test = splits["test"]
+    if args.test_images:
+        test = test.subset(min(args.test_images, len(test)), seed=1)
+    if "dense_error" not in state:
+        measure.progress("original network on the test set")
+        state["dense_error"] = evaluate_split(Model("nin", 100, weights=args.weights), test, preprocess)["top1_error"]
+        state["test_images"] = len(test)
+        write_json_atomic(state_path, state)
+    impact = {}
+    if "impact" in args.kinds:
+        measure.progress(f"impact maps over {args.impact_images} training images")
+        [(ix, iy)] = training_subsets(args.data, args.weights, [args.impact_images], seed=0)
+        impact = estimate_impact(Model("nin", 100, weights=args.weights), ix, iy)
+    plans_dir = args.out / "plans"
+    plans_dir.mkdir(parents=True, exist_ok=True)
+    for kind in args.kinds:
+        for target in args.targets:
+            key = f"{kind}_{target:g}x"
+            row = state.setdefault("rows", {}).get(key, {})
+            plan_path = plans_dir / f"nin_{key}.json"
+            if not plan_path.is_file():
+                PerforationPlan.from_masks("nin", layer_masks("nin", kind, rate_for_reduction("nin", target), scores=impact)).save(plan_path)
+            if "error" not in row:
+                measure.progress(f"{key}: error before fine-tuning")
+                model = Model("nin", 100, plan=plan_path, weights=args.weights)
+                row.update(kind=kind, target=target, plan=str(plan_path),
+                           error=evaluate_split(model, test, preprocess)["top1_error"])
+            if "tuned_error" not in row and args.finetune_epochs > 0:
+                measure.progress(f"{key}: fine-tuning {args.finetune_epochs} epoch(s)")
+                tuned = finetune(plan_path, args.weights, runs / key, args.finetune_epochs, args.finetune_lr,
+                                 args.finetune_subset, args.data, args.test_images)
+                row.update(tuned_error=tuned["top1_error"], finetune=tuned)
+            state["rows"][key] = row
+            write_json_atomic(state_path, state)
+    return state
+
+
+def measure_speed(state: dict, rounds: int) -> None:
+    batch = NETWORKS["nin"]["timing_batch"]
+    keys = list(state["rows"])
+    models = [Model("nin", batch)] + [Model("nin", batch, plan=state["rows"][k]["plan"]) for k in keys]
+    measure.progress(f"timing {len(models)} networks at batch {batch}, {rounds} alternating rounds")
+    times = interleaved_times(models, rounds)
+    dense = models[0]
+    for k, m, t in zip(keys, models[1:], times[1:]):
+        r = state["rows"][k]
+        r.update(rate=float(np.mean([mask.rate for mask in m.masks.values()])),
+                 speedup=times[0]["median"] / t["median"], mult_reduction=dense.multiply_adds() / m.multiply_adds(),
+                 mem_reduction=dense.activation_bytes() / m.activation_bytes(), time=t)
+    state["dense_time"] = times[0]
+
+
+def write(state: dict, args, seconds: float) -> dict:
+    meta = measure.machine_metadata()
+    meta.update(threads=perforated.get_num_threads(), rounds=args.rounds, seconds=seconds, weights=str(args.weights))
+    rows = []
+    for r in state["rows"].values():
+        r = dict(r, error_increase=r["error"] - state["dense_error"])
+        if r.get("tuned_error") is not None:
+            r["tuned_error_increase"] = r["tuned_error"] - state["dense_error"]
+        rows.append(r)
+    raw = {"metadata": meta, "dense_error": state["dense_error"], "dense_time": state.get("dense_time"),
+           "test_images": state["test_images"],
+           "rows": rows, "note": PAPER_NOTE}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "nin_accuracy.json", raw)
+    (args.out / "nin_accuracy.md").write_text("\n".join(markdown(raw)) + "\n")
+    return raw
+
+
+def table(raw: dict) -> tuple:
+    header = ["mask", "target", "rate (conv1-3)", "speedup", "mult. red.", "mem. red.", "error", "error+",
+              "tuned error", "tuned error+", "fine-tuning"]
+    rows = []
+    for r in raw["rows"]:
+        ft = r.get("finetune")
+        rows.append([r["kind"], f"{r['target']:g}x", f"{r['rate']:.3f}", f"{r['speedup']:.2f}",
+                     f"{r['mult_reduction']:.2f}", f"{r['mem_reduction']:.2f}", f"{r['error']:.2f}%",
+                     f"{r['error_increase']:+.2f}",
+                     f"{r['tuned_error']:.2f}%" if r.get("tuned_error") is not None else "not measured",
+                     f"{r['tuned_error_increase']:+.2f}" if r.get("tuned_error_increase") is not None else "not measured",
+                     f"{ft['epochs']} x {ft['images_per_epoch']} images, lr {ft['lr']:g}" if ft else "none"])
+    return header, rows
+
+
+def markdown(raw: dict) -> List[str]:
+    m = raw["metadata"]
+    header, rows = table(raw)
+    return ["# NIN on CIFAR-10: perforated networks, error before and after fine-tuning", "",
+            f"Command: `{m['command']}`  ", f"Date: {m['date']}  ",
+            f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs; {m['threads']} threads  ",
+            f"OpenBLAS: {m.get('openblas_config', 'n/a')}  ",
+            f"Weights: {m['weights']}; original network top-1 error {raw['dense_error']:.2f}% "
+            f"({raw['test_images']} test images; every error below is on the same images)  ",
+            f"Speedup: whole-network forward time at batch 128, median of {m['rounds']} alternating rounds.", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+           ["| " + " | ".join(r) + " |" for r in rows] + ["", raw["note"]]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--data", default=None)
+    p.add_argument("--kinds", type=lambda s: [k for k in s.split(",") if k], default=["grid", "impact"])
+    p.add_argument("--targets", type=lambda s: [float(t) for t in s.split(",") if t], default=[2.0, 3.0, 4.0])
+    p.add_argument("--impact-images", type=int, default=5000)
+    p.add_argument("--finetune-epochs", type=int, default=1, help="0: no fine-tuning")
+    p.add_argument("--finetune-lr", type=float, default=0.005)
+    p.add_argument("--finetune-subset", type=int, default=None, help="training images per fine-tuning epoch")
+    p.add_argument("--test-images", type=int, default=None, help="evaluate on this many test images "
+                   "(default: all 10,000; fine-tuning runs report on all of them)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--runs", default="runs/nin_accuracy", help="fine-tuning runs and finished rows (resumable)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    if not args.weights.is_file():
+        p.error(f"--weights: no file at {args.weights} (train NIN first: see README, 'Training')")
+    unknown = [k for k in args.kinds if k not in ("uniform", "grid", "pooling", "impact")]
+    if unknown:
+        p.error(f"--kinds: unknown {unknown}")
+    start = time.perf_counter()
+    state = run(args)
+    measure_speed(state, args.rounds)
+    raw = write(state, args, time.perf_counter() - start)
+    print("\n".join(markdown(raw)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The accuracy experiments' building blocks: masks per layer, self-contained plans, the mask
+comparison's baselines (stride, resize), and bench.nin_accuracy end to end on tiny synthetic data
+(resumable, and rendered by bench.report)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bench import mask_comparison as mc
+from bench import nin_accuracy as na
+from bench import report
+from perforated.data import Split
+from perforated.masks import count_for_rate
+from perforated.model import Model
+from perforated.plan import PerforationPlan, layer_masks
+
+from test_train import make_batches
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERFORATED_CACHE", str(tmp_path / "cache"))
+
+
+def _impact(rng):
+    sizes = Model("nin", 1).output_sizes()
+    return {n: rng.random(sizes[n]) for n in ("conv1", "conv2", "conv3")}
+
+
+@pytest.mark.parametrize("kind", ["uniform", "grid", "pooling", "impact"])
+def test_layer_masks_every_kind(kind, rng):
+    masks = layer_masks("nin", kind, 0.5, scores=_impact(rng), seed=7)
+    assert sorted(masks) == ["conv1", "conv2", "conv3"]
+    for i, name in enumerate(["conv1", "conv2", "conv3"]):
+        m = masks[name]
+        assert m.seed == 7 + i and m.kind == kind
+        if kind == "grid":
+            assert m.count <= count_for_rate(m.shape, 0.5)
+        else:
+            assert m.count == count_for_rate(m.shape, 0.5)
+
+
+def test_layer_masks_impact_needs_scores():
+    with pytest.raises(ValueError, match="needs scores for layer 'conv1'"):
+        layer_masks("nin", "impact", 0.5)
+
+
+def test_pooling_plan_before_a_global_pool():
+    """conv3 feeds NIN's global average pooling: one window, every weight equal (was a KeyError)."""
+    plan = PerforationPlan.uniform_rate("nin", 0.5, kind="pooling")
+    masks = Model("nin", 1, plan=plan).masks
+    assert masks["conv3"].count == count_for_rate((8, 8), 0.5)
+
+
+def test_plan_from_masks_round_trip(tmp_path, rng):
+    masks = layer_masks("nin", "impact", 2 / 3, scores=_impact(rng))
+    path = tmp_path / "plan.json"
+    PerforationPlan.from_masks("nin", masks).save(path)
+    spec = json.loads(path.read_text())["layers"]["conv2"]
+    assert spec["kind"] == "indices" and spec["made_as"] == "impact"
+    loaded = Model("nin", 1, plan=path).masks
+    for name, m in masks.items():
+        np.testing.assert_array_equal(loaded[name].indices, m.indices)
+
+
+def test_mask_comparison_configurations_run(rng):
+    configs = mc.configurations(_impact(rng))
+    kinds = {(c["scope"], c["kind"]) for c in configs}
+    assert ("conv2", "stride") in kinds and ("network", "resize") in kinds and ("conv2", "resize") not in kinds
+    assert len(configs) == 2 * 4 * len(mc.RATES) + 3 + len(mc.RATES)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    for c in configs:
+        model = c["build"](2)
+        side = model.input_shape[-1]
+        out = model.forward(np.ascontiguousarray(x[:, :, :side, :side]))
+        assert out.shape == (2, 10) and np.isfinite(out).all(), (c["scope"], c["kind"], c["rate"])
+        if c["kind"] == "stride":  # an architecture change: fewer multiply-adds than the original
+            assert model.multiply_adds() < Model("nin", 1).multiply_adds()
+
+
+def test_resize_split(rng):
+    split = Split(rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8), np.arange(3), [str(i) for i in range(10)])
+    small = mc.resize_split(split, 16)
+    assert small.images.shape == (3, 3, 16, 16) and small.images.dtype == np.uint8
+    flat = Split(np.full((1, 3, 32, 32), 77, np.uint8), np.zeros(1, int), split.classes)
+    assert (mc.resize_split(flat, 23).images == 77).all()
+
+
+def test_ranking_counts_rates(rng):
+    rows = [dict(scope=s, kind=k, nominal_rate=r, top1_error=e)
+            for s in mc.SCOPES for r in mc.RATES for k, e in (("impact", 10), ("grid", 11), ("uniform", 12))]
+    lines = mc.ranking({"rows": rows})
+    assert lines[-1] == f"network: impact <= grid <= uniform at {len(mc.RATES)} of {len(mc.RATES)} rates"
+
+
+def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
+    make_batches(tmp_path / "cifar-10-batches-py", rng, n_train=24, n_test=6)
+    weights = tmp_path / "w.npz"
+    from perforated.train import save_weights
+
+    save_weights(Model("nin", 1), weights)
+    argv = ["--weights", str(weights), "--data", str(tmp_path), "--targets", "2", "--finetune-subset", "4",
+            "--impact-images", "4", "--rounds", "1", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    na.main(argv)
+    raw = json.loads((tmp_path / "out" / "nin_accuracy.json").read_text())
+    assert [r["kind"] for r in raw["rows"]] == ["grid", "impact"] and raw["test_images"] == 6
+    for r in raw["rows"]:
+        assert r["speedup"] > 0 and r["mult_reduction"] > 1.5 and r["mem_reduction"] > 1
+        assert r["error_increase"] == pytest.approx(r["error"] - raw["dense_error"])
+        assert r["tuned_error_increase"] == pytest.approx(r["tuned_error"] - raw["dense_error"])
+        assert (tmp_path / "out" / "plans" / f"nin_{r['kind']}_2x.json").is_file()
+    # a second run reuses the finished rows (no fine-tuning again: the run folders are untouched)
+    stamp = (tmp_path / "runs" / "grid_2x" / "checkpoint.npz").stat().st_mtime_ns
+    na.main(argv)
+    assert (tmp_path / "runs" / "grid_2x" / "checkpoint.npz").stat().st_mtime_ns == stamp
+    header, rows = na.table(raw)
+    assert len(rows) == 2 and "tuned error+" in header
+    assert report._dense_error("nin", raw) == f"{raw['dense_error']:.2f}%"
+    assert report._dense_error("vgg16", raw) == report.NOT_MEASURED
