@@ -170,7 +170,19 @@ def main(argv=None) -> None:
                         help="timed rounds per measurement (default 5; dense and perforated alternate)")
     parser.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime / PyTorch")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default results/)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: re-render the tables from OUT/tables.json with the current "
+                             "OUT/nin_accuracy.json (e.g. after bench.nin_accuracy)")
     args = parser.parse_args(argv)
+    if args.report_only:
+        source = args.out / ("tables_quick.json" if args.quick else "tables.json")
+        if not source.is_file():
+            parser.error(f"--report-only: no {source} to re-render (run without --report-only first)")
+        raw = json.loads(source.read_text())
+        raw["nin_accuracy"] = nin_accuracy(args.out)
+        source.write_text(json.dumps(raw, indent=1, default=str))
+        print(report.write_all(raw, args.out, "_quick" if args.quick else ""))
+        return
     networks = [n.strip() for n in args.networks.split(",") if n.strip()]
     unknown = [n for n in networks if n not in NETWORKS]
     if unknown:

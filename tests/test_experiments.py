@@ -119,3 +119,25 @@ def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
     assert len(rows) == 2 and "tuned error+" in header
     assert report._dense_error("nin", raw) == f"{raw['dense_error']:.2f}%"
     assert report._dense_error("vgg16", raw) == report.NOT_MEASURED
+
+
+def test_tables_report_only_adds_the_nin_accuracy_section(tmp_path):
+    """`bench.tables --report-only` re-renders the committed measurements with nin_accuracy.json."""
+    import shutil
+    from pathlib import Path
+
+    from bench import tables
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "tables.json"
+    shutil.copy(committed, tmp_path / "tables.json")
+    meta = dict(json.loads(committed.read_text())["metadata"], rounds=1, weights="w.npz")
+    row = dict(kind="impact", target=2.0, rate=0.5, speedup=1.8, mult_reduction=2.0, mem_reduction=1.9,
+               error=20.0, error_increase=5.0, tuned_error=16.0, tuned_error_increase=1.0,
+               finetune=dict(epochs=1, images_per_epoch=50000, lr=0.005))
+    (tmp_path / "nin_accuracy.json").write_text(json.dumps(
+        {"metadata": meta, "dense_error": 15.0, "test_images": 10000, "rows": [row], "note": "n"}))
+    tables.main(["--report-only", "--out", str(tmp_path)])
+    text = (tmp_path / "tables.md").read_text()
+    assert "| impact | 2x | 0.500 | 1.80 |" in text and "15.00%" in text
+    with pytest.raises(SystemExit):
+        tables.main(["--report-only", "--out", str(tmp_path / "empty")])

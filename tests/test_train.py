@@ -277,3 +277,23 @@ def test_train_and_evaluate_commands(tmp_path, rng, capsys):
     assert "images: 4 (test)" in printed
     with pytest.raises(FileNotFoundError, match="no weights file"):
         ev.evaluate("nin", tmp_path / "none.npz", data=tmp_path)
+
+
+def test_mid_epoch_checkpoint_resumes_exactly(tmp_path, rng):
+    """A run stopped inside an epoch (as a killed one would be, at its last checkpoint_every) resumes
+    from that batch with the same shuffle, augmentation and dropout draws as an uninterrupted run."""
+    splits = _tiny_nin_splits(rng)
+    cfg = tr.TrainConfig(network="nin", epochs=2, batch=2, lr=0.01, seed=5, progress=1, checkpoint_every=1)
+    full = tr.train(cfg, tmp_path / "a", splits=splits, stream=None)
+    part = tr.train(cfg, tmp_path / "b", splits=splits, stream=None, stop_after_batches=6)
+    assert part["history"] and len(part["history"]) == 1  # epoch 1 (4 batches) done, epoch 2 at batch 2
+    state = tr.load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    assert state["epoch"] == 1 and state["batch"] == 2
+    resumed = tr.train(cfg, tmp_path / "b", resume=True, splits=splits, stream=None)
+    for name, p in full["model"].params.items():
+        for key in p:
+            np.testing.assert_array_equal(p[key], resumed["model"].params[name][key])
+    assert [h["train_loss"] for h in full["history"]] == [h["train_loss"] for h in resumed["history"]]
+    assert "resumed from" in (tmp_path / "b" / "train.log").read_text()
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 0"):
+        tr.TrainConfig(checkpoint_every=-1).check()

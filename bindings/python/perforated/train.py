@@ -12,7 +12,8 @@
 - A progress line every ``--progress`` batches (stderr and ``out/train.log``): loss, accuracy, lr,
   images/s and ETA. After each epoch: top-1 / top-5 error on the test split (``--eval-subset`` for a
   quicker estimate), an atomic checkpoint ``out/checkpoint.npz`` (weights, momentum buffers, epoch,
-  RNG state, dropout counters, config, history), the weights alone ``out/weights.npz`` and a line in
+  RNG state, dropout counters, config, history; also written every ``--checkpoint-every`` batches
+  within an epoch, so a killed run loses at most that much), the weights alone ``out/weights.npz`` and a line in
   ``out/log.jsonl``. ``--resume`` continues from the checkpoint with its saved config and gives the
   same result as an uninterrupted run (the C library is deterministic for a fixed thread count).
 
@@ -66,6 +67,7 @@ class TrainConfig:
     weights: Optional[str] = None
     progress: int = 20
     threads: Optional[int] = None
+    checkpoint_every: int = 50
 
     def check(self) -> None:
         if self.schedule not in ("cosine", "step"):
@@ -73,6 +75,9 @@ class TrainConfig:
         for name in ("epochs", "batch", "progress", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"TrainConfig: checkpoint_every must be >= 0 (0: only after each epoch), "
+                             f"got {self.checkpoint_every}")
         if self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ValueError(f"TrainConfig: need lr > 0, 0 <= momentum < 1, weight_decay >= 0; got "
                              f"{self.lr}, {self.momentum}, {self.weight_decay}")
@@ -221,11 +226,14 @@ _STDERR = object()
 
 
 def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
-          splits: Optional[Dict[str, Split]] = None, stop_after: Optional[int] = None) -> dict:
+          splits: Optional[Dict[str, Split]] = None, stop_after: Optional[int] = None,
+          stop_after_batches: Optional[int] = None) -> dict:
     """Train (or resume) into directory ``out``; returns the final state (history of epoch metrics).
 
     splits: the dataset already loaded (tests); else ``load_dataset(cfg.data)``.
     stop_after: end this session after that many epochs (a later ``resume=True`` goes on exactly).
+    stop_after_batches: end it after that many batches instead, with a mid-epoch checkpoint (tests of
+    the mid-epoch resume; a killed run resumes the same way from its last ``checkpoint_every``).
     stream: where progress lines go (``sys.stderr`` at call time by default; None: only ``out/train.log``)."""
     if stream is _STDERR:
         stream = sys.stderr
@@ -276,12 +284,16 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
             model.params[name]["weight"] *= np.float32(factor)
     sgd = SGD(model, cfg.momentum, cfg.weight_decay, cfg.lr_mult, cfg.bias_lr_mult)
     rng = np.random.default_rng(cfg.seed)
-    start_epoch, history = 0, []
+    start_epoch, history, skip, running = 0, [], 0, (0.0, 0, 0)
     if state is not None:
         _restore(model, sgd, state)
         rng.bit_generator.state = state["rng"]
         start_epoch, history = int(state["epoch"]), list(state["history"])
-        log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+        skip = int(state.get("batch", 0))  # a mid-epoch checkpoint: replay the epoch's draws up to there
+        if skip:
+            rng.bit_generator.state = state["epoch_rng"]
+            running = tuple(state["running"])
+        log(f"resumed from {ckpt_path} after epoch {start_epoch}" + (f" batch {skip}" if skip else ""))
     else:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
@@ -293,11 +305,15 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     session_start, session_images = time.perf_counter(), 0
     meta = {"network": cfg.network, "plan": cfg.plan, "config": dataclasses.asdict(cfg)}
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    batches_done = 0
     for epoch in range(start_epoch, end_epoch):
         t_epoch = time.perf_counter()
-        run_loss = run_hits = run_n = 0
+        epoch_rng = rng.bit_generator.state  # the epoch's shuffle and augmentation replay from here
+        run_loss, run_hits, run_n = running if skip else (0.0, 0, 0)
         for i, b in enumerate(batches(train_split, cfg.batch, preprocess, rng, shuffle=True,
                                       augment_data=cfg.augment, last=last)):
+            if i < skip:
+                continue
             lr = learning_rate(cfg, epoch + i / nb)
             model.forward(b.x, training=True)
             loss, prob = model.loss(b.labels)
@@ -320,6 +336,17 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
                 log(f"epoch {epoch + 1}/{cfg.epochs} batch {i + 1}/{nb} loss {run_loss / run_n:.4f} "
                     f"acc {100.0 * run_hits / run_n:.2f}% lr {lr:.4g} {rate:.1f} img/s "
                     f"ETA epoch {_fmt_time(left_epoch)} total {_fmt_time(left_all)}")
+            batches_done += 1
+            halt = stop_after_batches is not None and batches_done >= stop_after_batches
+            if i + 1 < nb and (halt or (cfg.checkpoint_every and (i + 1) % cfg.checkpoint_every == 0)):
+                save_checkpoint(ckpt_path, model, sgd, {
+                    "epoch": epoch, "batch": i + 1, "epoch_rng": epoch_rng, "running": [run_loss, run_hits, run_n],
+                    "config": dataclasses.asdict(cfg), "rng": epoch_rng, "history": history,
+                    "preprocess": preprocess.to_json()})
+            if halt and i + 1 < nb:
+                log(f"stopped at epoch {epoch + 1} batch {i + 1}; continue with --resume")
+                return {"history": history, "model": model, "preprocess": preprocess, "config": cfg}
+        skip = 0
         record = {"epoch": epoch + 1, "train_loss": run_loss / max(run_n, 1),
                   "train_error": 100.0 * (1 - run_hits / max(run_n, 1)),
                   "seconds": time.perf_counter() - t_epoch, "lr": lr}
@@ -384,6 +411,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="initial weights .npz (e.g. to fine-tune)")
     p.add_argument("--progress", type=int, default=d.progress, help="a progress line every N batches")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="also checkpoint every N batches within an epoch (0: only after each epoch)")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many epochs in this session (continue later with --resume)")
     return p
