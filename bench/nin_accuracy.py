@@ -4,11 +4,12 @@ top-1 error increase before and after fine-tuning, for grid and impact masks.
     python -m bench.nin_accuracy [--weights results/models/nin_cifar10.npz] [--finetune-epochs 1]
 
 Plans: the same rate on conv1, conv2 and conv3, the rate whose multiplication reduction (uniform
-count) is 2x / 3x / 4x (Grid keeps n x n positions, so its reduction comes out a little higher). The
+count) is 2x / 3x / 4x (Grid keeps n x n positions, so its reduction comes out a little higher); and,
+with ``--greedy DIR``, the plans a ``perforated.greedy`` search picked at 2x / 3x / 4x. The
 masks are written as self-contained plans to results/plans/nin_<kind>_<t>x.json. Each perforated
 network is fine-tuned from the original weights with its masks fixed (``perforated.train`` with
-``--plan``), in runs/nin_accuracy/<kind>_<t>x/, which resumes if interrupted; finished rows are kept
-in runs/nin_accuracy/rows.json, so a stopped run starts again where it was. Errors are on the whole
+``--plan``), in runs/nin_accuracy/<weights hash>/<kind>_<t>x/, which resumes if interrupted; finished rows are kept
+in runs/nin_accuracy/<weights hash>/rows.json, so a stopped run starts again where it was. Errors are on the whole
 test set; speedups are whole-network forward times at batch 128 in alternating rounds.
 
 Writes results/nin_accuracy.{json,md}; ``python -m bench.tables`` reads the JSON (it never retrains).
@@ -16,6 +17,7 @@ Writes results/nin_accuracy.{json,md}; ``python -m bench.tables`` reads the JSON
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -54,8 +56,32 @@ def finetune(plan_path: Path, weights: Path, out: Path, epochs: int, lr: float, 
             "top1_error": last["test_top1_error"], "seconds": sum(h["seconds"] for h in result["history"])}
 
 
+def row_plans(args, impact: Dict[str, np.ndarray], plans_dir: Path):
+    """(key, kind, target, plan path, writer) of every row: the equal-rate plans of each kind, then the
+    plans a greedy search picked (``--greedy DIR``: its plan_<t>x.json files)."""
+    out = []
+    for kind in args.kinds:
+        for target in args.targets:
+            rate = rate_for_reduction("nin", target)
+            out.append((f"{kind}_{target:g}x", kind, target, plans_dir / f"nin_{kind}_{target:g}x.json",
+                        lambda path, kind=kind, rate=rate: PerforationPlan.from_masks(
+                            "nin", layer_masks("nin", kind, rate, scores=impact)).save(path)))
+    if args.greedy:
+        for target in args.targets:
+            source = Path(args.greedy) / f"plan_{target:g}x.json"
+            if not source.is_file():
+                measure.progress(f"greedy: no {source} (the search did not reach {target:g}x); row skipped")
+                continue
+            made = sorted({spec.get("made_as", "indices") for spec in json.loads(source.read_text())["layers"].values()})
+            kind = "greedy " + "+".join(made)
+            out.append((f"greedy_{target:g}x", kind, target, plans_dir / f"nin_greedy_{target:g}x.json",
+                        lambda path, source=source: path.write_text(source.read_text())))
+    return out
+
+
 def run(args) -> dict:
-    runs = Path(args.runs)
+    # finished rows and fine-tuning runs are kept per weights file: new weights start afresh
+    runs = Path(args.runs) / hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()[:12]
     runs.mkdir(parents=True, exist_ok=True)
     state_path = runs / "rows.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -70,31 +96,28 @@ def run(args) -> dict:
         state["test_images"] = len(test)
         write_json_atomic(state_path, state)
     impact = {}
-    if "impact" in args.kinds:
+    if "impact" in args.kinds and any("error" not in state.get("rows", {}).get(f"impact_{t:g}x", {})
+                                      for t in args.targets):
         measure.progress(f"impact maps over {args.impact_images} training images")
         [(ix, iy)] = training_subsets(args.data, args.weights, [args.impact_images], seed=0)
         impact = estimate_impact(Model("nin", 100, weights=args.weights), ix, iy)
     plans_dir = args.out / "plans"
     plans_dir.mkdir(parents=True, exist_ok=True)
-    for kind in args.kinds:
-        for target in args.targets:
-            key = f"{kind}_{target:g}x"
-            row = state.setdefault("rows", {}).get(key, {})
-            plan_path = plans_dir / f"nin_{key}.json"
-            if not plan_path.is_file():
-                PerforationPlan.from_masks("nin", layer_masks("nin", kind, rate_for_reduction("nin", target), scores=impact)).save(plan_path)
-            if "error" not in row:
-                measure.progress(f"{key}: error before fine-tuning")
-                model = Model("nin", 100, plan=plan_path, weights=args.weights)
-                row.update(kind=kind, target=target, plan=str(plan_path),
-                           error=evaluate_split(model, test, preprocess)["top1_error"])
-            if "tuned_error" not in row and args.finetune_epochs > 0:
-                measure.progress(f"{key}: fine-tuning {args.finetune_epochs} epoch(s)")
-                tuned = finetune(plan_path, args.weights, runs / key, args.finetune_epochs, args.finetune_lr,
-                                 args.finetune_subset, args.data, args.test_images)
-                row.update(tuned_error=tuned["top1_error"], finetune=tuned)
-            state["rows"][key] = row
-            write_json_atomic(state_path, state)
+    for key, kind, target, plan_path, make in row_plans(args, impact, plans_dir):
+        row = state.setdefault("rows", {}).get(key, {})
+        if "error" not in row:
+            make(plan_path)  # (re)written for these weights
+            measure.progress(f"{key}: error before fine-tuning")
+            model = Model("nin", 100, plan=plan_path, weights=args.weights)
+            row.update(kind=kind, target=target, plan=str(plan_path),
+                       error=evaluate_split(model, test, preprocess)["top1_error"])
+        if "tuned_error" not in row and args.finetune_epochs > 0:
+            measure.progress(f"{key}: fine-tuning {args.finetune_epochs} epoch(s)")
+            tuned = finetune(plan_path, args.weights, runs / key, args.finetune_epochs, args.finetune_lr,
+                             args.finetune_subset, args.data, args.test_images)
+            row.update(tuned_error=tuned["top1_error"], finetune=tuned)
+        state["rows"][key] = row
+        write_json_atomic(state_path, state)
     return state
 
 
@@ -167,6 +190,8 @@ def main(argv=None) -> None:
     p.add_argument("--kinds", type=lambda s: [k for k in s.split(",") if k], default=["grid", "impact"])
     p.add_argument("--targets", type=lambda s: [float(t) for t in s.split(",") if t], default=[2.0, 3.0, 4.0])
     p.add_argument("--impact-images", type=int, default=5000)
+    p.add_argument("--greedy", default=None, help="a perforated.greedy output folder: add rows for its "
+                   "plan_<t>x.json plans (masks chosen by the search against measured time)")
     p.add_argument("--finetune-epochs", type=int, default=1, help="0: no fine-tuning")
     p.add_argument("--finetune-lr", type=float, default=0.005)
     p.add_argument("--finetune-subset", type=int, default=None, help="training images per fine-tuning epoch")

@@ -77,3 +77,12 @@ def test_bad_arguments(setup):
         GreedySearch("nin", weights, x, y, tmp / "t", timer="wallclock")
     with pytest.raises(ValueError, match="needs impact_x"):
         GreedySearch("nin", weights, x, y, tmp / "t", kinds=("impact",))
+
+
+def test_until_stops_at_the_speedup_and_pooling_kind_works(setup):
+    s = search(setup, "until", kinds=("pooling",))  # conv3 precedes a global pooling: one window
+    s.run(50, until=1.3)
+    assert 1.3 <= s.speedup() and s.step < 50
+    before = s.step
+    s.run(50, until=1.3)  # already there: nothing more to do
+    assert s.step == before

@@ -133,10 +133,15 @@ class GreedySearch:
                 out.append(best)
         return out
 
-    def run(self, steps: int) -> None:
-        """Run until `steps` steps are saved in total (counting resumed ones) or every layer is at the
-        last rate."""
-        while self.step < steps:
+    def speedup(self) -> float:
+        """The last committed step's speedup by the search's timer (1 before any step)."""
+        path = self.out / f"step_{self.step:03d}.json"
+        return json.loads(path.read_text())["speedup"] if self.step and path.is_file() else 1.0
+
+    def run(self, steps: int, until: Optional[float] = None) -> None:
+        """Run until `steps` steps are saved in total (counting resumed ones), every layer is at the
+        last rate, or (with `until`) a committed step reaches that speedup."""
+        while self.step < steps and (until is None or self.speedup() < until):
             cands = self.candidates()
             if not cands:
                 self.log("greedy: every layer is at the last rate")
@@ -209,13 +214,16 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-images", type=int, default=10000, help="held-out training images for the NLL")
     parser.add_argument("--impact-images", type=int, default=5000)
     parser.add_argument("--timer", default="measured", choices=("measured", "macs"))
+    parser.add_argument("--until", type=float, default=None,
+                        help="stop once a step reaches this speedup (e.g. 4: enough for the 2x/3x/4x plans)")
+    parser.add_argument("--eval-batch", type=int, default=100)
     args = parser.parse_args(argv)
     (ev_x, ev_y), (im_x, im_y) = D.training_subsets(args.data, args.weights,
                                                      [args.eval_images, args.impact_images], seed=0)
     search = GreedySearch(args.network, args.weights, ev_x, ev_y, Path(args.out), kinds=args.kinds.split(","),
-                          impact_x=im_x, impact_y=im_y, timer=args.timer,
+                          impact_x=im_x, impact_y=im_y, timer=args.timer, eval_batch=args.eval_batch,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
-    search.run(args.steps)
+    search.run(args.steps, until=args.until)
     for target, path in search.pick().items():
         print(f"{target:g}x: {path}")
 
