@@ -14,7 +14,8 @@ Each row gives the theoretical speedup, the measured CPU speedup (whole forward 
 network of the same run, random input) and the relative change of the logits against the dense network.
 Weights are random (He, seeded): there is no ImageNet here, so accuracy is not measured; the logits
 change only shows that the decomposition is not an identity. NIN accuracy columns read "not measured"
-unless trained weights exist at results/models/nin_cifar10.npz (evaluation is then still to be wired).
+unless trained weights exist at results/models/nin_cifar10.npz: then NIN's rows carry the top-1 error
+increase on CIFAR-10 test images (before fine-tuning).
 Beside them: accnn's published VGG-16 figures and the paper's complementarity claim.
 Writes results/lowrank{_quick}.md, .csv and .json.
 """
@@ -48,9 +49,10 @@ ACCNN_VGG16 = [  # MXNet accnn README, VGG-16 top-5 accuracy (original 89.6%)
 ]
 CLAIM = ("The paper (Figurnov et al. 2016) presents perforation as complementary to other acceleration "
          "methods and combines it with the low-rank channel decomposition of Zhang et al.: a combined plan "
-         "should be faster than either method alone at equal accuracy loss. Accuracy is not measured "
-         "here, so this table can only test the speed side: whether the combined plans' measured speedup "
-         "keeps up with their theoretical speedup as well as each method alone does.")
+         "should be faster than either method alone at equal accuracy loss. Without ImageNet, VGG-16 and "
+         "AlexNet rows test only the speed side (does a combined plan's measured speedup keep up with its "
+         "theoretical one as well as each method alone?); NIN rows, with weights trained on CIFAR-10, also "
+         "give the error increase at each theoretical speedup (before fine-tuning).")
 
 
 def _time(model: Model, x: np.ndarray, repeat: int) -> Dict[str, float]:
@@ -58,13 +60,28 @@ def _time(model: Model, x: np.ndarray, repeat: int) -> Dict[str, float]:
     return measure.time_call(model.forward, warmup=1, repeat=repeat)
 
 
-def run_network(network: str, batch: int, repeat: int, weights) -> Dict[str, object]:
+def nin_evaluator(images: int):
+    """Top-1 error (%) of a model on the first `images` CIFAR-10 test images, normalised as the trained
+    NIN weights expect (the same images for every plan, so differences between rows are paired)."""
+    from perforated.data import Split, load_dataset, preprocess_for
+    from perforated.train import evaluate_split
+
+    splits = load_dataset()
+    preprocess = preprocess_for(NIN_WEIGHTS, splits["train"])
+    test = splits["test"]
+    test = Split(test.images[:images], test.labels[:images], test.classes)
+    return lambda model: evaluate_split(model, test, preprocess)["top1_error"]
+
+
+def run_network(network: str, batch: int, repeat: int, weights, evaluate=None) -> Dict[str, object]:
+    """evaluate: None, or a function model -> top-1 error (%) (NIN with trained weights)."""
     x = np.random.default_rng(0).standard_normal((batch,) + tuple(NETWORKS[network]["input"]), np.float32)
     measure.progress(f"{network}: dense, batch {batch}")
     dense = Model(network, batch, weights=weights)
     dense_time = _time(dense, x, repeat)
     ref = dense.forward().copy()
     dense_macs = dense.multiply_adds()
+    dense_error = evaluate(dense) if evaluate else None
     del dense
     gc.collect()
     rows: List[Dict[str, object]] = []
@@ -77,6 +94,9 @@ def run_network(network: str, batch: int, repeat: int, weights) -> Dict[str, obj
                      "measured_speedup": dense_time["median"] / t["median"],
                      "logits_relative_change": float(np.linalg.norm(logits - ref) / np.linalg.norm(ref))})
         r = rows[-1]
+        if evaluate:
+            r["top1_error"] = evaluate(model)
+            r["error_increase"] = r["top1_error"] - dense_error
         measure.progress(f"  {label} T={target}: theoretical {r['theoretical_speedup']:.2f}x, "
                          f"measured {r['measured_speedup']:.2f}x")
 
@@ -104,7 +124,7 @@ def run_network(network: str, batch: int, repeat: int, weights) -> Dict[str, obj
             del model
             gc.collect()
     return {"network": network, "batch": batch, "dense_time": dense_time, "dense_multiply_adds": dense_macs,
-            "rows": rows}
+            "dense_error": dense_error, "rows": rows}
 
 
 def _plan_summary(row: dict) -> str:
@@ -127,10 +147,11 @@ def write(raw: dict, out: Path, suffix: str) -> str:
     for net in raw["networks"]:
         for r in net["rows"]:
             err = NOT_MEASURED if net["network"] == "nin" else "-"
+            err_before = f"{r['error_increase']:+.2f}" if r.get("error_increase") is not None else err
             rows.append([net["network"], str(net["batch"]), f"{r['target']:g}", r["method"], _plan_summary(r),
                          f"{r['theoretical_speedup']:.2f}", f"{r['measured_speedup']:.2f}",
                          f"{r['measured_speedup'] / r['theoretical_speedup']:.2f}",
-                         f"{r['logits_relative_change']:.3f}", err, err])
+                         f"{r['logits_relative_change']:.3f}", err_before, err])
     _csv(out / f"lowrank{suffix}.csv", header, rows)
     lines = ["# Low-rank decomposition, perforation, and both (issue 6)", "",
              f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
@@ -138,8 +159,8 @@ def write(raw: dict, out: Path, suffix: str) -> str:
              f"noisy), {meta['platform']}  ", f"Library: {meta['perforated_build']}  ",
              f"Timing: whole forward pass, median of {meta['repeat']} runs after a warm-up; speedups against "
              f"the dense network timed in the same run.  ",
-             f"Weights: {meta['weights']}. Accuracy is not measured (no ImageNet; NIN: "
-             f"{meta['nin_weights']}).", "",
+             f"Weights: {meta['weights']}. VGG-16 / AlexNet accuracy is not measured (no ImageNet); NIN: "
+             f"{meta['nin_weights']}. Low-rank networks are not fine-tuned here (tuned columns).", "",
              "Theoretical speedup = dense multiply-adds / multiply-adds of the plan (whole network, FC "
              "included, perforated layers counting computed positions). Rank selection budget: whole "
              "network <= dense / T. Combined rows: uniform perforation at the rate giving sqrt(T) alone, then "
@@ -166,6 +187,8 @@ def main(argv=None) -> None:
     parser.add_argument("--networks", default="vgg16,alexnet,nin", help="comma-separated subset")
     parser.add_argument("--repeat", type=int, default=None, help="timed repeats (default 3; quick 1)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--nin-test-images", type=int, default=2000,
+                        help="CIFAR-10 test images for NIN's error column (when trained weights exist)")
     args = parser.parse_args(argv)
     networks = [n.strip() for n in args.networks.split(",") if n.strip()]
     unknown = [n for n in networks if n not in TARGETS]
@@ -175,17 +198,18 @@ def main(argv=None) -> None:
     results = []
     for network in networks:
         batch = QUICK_BATCH[network] if args.quick else NETWORKS[network]["timing_batch"]
-        weights = None
+        weights, evaluate = None, None
         if network == "nin" and NIN_WEIGHTS.is_file():
             weights = LR.network_weights(network, NIN_WEIGHTS)
+            evaluate = nin_evaluator(args.nin_test_images)
         weights = weights or LR.network_weights(network, seed=0)
-        results.append(run_network(network, batch, repeat, weights))
+        results.append(run_network(network, batch, repeat, weights, evaluate))
     meta = measure.machine_metadata()
     meta.update(threads=perforated.get_num_threads(), repeat=repeat, quick=args.quick,
                 weights="random He initialisation, seed 0 (NIN: trained weights when present)",
-                nin_weights=("trained weights found at results/models/nin_cifar10.npz, accuracy evaluation "
-                             "not wired yet" if NIN_WEIGHTS.is_file() else
-                             "no trained weights at results/models/nin_cifar10.npz"))
+                nin_weights=(f"trained weights results/models/nin_cifar10.npz, error+ = top-1 error increase on the "
+                             f"first {args.nin_test_images} CIFAR-10 test images, before fine-tuning"
+                             if NIN_WEIGHTS.is_file() else "no trained weights at results/models/nin_cifar10.npz"))
     raw = {"metadata": meta, "accnn_vgg16": ACCNN_VGG16, "claim": CLAIM, "networks": results}
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""

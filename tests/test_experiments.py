@@ -147,3 +147,23 @@ def test_tables_report_only_adds_the_nin_accuracy_section(tmp_path):
     assert "| impact | 2x | 0.500 | 1.80 |" in text and "15.00%" in text
     with pytest.raises(SystemExit):
         tables.main(["--report-only", "--out", str(tmp_path / "empty")])
+
+
+def test_lowrank_tables_nin_rows_carry_the_error(tmp_path):
+    """With an evaluator (trained NIN weights), every low-rank / perforation row gets its error increase."""
+    from bench import lowrank_tables as lt
+    from perforated import lowrank as LR
+
+    calls = []
+
+    def evaluate(model):
+        calls.append(model.multiply_adds())
+        return 10.0 + len(calls)
+
+    net = lt.run_network("nin", 2, 1, LR.network_weights("nin", seed=0), evaluate)
+    assert net["dense_error"] == 11.0 and len(net["rows"]) == 5 * len(lt.TARGETS["nin"])
+    assert [r["error_increase"] for r in net["rows"]] == [float(i) for i in range(1, len(net["rows"]) + 1)]
+    meta = dict(command="c", date="d", cpu="x", logical_cpus=2, platform="p", perforated_build="b", repeat=1,
+                weights="w", nin_weights="n")
+    text = lt.write({"metadata": meta, "networks": [net]}, tmp_path, "_t")
+    assert "| +1.00 | not measured |" in text
