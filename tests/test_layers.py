@@ -167,3 +167,20 @@ def test_softmax_xent_finite_differences(rng):
     d = P.softmax_cross_entropy_backward(prob, labels, scale=1.0)
     fd_check(lambda: P.softmax_cross_entropy(z, labels)[1], [z], [d], np.ones(3), eps=1e-2,
              rtol=2e-2, atol=2e-3)
+
+
+def test_softmax_xent_in_place_in_c(rng):
+    """perf_softmax_xent_forward with prob == logits (allowed in C) gives the same loss as out of place
+    (the label's logit used to be read after the row was overwritten with probabilities)."""
+    from perforated._lib import ffi, lib
+
+    logits = randn(rng, 4, 7) * 3
+    labels = np.array([0, 6, 3, 3], np.int32)
+    prob, loss = P.softmax_cross_entropy(logits, labels)
+    buf = logits.copy()
+    loss2 = np.empty(4, np.float32)
+    p = ffi.from_buffer("float[]", buf)
+    assert lib.perf_softmax_xent_forward(4, 7, p, ffi.from_buffer("int32_t[]", labels), p,
+                                         ffi.from_buffer("float[]", loss2)) == 0
+    assert_close(buf, prob)
+    assert_close(loss2, loss)

@@ -313,6 +313,9 @@ PERF_API perf_status perf_bias_backward(int batch, int channels, int spatial, co
  * PERF_STATUS_UNSUPPORTED and the message "<function>: this build has no CUDA backend (rebuild with
  * -DPERF_WITH_CUDA=ON)". CUDA and cuBLAS failures return PERF_STATUS_DEVICE_ERROR with the CUDA
  * error string or the cuBLAS status name in the message; nothing aborts.
+ * A call with a CUDA context makes that context's device current on the calling thread
+ * (cudaSetDevice) and leaves it current: with several GPUs, set your own device again afterwards if
+ * your code relies on the current device.
  * ---------------------------------------------------------------------------------------------- */
 
 typedef enum perf_device { PERF_DEVICE_CPU = 0, PERF_DEVICE_CUDA = 1 } perf_device;

@@ -10,10 +10,12 @@
 
 #include "device_internal.h"
 
-static perf_status dims_check(const char *fn, const char *what, int a, int b, int c) {
-    PERF_CHECK_POSITIVE(fn, a);
-    PERF_CHECK_POSITIVE(fn, b);
-    PERF_CHECK_POSITIVE(fn, c);
+/* names[i] is the argument holding dims[i] (as the CPU functions name it in their messages) */
+static perf_status dims_check(const char *fn, const char *what, const char *const names[3], int a, int b, int c) {
+    const int dims_in[3] = {a, b, c};
+    for (int i = 0; i < 3; i++)
+        if (dims_in[i] < 1)
+            return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: %s must be >= 1, got %d", fn, names[i], dims_in[i]);
     size_t dims[3] = {(size_t)a, (size_t)b, (size_t)c}, total;
     return perf_checked_product(fn, what, dims, 3, &total);
 }
@@ -31,7 +33,7 @@ perf_status perf_interp_forward_ctx(const perf_context *ctx, const perf_mask *ma
     static const char fn[] = "perf_interp_forward_ctx";
     if (!perf_ctx_is_cuda(ctx)) return perf_interp_forward(mask, planes, compact, full);
     PERF_CHECK_NOT_NULL(fn, mask);
-    PERF_CHECK(dims_check(fn, "full[planes][h*w]", planes, mask->h, mask->w));
+    PERF_CHECK(dims_check(fn, "full[planes][h*w]", (const char *const[3]){"planes", "mask h", "mask w"}, planes, mask->h, mask->w));
     PERF_CHECK_NOT_NULL(fn, compact);
     PERF_CHECK_NOT_NULL(fn, full);
     return perf_cuda_interp_forward(ctx, mask, planes, compact, full);
@@ -42,7 +44,7 @@ perf_status perf_interp_backward_ctx(const perf_context *ctx, const perf_mask *m
     static const char fn[] = "perf_interp_backward_ctx";
     if (!perf_ctx_is_cuda(ctx)) return perf_interp_backward(mask, planes, full, compact);
     PERF_CHECK_NOT_NULL(fn, mask);
-    PERF_CHECK(dims_check(fn, "full[planes][h*w]", planes, mask->h, mask->w));
+    PERF_CHECK(dims_check(fn, "full[planes][h*w]", (const char *const[3]){"planes", "mask h", "mask w"}, planes, mask->h, mask->w));
     PERF_CHECK_NOT_NULL(fn, compact);
     PERF_CHECK_NOT_NULL(fn, full);
     return perf_cuda_interp_backward(ctx, mask, planes, full, compact);
@@ -125,9 +127,9 @@ perf_status perf_lrn_backward_ctx(const perf_context *ctx, int batch, int channe
 }
 
 static perf_status fc_check(const char *fn, int batch, int in_features, int out_features) {
-    PERF_CHECK(dims_check(fn, "x", batch, in_features, 1));
-    PERF_CHECK(dims_check(fn, "weight", out_features, in_features, 1));
-    return dims_check(fn, "y", batch, out_features, 1);
+    PERF_CHECK(dims_check(fn, "x", (const char *const[3]){"batch", "in_features", "1"}, batch, in_features, 1));
+    PERF_CHECK(dims_check(fn, "weight", (const char *const[3]){"out_features", "in_features", "1"}, out_features, in_features, 1));
+    return dims_check(fn, "y", (const char *const[3]){"batch", "out_features", "1"}, batch, out_features, 1);
 }
 
 perf_status perf_fc_forward_ctx(const perf_context *ctx, int batch, int in_features, int out_features,
@@ -159,7 +161,7 @@ perf_status perf_softmax_xent_forward_ctx(const perf_context *ctx, int batch, in
                                           float *loss) {
     static const char fn[] = "perf_softmax_xent_forward_ctx";
     if (!perf_ctx_is_cuda(ctx)) return perf_softmax_xent_forward(batch, classes, logits, labels, prob, loss);
-    PERF_CHECK(dims_check(fn, "batch*classes", batch, classes, 1));
+    PERF_CHECK(dims_check(fn, "batch*classes", (const char *const[3]){"batch", "classes", "1"}, batch, classes, 1));
     PERF_CHECK_NOT_NULL(fn, labels);
     PERF_CHECK_NOT_NULL(fn, logits);
     PERF_CHECK_NOT_NULL(fn, prob);
@@ -170,7 +172,7 @@ perf_status perf_softmax_xent_backward_ctx(const perf_context *ctx, int batch, i
                                            const int32_t *labels, float scale, float *dlogits) {
     static const char fn[] = "perf_softmax_xent_backward_ctx";
     if (!perf_ctx_is_cuda(ctx)) return perf_softmax_xent_backward(batch, classes, prob, labels, scale, dlogits);
-    PERF_CHECK(dims_check(fn, "batch*classes", batch, classes, 1));
+    PERF_CHECK(dims_check(fn, "batch*classes", (const char *const[3]){"batch", "classes", "1"}, batch, classes, 1));
     PERF_CHECK_NOT_NULL(fn, labels);
     PERF_CHECK_NOT_NULL(fn, prob);
     PERF_CHECK_NOT_NULL(fn, dlogits);
@@ -181,7 +183,7 @@ perf_status perf_bias_forward_ctx(const perf_context *ctx, int batch, int channe
                                   const float *bias, float *y) {
     static const char fn[] = "perf_bias_forward_ctx";
     if (!perf_ctx_is_cuda(ctx)) return perf_bias_forward(batch, channels, spatial, bias, y);
-    PERF_CHECK(dims_check(fn, "batch*channels*spatial", batch, channels, spatial));
+    PERF_CHECK(dims_check(fn, "batch*channels*spatial", (const char *const[3]){"batch", "channels", "spatial"}, batch, channels, spatial));
     PERF_CHECK_NOT_NULL(fn, bias);
     PERF_CHECK_NOT_NULL(fn, y);
     return perf_cuda_bias_forward(ctx, batch, channels, spatial, bias, y);
@@ -191,7 +193,7 @@ perf_status perf_bias_backward_ctx(const perf_context *ctx, int batch, int chann
                                    const float *dy, float *dbias) {
     static const char fn[] = "perf_bias_backward_ctx";
     if (!perf_ctx_is_cuda(ctx)) return perf_bias_backward(batch, channels, spatial, dy, dbias);
-    PERF_CHECK(dims_check(fn, "batch*channels*spatial", batch, channels, spatial));
+    PERF_CHECK(dims_check(fn, "batch*channels*spatial", (const char *const[3]){"batch", "channels", "spatial"}, batch, channels, spatial));
     PERF_CHECK_NOT_NULL(fn, dy);
     PERF_CHECK_NOT_NULL(fn, dbias);
     return perf_cuda_bias_backward(ctx, batch, channels, spatial, dy, dbias);

@@ -34,6 +34,7 @@ perf_status perf_softmax_xent_forward(int batch, int classes, const float *logit
     for (int b = 0; b < batch; b++) {
         const float *l = logits + (size_t)b * classes;
         float *p = prob + (size_t)b * classes;
+        const float l_label = l[labels[b]]; /* read first: prob may be logits (in place) */
         float m = l[0];
         for (int j = 1; j < classes; j++) m = l[j] > m ? l[j] : m;
         double sum = 0.0;
@@ -43,7 +44,7 @@ perf_status perf_softmax_xent_forward(int batch, int classes, const float *logit
         }
         const float inv = (float)(1.0 / sum);
         for (int j = 0; j < classes; j++) p[j] *= inv;
-        if (loss) loss[b] = (float)(log(sum) + ((double)m - (double)l[labels[b]]));
+        if (loss) loss[b] = (float)(log(sum) + ((double)m - (double)l_label));
     }
     return PERF_STATUS_SUCCESS;
 }

@@ -20,9 +20,11 @@ extern "C" {
 #define PERF_CUDA_TRY(fn, call)                                                                     \
     do {                                                                                            \
         cudaError_t perf_e_ = (call);                                                               \
-        if (perf_e_ != cudaSuccess)                                                                 \
+        if (perf_e_ != cudaSuccess) {                                                               \
+            (void)cudaGetLastError(); /* drop a non-sticky error so later calls do not inherit it */ \
             return perf_fail(PERF_STATUS_DEVICE_ERROR, "%s: %s failed: %s (%s)", fn, #call,         \
                              cudaGetErrorString(perf_e_), cudaGetErrorName(perf_e_));               \
+        }                                                                                           \
     } while (0)
 
 #define PERF_CUBLAS_TRY(fn, call)                                                                   \
@@ -35,8 +37,15 @@ extern "C" {
 
 #define PERF_CUDA_LAUNCHED(fn) PERF_CUDA_TRY(fn, cudaGetLastError())
 
-/* Make the context's device current for this host thread (cheap when it already is). */
-#define PERF_CUDA_ENTER(fn, ctx) PERF_CUDA_TRY(fn, cudaSetDevice((ctx)->index))
+/* Make the context's device current for this host thread (cheap when it already is). A non-sticky
+ * error left by someone else (e.g. another library on this thread) is discarded first, so that
+ * PERF_CUDA_LAUNCHED after our launches reports only our own. Note: the context's device stays
+ * current afterwards (documented in perforated.h). */
+#define PERF_CUDA_ENTER(fn, ctx)                                                                    \
+    do {                                                                                            \
+        (void)cudaGetLastError();                                                                   \
+        PERF_CUDA_TRY(fn, cudaSetDevice((ctx)->index));                                             \
+    } while (0)
 
 enum { PERF_THREADS = 256, PERF_MAX_BLOCKS = 65535 * 16 };
 
