@@ -147,6 +147,15 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
     else:
         lines += ["Not measured: results/nin_accuracy.json is missing (run `python -m bench.nin_accuracy` "
                   "after training NIN)."]
+    masks_file = out / "mask_comparison.json"
+    if masks_file.is_file():
+        import json
+
+        from bench.mask_comparison import ranking
+
+        masks = json.loads(masks_file.read_text())
+        lines += ["", "## NIN mask comparison (results/mask_comparison.md, before fine-tuning)", ""] + \
+                 [f"- {line}" for line in ranking(masks)] + ["", "![mask comparison](plots/mask_comparison.png)"]
     lines += ["", "## Whole-network dense peers (same run)", ""]
     header, rows = peer_table(raw)
     lines += _md(header, rows)

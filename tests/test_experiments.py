@@ -142,9 +142,12 @@ def test_tables_report_only_adds_the_nin_accuracy_section(tmp_path):
                finetune=dict(epochs=1, images_per_epoch=50000, lr=0.005))
     (tmp_path / "nin_accuracy.json").write_text(json.dumps(
         {"metadata": meta, "dense_error": 15.0, "test_images": 10000, "rows": [row], "note": "n"}))
+    masks = [dict(scope="conv2", kind=k, nominal_rate=0.5, top1_error=e) for k, e in (("impact", 1), ("grid", 2), ("uniform", 3))]
+    (tmp_path / "mask_comparison.json").write_text(json.dumps({"rows": masks}))
     tables.main(["--report-only", "--out", str(tmp_path)])
     text = (tmp_path / "tables.md").read_text()
     assert "| impact | 2x | 0.500 | 1.80 |" in text and "15.00%" in text
+    assert "- conv2: impact <= grid <= uniform at 1 of 1 rates" in text
     with pytest.raises(SystemExit):
         tables.main(["--report-only", "--out", str(tmp_path / "empty")])
 
