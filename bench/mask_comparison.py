@@ -9,8 +9,8 @@ same rate on conv1, conv2 and conv3). Impact maps come from the dense network ov
     python -m bench.mask_comparison [--weights results/models/nin_cifar10.npz] [--images 2000]
 
 writes results/mask_comparison.{json,csv,md} and results/plots/mask_comparison.png. Errors are
-measured on the first ``--images`` test images (the same images for every row, so differences
-between rows are paired); speedups are whole-network forward times at batch 128, original /
+measured on ``--images`` test images (a seeded random subset, the same for every row, so
+differences between rows are paired); speedups are whole-network forward times at batch 128, original /
 modified, timed in alternating rounds on this machine.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import perforated
 from bench import measure
 from bench.paths import RESULTS
-from perforated.data import Preprocess, Split, load_dataset, preprocess_for, training_subsets
+from perforated.data import Split, load_dataset, preprocess_for, training_subsets
 from perforated.impact import estimate_impact
 from perforated.model import Model
 from perforated.networks import NETWORKS, perforable_layers
@@ -105,7 +105,8 @@ def run(weights: Path, data: Optional[str], images: int, impact_images: int, rou
         raise ValueError("mask_comparison: the resize baseline needs per-channel normalisation, "
                          "these weights were trained with ZCA")
     test = splits["test"]
-    test = Split(test.images[:images], test.labels[:images], test.classes)
+    # a seeded random subset: the image-folder layout stores the test split sorted by class
+    test = test.subset(min(images, len(test)), seed=1)
     measure.progress(f"impact maps over {impact_images} training images")
     [(ix, iy)] = training_subsets(data, weights, [impact_images], seed=0)
     dense = Model("nin", eval_batch, weights=weights)
@@ -169,7 +170,7 @@ def write(raw: dict, out: Path) -> None:
              f"Command: `{m['command']}`  ", f"Date: {m['date']}  ",
              f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs; {m['threads']} threads  ",
              f"OpenBLAS: {m.get('openblas_config', 'n/a')}  ",
-             f"Weights: {m['weights']}; errors on the first {m['images']} test images; impact from "
+             f"Weights: {m['weights']}; errors on {m['images']} test images (seeded random subset); impact from "
              f"{m['impact_images']} training images; speedup = whole-network forward time at batch 128, "
              f"median of {m['rounds']} alternating rounds.  ",
              f"Original network: top-1 error {raw['dense']['top1_error']:.2f}% on these images.", "",
