@@ -86,3 +86,17 @@ def test_until_stops_at_the_speedup_and_pooling_kind_works(setup):
     before = s.step
     s.run(50, until=1.3)  # already there: nothing more to do
     assert s.step == before
+
+
+def test_write_report(setup):
+    from perforated.greedy import write_report
+
+    s = search(setup, "report")
+    s.run(2)
+    s.pick((1.01,))
+    path = s.out / "report.md"
+    write_report(s.out, path, "cmd")
+    text = path.read_text()
+    assert "Command: `cmd`" in text and text.count("| uniform |") == 2 and "- 1.01x: step" in text
+    with pytest.raises(ValueError, match="no step_"):
+        write_report(s.out / "nothing", path)

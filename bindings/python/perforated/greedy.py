@@ -198,6 +198,30 @@ class GreedySearch:
         return picked
 
 
+def write_report(folder: Path, path: Path, command: str = "") -> None:
+    """A Markdown table of a search's saved steps (layer, rate, NLL, speedup, cost) and its picked plans."""
+    folder = Path(folder)
+    steps = [json.loads(p.read_text()) for p in sorted(folder.glob("step_*.json"))]
+    if not steps:
+        raise ValueError(f"write_report: no step_*.json in {folder}")
+    lines = [f"# Greedy perforation search: {folder.name}", ""]
+    if command:
+        lines += [f"Command: `{command}`  "]
+    lines += [f"Original network: NLL {steps[0]['L0']:.4f}, forward {steps[0]['t0'] * 1e3:.1f} ms "
+              f"(timer: {steps[0]['timer']}).", "",
+              "| step | layer | rate | mask | NLL | speedup | cost |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['step']} | {r['layer']} | {r['rate']:.3f} | {r['kind']} | {r['loss']:.4f} | {r['speedup']:.2f} "
+              f"| {r['cost']:.3g} |" for r in steps]
+    picked = sorted(folder.glob("plan_*x.json"), key=lambda p: float(p.stem[5:-1]))
+    if picked:
+        lines += ["", "Picked (first step reaching each speedup):", ""]
+        for p in picked:
+            plan = json.loads(p.read_text())
+            rates = ", ".join(f"{n} {spec['rate']:.3f}" for n, spec in sorted(plan["layers"].items()))
+            lines.append(f"- {p.stem[5:]}: step {plan['step']}, speedup {plan['speedup']:.2f}, NLL {plan['nll']:.4f}: {rates}")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
 def main(argv=None) -> None:
     import argparse
 
@@ -217,6 +241,7 @@ def main(argv=None) -> None:
     parser.add_argument("--until", type=float, default=None,
                         help="stop once a step reaches this speedup (e.g. 4: enough for the 2x/3x/4x plans)")
     parser.add_argument("--eval-batch", type=int, default=100)
+    parser.add_argument("--report", default=None, help="also write a Markdown summary of the steps here")
     args = parser.parse_args(argv)
     (ev_x, ev_y), (im_x, im_y) = D.training_subsets(args.data, args.weights,
                                                      [args.eval_images, args.impact_images], seed=0)
@@ -226,6 +251,8 @@ def main(argv=None) -> None:
     search.run(args.steps, until=args.until)
     for target, path in search.pick().items():
         print(f"{target:g}x: {path}")
+    if args.report:
+        write_report(search.out, Path(args.report), "python -m perforated.greedy " + " ".join(argv or sys.argv[1:]))
 
 
 if __name__ == "__main__":
