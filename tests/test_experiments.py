@@ -95,6 +95,11 @@ def test_ranking_counts_rates(rng):
     assert lines[-1] == f"network: impact <= grid <= uniform at {len(mc.RATES)} of {len(mc.RATES)} rates"
 
 
+def run_dir_of(tmp_path):
+    [run_dir] = (tmp_path / "runs").iterdir()  # one folder per weights file
+    return run_dir
+
+
 def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
     make_batches(tmp_path / "cifar-10-batches-py", rng, n_train=24, n_test=6)
     weights = tmp_path / "w.npz"
@@ -115,9 +120,12 @@ def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
         assert r["speedup"] > 0 and r["mult_reduction"] > 1.1 and r["mem_reduction"] > 1
         assert r["error_increase"] == pytest.approx(r["error"] - raw["dense_error"])
         assert r["tuned_error_increase"] == pytest.approx(r["tuned_error"] - raw["dense_error"])
+        assert r["tuned_error_increase_vs_tuned_dense"] == pytest.approx(r["tuned_error"] - raw["dense_tuned_error"])
+    assert (run_dir_of(tmp_path) / "dense" / "checkpoint.npz").is_file()  # the control was fine-tuned too
+    assert raw["rows"][0]["rates"]["conv3"] > 0 and raw["rows"][1]["rates"] == {"conv1": 0.0, "conv2": 0.5, "conv3": 0.0}
     assert {p.name for p in (tmp_path / "out" / "plans").iterdir()} == {"nin_grid_2x.json", "nin_greedy_2x.json"}
     # a second run reuses the finished rows (no fine-tuning again: the run folders are untouched)
-    [run_dir] = (tmp_path / "runs").iterdir()  # one folder per weights file
+    run_dir = run_dir_of(tmp_path)
     stamp = (run_dir / "grid_2x" / "checkpoint.npz").stat().st_mtime_ns
     na.main(argv)
     assert (run_dir / "grid_2x" / "checkpoint.npz").stat().st_mtime_ns == stamp
