@@ -26,6 +26,7 @@ import numpy as np
 import perforated
 from bench import measure
 from bench.paths import RESULTS
+from bench.report import _csv, _md
 from perforated.data import Split, load_dataset, preprocess_for, training_subsets
 from perforated.impact import estimate_impact
 from perforated.model import Model
@@ -161,10 +162,7 @@ def write(raw: dict, out: Path) -> None:
     header = ["scope", "kind", "rate", "mult. red.", "speedup (measured)", "top-1 error", "error+"]
     rows = [[r["scope"], r["kind"], f"{r['rate']:.3f}", f"{r['mult_reduction']:.2f}", f"{r['speedup']:.2f}",
              f"{r['top1_error']:.2f}%", f"{r['error_increase']:+.2f}"] for r in raw["rows"]]
-    import csv
-
-    with open(out / "mask_comparison.csv", "w", newline="") as f:
-        csv.writer(f).writerows([header] + rows)
+    _csv(out / "mask_comparison.csv", header, rows)
     m = raw["metadata"]
     lines = ["# Mask comparison: NIN on CIFAR-10, no fine-tuning", "",
              f"Command: `{m['command']}`  ", f"Date: {m['date']}  ",
@@ -175,8 +173,7 @@ def write(raw: dict, out: Path) -> None:
              f"median of {m['rounds']} alternating rounds.  ",
              f"Original network: top-1 error {raw['dense']['top1_error']:.2f}% on these images.", "",
              "## Ranking (paper: impact <= grid <= uniform)", ""] + [f"- {l}" for l in ranking(raw)] + \
-            ["", "## All rows", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
-            ["| " + " | ".join(r) + " |" for r in rows] + \
+            ["", "## All rows", ""] + _md(header, rows) + \
             ["", "Not built: the fractional-stride baseline (grid positions, no interpolation).", ""]
     (out / "mask_comparison.md").write_text("\n".join(lines))
     plot(raw, out / "plots" / "mask_comparison.png")

@@ -28,6 +28,7 @@ import numpy as np
 import perforated
 from bench import measure
 from bench.paths import RESULTS
+from bench.report import _md
 from bench.tables import interleaved_times, rate_for_reduction
 from perforated.data import load_dataset, preprocess_for, training_subsets
 from perforated.files import write_json_atomic
@@ -198,8 +199,7 @@ def markdown(raw: dict) -> List[str]:
             "Original network fine-tuned alike (the control: it is under-trained, so extra training helps it "
             "too): " + (f"{raw['dense_tuned_error']:.2f}%." if raw.get("dense_tuned_error") is not None
                         else "not measured."), "",
-            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
-           ["| " + " | ".join(r) + " |" for r in rows] + ["", raw["note"]]
+           ] + _md(header, rows) + ["", raw["note"]]
 
 
 def main(argv=None) -> None:
