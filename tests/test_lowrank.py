@@ -137,6 +137,52 @@ def test_plan_json_round_trip(tmp_path):
         LR.LowRankPlan("nin", {"cccp1": {"rank": 3, "method": "spatial"}})
 
 
+@pytest.mark.parametrize("shape", CONVS)
+def test_asymmetric_channel_fit_corrects_a_distorted_input(rng, shape):
+    """The asymmetric fit gets closer to the original responses from a distorted input's responses: at
+    every rank no worse on its samples than the symmetric fit (one of the rank-K maps the reduced-rank
+    regression minimises over), and clearly better at full rank (where the symmetric fit is the
+    identity and corrects nothing)."""
+    n, c, kh, kw, s, pad, g = shape
+    x = rng.standard_normal((2, c, 13, 17)).astype(np.float32)
+    w = rng.standard_normal((n, c // g, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    mix = np.eye(c, dtype=np.float32) + 0.3 * rng.standard_normal((c, c)).astype(np.float32)
+    x_hat = np.einsum("dc,nchw->ndhw", mix, x).astype(np.float32)  # what earlier approximated layers give
+    y = P.conv2d(x, w, b, stride=s, pad=pad, groups=g)
+    y_hat = P.conv2d(x_hat, w, b, stride=s, pad=pad, groups=g)
+    flat = lambda t: t.transpose(0, 2, 3, 1).reshape(-1, n)
+
+    def error(k, approx_responses):
+        wa, ba, wb, bb = LR.channel_decompose(w, b, k, flat(y), g, approx_responses)
+        z = P.conv2d(x_hat, wa, ba, stride=s, pad=pad, groups=g)
+        return _rel(P.conv2d(z, wb, bb, groups=g), y)
+
+    for k in range(1, n // g + 1):
+        assert error(k, flat(y_hat)) <= error(k, None) + 1e-5
+    assert error(n // g, flat(y_hat)) < 0.9 * error(n // g, None)
+    with pytest.raises(ValueError, match="approx_responses must have the shape"):
+        LR.channel_decompose(w, b, 1, flat(y), g, flat(y_hat)[:-1])
+
+
+def test_asymmetric_decompose_fits_later_layers_to_the_original(rng):
+    """In sequence: the first decomposed layer sees the original input (the same fit either way); the
+    next one is fitted on the responses of the network decomposed so far, and ends closer to the
+    original network's responses on the fitting images."""
+    weights = LR.network_weights("nin", seed=5)
+    rows, info = NETWORKS["nin"]["layers"](), NETWORKS["nin"]
+    layers = {"conv2": {"rank": 24, "method": "channel"}, "conv3": {"rank": 24, "method": "channel"}}
+    x = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    fits = {asym: LR.decompose(rows, weights, layers, info["input"], info["classes"], x, asymmetric=asym)
+            for asym in (True, False)}
+    assert np.array_equal(fits[True][1]["conv2_a"]["weight"], fits[False][1]["conv2_a"]["weight"])
+    assert not np.allclose(fits[True][1]["conv3_a"]["weight"], fits[False][1]["conv3_a"]["weight"])
+    ref = LR.layer_responses(rows, weights, info["input"], info["classes"], ["cccp5"], x)["cccp5"]
+    err = {asym: _rel(LR.layer_responses(r, w, info["input"], info["classes"], ["cccp5"], x)["cccp5"], ref)
+           for asym, (r, w) in fits.items()}
+    assert err[True] < err[False]
+
+
 @pytest.mark.parametrize("method", ["spatial", "channel"])
 def test_decomposed_perforated_nin_runs_and_counts(rng, method):
     weights = LR.network_weights("nin", seed=3)

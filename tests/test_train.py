@@ -297,3 +297,33 @@ def test_mid_epoch_checkpoint_resumes_exactly(tmp_path, rng):
     assert "resumed from" in (tmp_path / "b" / "train.log").read_text()
     with pytest.raises(ValueError, match="checkpoint_every must be >= 0"):
         tr.TrainConfig(checkpoint_every=-1).check()
+
+
+def test_finetune_lowrank_network_and_evaluate(tmp_path, rng):
+    """A decomposed (and perforated) NIN fine-tunes from its decomposed weights, changes only through
+    training, and evaluates with the same plan; wrong combinations fail with the argument named."""
+    from perforated import lowrank as LR
+
+    splits = _tiny_nin_splits(rng)
+    plan = LR.LowRankPlan("nin", {"conv2": {"rank": 16, "method": "channel", "rate": 0.5},
+                                  "conv3": {"rank": 30, "method": "spatial"}})
+    plan_path, w_path = tmp_path / "plan.json", tmp_path / "decomposed.npz"
+    plan.save(plan_path)
+    _, weights = LR.apply_plan(plan, 2, LR.network_weights("nin", seed=2))
+    LR.save_weights(weights, w_path)
+    cfg = tr.TrainConfig(network="nin", epochs=1, batch=4, lr=0.01, seed=1, lowrank=str(plan_path),
+                         weights=str(w_path), augment=False)
+    out = tr.train(cfg, tmp_path / "run", splits=splits, stream=None)
+    model = out["model"]
+    assert {"conv2_a", "conv2_b", "conv3_v", "conv3_h"} <= set(model.params) and "conv2_a" in model.masks
+    moved = np.abs(model.params["conv2_a"]["weight"] - weights["conv2_a"]["weight"]).max()
+    assert 0 < moved < 1  # trained from the decomposed weights, not from a fresh draw
+    r = ev.evaluate("nin", tmp_path / "run" / "weights.npz", splits=splits, lowrank=str(plan_path), batch=4)
+    assert r["images"] == 4 and 0 <= r["top1_error"] <= 100
+    assert r["top1_error"] == pytest.approx(out["history"][-1]["test_top1_error"])
+    with pytest.raises(ValueError, match="plan or lowrank"):
+        tr.TrainConfig(plan="p.json", lowrank=str(plan_path)).check()
+    with pytest.raises(ValueError, match="missing conv2_a/weight"):  # the original weights do not fit
+        tr.build_model("nin", 2, lowrank=str(plan_path), weights=LR.network_weights("nin"))
+    with pytest.raises(ValueError, match="is for 'nin', not network 'alexnet'"):
+        tr.build_model("alexnet", 2, lowrank=str(plan_path))

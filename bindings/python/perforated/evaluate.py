@@ -1,6 +1,7 @@
 """Top-1 / top-5 error of saved weights on a split (the test set by default).
 
-``python -m perforated.evaluate --network nin --weights W.npz [--data ...] [--plan plan.json]`` prints
+``python -m perforated.evaluate --network nin --weights W.npz [--data ...] [--plan plan.json | --lowrank
+plan.json]`` prints
 ``top-1 error: X%`` and ``top-5 error: Y%``. The input normalisation is the one stored in the weights
 file (``_preprocess``, written by ``perforated.train``); weights without it are normalised with the
 training set's per-channel mean and standard deviation.
@@ -13,13 +14,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .data import Preprocess, Split, default_data_path, load_dataset
-from .model import Model
-from .train import evaluate_split, read_preprocess
+from .train import build_model, evaluate_split, read_preprocess
 
 
 def evaluate(network: str, weights, data=None, plan=None, split: str = "test", batch: int = 100,
              subset: Optional[int] = None, splits: Optional[Dict[str, Split]] = None,
-             threads: Optional[int] = None) -> Dict[str, float]:
+             threads: Optional[int] = None, lowrank=None) -> Dict[str, float]:
     """Top-1 / top-5 error (%), mean loss and image count of ``weights`` on ``split``."""
     if not Path(weights).is_file():
         raise FileNotFoundError(f"evaluate: no weights file at {weights}")
@@ -41,7 +41,7 @@ def evaluate(network: str, weights, data=None, plan=None, split: str = "test", b
     target = splits[split]
     if subset:
         target = target.subset(min(subset, len(target)), seed=1)
-    model = Model(network, batch, plan=plan, weights=weights)
+    model = build_model(network, batch, plan, lowrank, weights)
     return evaluate_split(model, target, preprocess)
 
 
@@ -51,12 +51,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--weights", required=True)
     p.add_argument("--data", default=None, help=f"dataset (default: {default_data_path()})")
     p.add_argument("--plan", default=None, help="perforation plan JSON")
+    p.add_argument("--lowrank", default=None, help="low-rank plan JSON (the weights are the decomposed network's)")
     p.add_argument("--split", default="test")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--subset", type=int, default=None, help="evaluate on this many (seeded) images")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
-    r = evaluate(a.network, a.weights, a.data, a.plan, a.split, a.batch, a.subset, threads=a.threads)
+    r = evaluate(a.network, a.weights, a.data, a.plan, a.split, a.batch, a.subset, threads=a.threads,
+                 lowrank=a.lowrank)
     print(f"images: {r['images']} ({a.split})")
     print(f"top-1 error: {r['top1_error']:.2f}%")
     print(f"top-5 error: {r['top5_error']:.2f}%")

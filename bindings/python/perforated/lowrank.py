@@ -14,8 +14,13 @@ Three decompositions, each turning one layer into two cheaper ones:
   conv with ``N`` filters, fitted to the layer's responses ``y`` (before ReLU) on images (real data,
   or random images): ``P`` = the top-K principal directions of ``y`` (per group), the ``k x k`` part
   is ``P^T W`` with bias ``P^T b``, the 1x1 part is ``P`` with bias ``mean(y) - P P^T mean(y)``, so
-  ``y ~ P P^T (y - mean) + mean`` (the linear, symmetric version of Zhang et al.; the asymmetric and
-  nonlinear refinements are not implemented).
+  ``y ~ P P^T (y - mean) + mean`` (the linear, symmetric version of Zhang et al.). **Asymmetric**
+  (Zhang et al. §3.3, the default when layers are decomposed in sequence): the layer's input comes
+  from the already decomposed layers before it, so its responses are ``y_hat`` rather than ``y``; the
+  fit is the rank-K reduced-rank regression of the original ``y`` on ``y_hat`` (``M = P Q``: ``Q`` the
+  least-squares map projected on ``P``, the top-K directions of the fitted values), which stops the
+  approximation errors of consecutive layers from adding up. The nonlinear refinement (through the
+  ReLU) is not implemented.
 
 **Rank selection** (Zhang et al., as accnn's ``rank_selection.py`` but greedy and with each layer's own
 kernel and channels, Quirk Q7): each layer has a PCA energy spectrum (eigenvalues of its response
@@ -46,6 +51,7 @@ import ctypes
 import json
 import math
 import sys
+import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -205,10 +211,33 @@ def channel_spectrum(weight: np.ndarray, groups: int = 1, responses: Optional[np
     return out
 
 
+def _reduced_rank_map(y: np.ndarray, y_hat: Optional[np.ndarray], rank: int
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(P, Q, mean_y, mean_y_hat)`` with ``y - mean_y ~ P Q (y_hat - mean_y_hat)``, ``P`` (N x K)
+    orthonormal: the rank-K reduced-rank regression of ``y`` on ``y_hat`` (``samples x N`` each).
+    Without ``y_hat`` (symmetric): ``Q = P^T``, ``P`` the top-K principal directions of ``y``."""
+    mean = y.mean(axis=0)
+    yc = y - mean
+    if y_hat is None:
+        p = np.linalg.eigh(yc.T @ yc)[1][:, ::-1][:, :rank]
+        return p, p.T, mean, mean
+    mean_hat = y_hat.mean(axis=0)
+    xc = y_hat - mean_hat
+    gram = xc.T @ xc
+    ridge = 1e-6 * max(float(np.trace(gram)) / len(gram), 1e-30)  # dead channels make gram singular
+    m_full = np.linalg.solve(gram + ridge * np.eye(len(gram)), xc.T @ yc).T  # least squares: y ~ M y_hat
+    fitted = xc @ m_full.T
+    p = np.linalg.eigh(fitted.T @ fitted)[1][:, ::-1][:, :rank]
+    return p, p.T @ m_full, mean, mean_hat
+
+
 def channel_decompose(weight: np.ndarray, bias: np.ndarray, rank: int, responses: np.ndarray,
-                      groups: int = 1) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                      groups: int = 1, approx_responses: Optional[np.ndarray] = None
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(N, C/g, kh, kw)`` -> ``k x k`` part ``(g*K, C/g, kh, kw)`` and 1x1 part ``(N, K, 1, 1)``
-    fitted to ``responses`` (``samples x N``: the layer's outputs before ReLU). Returns
+    fitted to ``responses`` (``samples x N``: the layer's outputs before ReLU). ``approx_responses``
+    (same shape and positions): the layer's outputs, with its original weights, on the input that the
+    already decomposed layers before it give; then the fit is asymmetric (module docstring). Returns
     ``(wa, ba, wb, bb)`` float32."""
     fn = "channel_decompose"
     weight = np.asarray(weight)
@@ -218,21 +247,24 @@ def channel_decompose(weight: np.ndarray, bias: np.ndarray, rank: int, responses
     responses = np.asarray(responses, np.float64)
     if responses.ndim != 2 or responses.shape[1] != n:
         raise ValueError(f"{fn}: responses must be (samples, {n}), got shape {responses.shape}")
+    if approx_responses is not None:
+        approx_responses = np.asarray(approx_responses, np.float64)
+        if approx_responses.shape != responses.shape:
+            raise ValueError(f"{fn}: approx_responses must have the shape of responses {responses.shape}, "
+                             f"got {approx_responses.shape}")
     ng = n // groups if groups >= 1 and n % groups == 0 else n
     if not isinstance(rank, (int, np.integer)) or not 1 <= rank <= ng:
         raise ValueError(f"{fn}: rank must be an int in [1, {ng}] (filters per group), got {rank!r}")
     was, bas, wbs, bbs = [], [], [], []
     for g, wg in enumerate(_groups_split(np.asarray(weight, np.float64), groups, fn)):
-        yg = responses[:, g * ng:(g + 1) * ng]
-        mean = yg.mean(axis=0)
-        yc = yg - mean
-        _, vecs = np.linalg.eigh(yc.T @ yc)
-        p = vecs[:, ::-1][:, :rank]                      # (N/g, K): top-K principal directions
-        bg = np.asarray(bias, np.float64)[g * ng:(g + 1) * ng]
-        was.append(np.tensordot(p.T, wg, axes=1))        # P^T W: (K, C/g, kh, kw)
-        bas.append(p.T @ bg)
+        cols = slice(g * ng, (g + 1) * ng)
+        p, q, mean, mean_hat = _reduced_rank_map(
+            responses[:, cols], None if approx_responses is None else approx_responses[:, cols], rank)
+        bg = np.asarray(bias, np.float64)[cols]
+        was.append(np.tensordot(q, wg, axes=1))          # Q W: (K, C/g, kh, kw)
+        bas.append(q @ bg)
         wbs.append(p.reshape(ng, rank, 1, 1))
-        bbs.append(mean - p @ (p.T @ mean))
+        bbs.append(mean - p @ (q @ mean_hat))
     f32 = lambda parts: np.ascontiguousarray(np.concatenate(parts), np.float32)
     return f32(was), f32(bas), f32(wbs), f32(bbs)
 
@@ -442,11 +474,13 @@ def layer_responses(rows: Sequence[Row], weights: Weights, input_shape, classes:
     images = np.ascontiguousarray(images, np.float32)
     model = Model(list(rows), images.shape[0], weights=weights, input_shape=input_shape, classes=classes)
     model.forward(images)
-    rng = np.random.default_rng(seed)
     out = {}
     for step in model.steps:
         if step.name not in names:
             continue
+        # positions drawn per layer name: the same ones whichever other layers are asked for, so the
+        # responses of one layer in the original and in a partly decomposed network pair up
+        rng = np.random.default_rng([seed, zlib.crc32(step.name.encode())])
         w = weights[step.name]
         if step.kind == "conv":
             buf = np.empty(step._y_view.shape, np.float32)
@@ -588,20 +622,22 @@ def plan_for_ratio(network: str, ratio: float, method: str = "spatial", weights:
 
 @_one_blas_thread
 def decompose(rows: Sequence[Row], weights: Weights, layers: Dict[str, dict], input_shape, classes: int,
-              images: Optional[np.ndarray] = None, fit_batch: int = 4, seed: int = 0
-              ) -> Tuple[List[Row], Weights]:
+              images: Optional[np.ndarray] = None, fit_batch: int = 4, seed: int = 0,
+              asymmetric: bool = True) -> Tuple[List[Row], Weights]:
     """Rewrite ``rows`` and ``weights`` by the plan's ``layers`` (ranks; rates are ignored here).
-    Channel decompositions are fitted on ``images``, or on ``fit_batch`` random normal images."""
+    Channel decompositions are fitted on ``images``, or on ``fit_batch`` random normal images; in
+    network order and, when ``asymmetric``, each on the responses of the network decomposed so far."""
     new_rows, parts, _ = rewrite_rows(rows, layers)
     rowmap = _row_map(rows)
-    channel = [n for n, s in layers.items() if s.get("rank") is not None and s["method"] == "channel"]
+    order = [name for _, name, _ in rows if name in parts]
+    channel = [n for n in order if layers[n]["method"] == "channel"]
     responses = {}
     if channel:
         if images is None:
             images = np.random.default_rng(seed).standard_normal((fit_batch,) + tuple(input_shape), np.float32)
         responses = layer_responses(rows, weights, input_shape, classes, channel, images, seed=seed)
     new = {n: w for n, w in weights.items() if n not in parts}
-    for n, (a, b) in parts.items():
+    for i, n in enumerate(order):
         spec, (kind, p) = layers[n], rowmap[n]
         w, bias, g = weights[n]["weight"], weights[n]["bias"], p.get("groups", 1)
         if spec["method"] == "svd":
@@ -609,7 +645,14 @@ def decompose(rows: Sequence[Row], weights: Weights, layers: Dict[str, dict], in
         elif spec["method"] == "spatial":
             wa, ba, wb, bb = spatial_decompose(w, bias, spec["rank"], g)
         else:
-            wa, ba, wb, bb = channel_decompose(w, bias, spec["rank"], responses[n], g)
+            approx = None
+            if asymmetric and i > 0:  # the input differs from the original's once a layer before is cut
+                done = {m: layers[m] for m in order[:i]}
+                partial_rows, _, _ = rewrite_rows(rows, done)
+                partial_w = dict(new, **{m: weights[m] for m in weights if m not in new and m not in done})
+                approx = layer_responses(partial_rows, partial_w, input_shape, classes, [n], images, seed=seed)[n]
+            wa, ba, wb, bb = channel_decompose(w, bias, spec["rank"], responses[n], g, approx)
+        a, b = parts[n]
         new[a], new[b] = {"weight": wa, "bias": ba}, {"weight": wb, "bias": bb}
     return new_rows, new
 
@@ -634,15 +677,25 @@ def _make_mask(rows: Sequence[Row], name: str, spec: dict, size: Tuple[int, int]
     return make_mask(spec["kind"], size, spec["rate"], spec["seed"])
 
 
+def plan_model(plan: LowRankPlan, batch: int, weights=None, seed: int = 0) -> Model:
+    """The model of a plan's rewritten network (with its masks) at ``batch``, holding ``weights``
+    already decomposed (a dict or an .npz of the rewritten layers' names; random when None): to
+    fine-tune or evaluate a decomposed network without fitting it again."""
+    rows, _, _ = rewrite_rows(plan.rows, plan.layers)
+    masks = build_masks(rows, plan.layers, plan.input_shape)
+    return Model(rows, batch, masks=masks, weights=weights, seed=seed, input_shape=plan.input_shape,
+                 classes=NETWORKS[plan.network]["classes"])
+
+
 def apply_plan(plan: LowRankPlan, batch: int, weights: Optional[Weights] = None,
-               images: Optional[np.ndarray] = None, seed: int = 0) -> Tuple[Model, Weights]:
+               images: Optional[np.ndarray] = None, seed: int = 0, asymmetric: bool = True
+               ) -> Tuple[Model, Weights]:
     """The decomposed (and perforated) model of a plan at ``batch``, and its weights."""
     info = NETWORKS[plan.network]
     weights = weights if weights is not None else network_weights(plan.network)
-    rows, new_w = decompose(plan.rows, weights, plan.layers, plan.input_shape, info["classes"], images, seed=seed)
-    masks = build_masks(rows, plan.layers, plan.input_shape)
-    model = Model(rows, batch, masks=masks, weights=new_w, input_shape=plan.input_shape, classes=info["classes"])
-    return model, new_w
+    _, new_w = decompose(plan.rows, weights, plan.layers, plan.input_shape, info["classes"], images, seed=seed,
+                         asymmetric=asymmetric)
+    return plan_model(plan, batch, new_w), new_w
 
 
 def save_weights(weights: Weights, path) -> None:

@@ -64,6 +64,7 @@ class TrainConfig:
     zca_epsilon: float = 0.1
     augment: bool = True
     plan: Optional[str] = None
+    lowrank: Optional[str] = None
     weights: Optional[str] = None
     progress: int = 20
     threads: Optional[int] = None
@@ -78,9 +79,30 @@ class TrainConfig:
         if self.checkpoint_every < 0:
             raise ValueError(f"TrainConfig: checkpoint_every must be >= 0 (0: only after each epoch), "
                              f"got {self.checkpoint_every}")
+        if self.plan and self.lowrank:
+            raise ValueError("TrainConfig: give plan or lowrank, not both (a low-rank plan holds its own "
+                             "perforation rates)")
         if self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ValueError(f"TrainConfig: need lr > 0, 0 <= momentum < 1, weight_decay >= 0; got "
                              f"{self.lr}, {self.momentum}, {self.weight_decay}")
+
+
+def build_model(network: str, batch: int, plan: Optional[str] = None, lowrank: Optional[str] = None,
+                weights=None, seed: int = 0) -> Model:
+    """The network to train or evaluate: named, perforated by ``plan`` (a PerforationPlan JSON), or
+    rewritten by ``lowrank`` (a LowRankPlan JSON: decomposed layers and their masks; its ``weights``
+    are the decomposed network's, e.g. from ``python -m perforated.lowrank --save-weights``)."""
+    if not lowrank:
+        return Model(network, batch, plan=plan, weights=weights, seed=seed)
+    from .lowrank import LowRankPlan, plan_model
+
+    if plan:
+        raise ValueError("build_model: give plan or lowrank, not both (a low-rank plan holds its own rates)")
+    lr_plan = LowRankPlan.load(lowrank)
+    if lr_plan.network != network:
+        raise ValueError(f"build_model: the low-rank plan {lowrank} is for {lr_plan.network!r}, "
+                         f"not network {network!r}")
+    return plan_model(lr_plan, batch, weights, seed=seed)
 
 
 def learning_rate(cfg: TrainConfig, epoch: float) -> float:
@@ -274,7 +296,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     else:
         preprocess = Preprocess.fit(train_split, cfg.normalize, cfg.zca_epsilon)
 
-    model = Model(cfg.network, cfg.batch, plan=cfg.plan, weights=None, seed=cfg.seed)
+    model = build_model(cfg.network, cfg.batch, cfg.plan, cfg.lowrank, seed=cfg.seed)
     if cfg.weights and state is None:
         model.load_weights(cfg.weights)
     elif state is None:
@@ -301,9 +323,9 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     nb = num_batches(len(train_split), cfg.batch, last)
     log(f"training {cfg.network} on {len(train_split)} images ({nb} batches of {cfg.batch}/epoch), "
         f"epochs {start_epoch + 1}..{cfg.epochs}, preprocess {cfg.normalize}, augment {cfg.augment}"
-        + (f", plan {cfg.plan}" if cfg.plan else ""))
+        + (f", plan {cfg.plan}" if cfg.plan else "") + (f", low-rank plan {cfg.lowrank}" if cfg.lowrank else ""))
     session_start, session_images = time.perf_counter(), 0
-    meta = {"network": cfg.network, "plan": cfg.plan, "config": dataclasses.asdict(cfg)}
+    meta = {"network": cfg.network, "plan": cfg.plan, "lowrank": cfg.lowrank, "config": dataclasses.asdict(cfg)}
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     batches_done = 0
     for epoch in range(start_epoch, end_epoch):
@@ -408,6 +430,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--zca-epsilon", type=float, default=d.zca_epsilon)
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--plan", default=None, help="perforation plan JSON (masks fixed while fine-tuning)")
+    p.add_argument("--lowrank", default=None, help="low-rank plan JSON (perforated.lowrank): fine-tune the "
+                   "decomposed network; --weights then holds its decomposed weights (--save-weights)")
     p.add_argument("--weights", default=None, help="initial weights .npz (e.g. to fine-tune)")
     p.add_argument("--progress", type=int, default=d.progress, help="a progress line every N batches")
     p.add_argument("--threads", type=int, default=None)
