@@ -374,8 +374,10 @@ PERF_API const perf_context *perf_pool_plan_context(const perf_pool_plan *plan);
 /* Context variants of the plan-less operations: the same arguments, semantics and statuses as the
  * functions above, preceded by a context. ctx NULL or CPU: the CPU function (host pointers). CUDA:
  * device pointers, enqueued on the context's stream. Notes for CUDA:
- * - interp: the mask stays on the host; its nearest map is uploaded on each call (stream-ordered
- *   cudaMallocAsync, freed after the kernel), so prefer conv plans with input masks in timed loops.
+ * - interp: the mask stays on the host; the context keeps device copies of the last 8 nearest maps it
+ *   used (matched by content, so a new mask at a freed mask's address is never confused with it) and
+ *   uploads a map only on a miss. Conv and pooling plans with input masks read compact tensors with
+ *   no interpolation at all; prefer them in timed loops.
  * - softmax_xent: labels are device memory; they are copied back and range-checked before the kernel
  *   runs (a synchronisation of the stream).
  * - dropout: the keep pattern is the same function of (seed, element index) as on the CPU, so CPU and

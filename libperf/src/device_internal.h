@@ -14,11 +14,15 @@
 
 #include "internal.h"
 
+struct perf_interp_cache; /* cuda/interp.cu */
+
 struct perf_context {
     perf_device device;
     int index;    /* CUDA device ordinal */
     void *stream; /* cudaStream_t */
     void *blas;   /* cublasHandle_t bound to stream */
+    int memory_pools; /* the device supports stream-ordered allocation (cudaMallocAsync) */
+    struct perf_interp_cache *interp_cache; /* device copies of recently used nearest maps */
 };
 
 static inline int perf_ctx_is_cuda(const perf_context *ctx) {
@@ -83,10 +87,11 @@ perf_status perf_cuda_softmax_xent_forward(const perf_context *ctx, int batch, i
 perf_status perf_cuda_softmax_xent_backward(const perf_context *ctx, int batch, int classes,
                                             const float *prob, const int32_t *labels, float scale,
                                             float *dlogits);
-perf_status perf_cuda_bias_forward(const perf_context *ctx, int batch, int channels, int spatial,
-                                   const float *bias, float *y);
-perf_status perf_cuda_bias_backward(const perf_context *ctx, int batch, int channels, int spatial,
-                                    const float *dy, float *dbias);
+/* bias: fn is the public entry point reported in errors (conv and fc call these for their bias). */
+perf_status perf_cuda_bias_forward(const perf_context *ctx, const char *fn, int batch, int channels,
+                                   int spatial, const float *bias, float *y);
+perf_status perf_cuda_bias_backward(const perf_context *ctx, const char *fn, int batch, int channels,
+                                    int spatial, const float *dy, float *dbias);
 
 /* cuda/fc.cu */
 perf_status perf_cuda_fc_forward(const perf_context *ctx, int batch, int in_features, int out_features,

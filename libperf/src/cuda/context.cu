@@ -1,7 +1,8 @@
 /*
  * cuda/context.cu - the CUDA side of a context: device count, a blocking stream (ordered with the
  * legacy default stream, which CuPy and most libraries use by default) with a cuBLAS handle bound to
- * it, synchronisation, device memory and stream-ordered copies.
+ * it and a cache of uploaded nearest maps (interp.cu), synchronisation, device memory and
+ * stream-ordered copies.
  */
 #include "cuda_internal.h"
 
@@ -32,12 +33,23 @@ perf_status perf_cuda_context_init(perf_context *ctx) {
     }
     ctx->stream = stream;
     ctx->blas = handle;
-    return PERF_STATUS_SUCCESS;
+    /* Memory pools (cudaMallocAsync) are missing on some devices and drivers (e.g. some vGPU and WSL
+     * setups): interp.cu then falls back to cudaMalloc / cudaFree. */
+    int pools = 0;
+    if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, ctx->index) != cudaSuccess) {
+        (void)cudaGetLastError();
+        pools = 0;
+    }
+    ctx->memory_pools = pools != 0;
+    perf_status st = perf_cuda_interp_cache_create(ctx);
+    if (st != PERF_STATUS_SUCCESS) perf_cuda_context_release(ctx);
+    return st;
 }
 
 void perf_cuda_context_release(perf_context *ctx) {
     if (cudaSetDevice(ctx->index) != cudaSuccess) return;
     cudaStreamSynchronize(perf_stream(ctx));
+    perf_cuda_interp_cache_release(ctx);
     if (ctx->blas) cublasDestroy(perf_blas(ctx));
     if (ctx->stream) cudaStreamDestroy(perf_stream(ctx));
     (void)cudaGetLastError();

@@ -49,6 +49,11 @@ extern "C" {
 
 enum { PERF_THREADS = 256, PERF_MAX_BLOCKS = 65535 * 16 };
 
+/* cuda/interp.cu: the context's cache of uploaded nearest maps (created by perf_cuda_context_init,
+ * released by perf_cuda_context_release after the stream is synchronised). */
+perf_status perf_cuda_interp_cache_create(perf_context *ctx);
+void perf_cuda_interp_cache_release(perf_context *ctx);
+
 static inline cudaStream_t perf_stream(const perf_context *ctx) { return (cudaStream_t)ctx->stream; }
 static inline cublasHandle_t perf_blas(const perf_context *ctx) { return (cublasHandle_t)ctx->blas; }
 
