@@ -187,11 +187,11 @@ PERF_CUDA_STUB(perf_cuda_softmax_xent_backward,
                ((void)c, (void)n, (void)k, (void)p, (void)lab, (void)s, (void)d,
                 "perf_softmax_xent_backward_ctx"))
 PERF_CUDA_STUB(perf_cuda_bias_forward,
-               (const perf_context *c, int n, int ch, int s, const float *b, float *y),
-               ((void)c, (void)n, (void)ch, (void)s, (void)b, (void)y, "perf_bias_forward_ctx"))
+               (const perf_context *c, const char *fn, int n, int ch, int s, const float *b, float *y),
+               ((void)c, (void)n, (void)ch, (void)s, (void)b, (void)y, fn))
 PERF_CUDA_STUB(perf_cuda_bias_backward,
-               (const perf_context *c, int n, int ch, int s, const float *dy, float *db),
-               ((void)c, (void)n, (void)ch, (void)s, (void)dy, (void)db, "perf_bias_backward_ctx"))
+               (const perf_context *c, const char *fn, int n, int ch, int s, const float *dy, float *db),
+               ((void)c, (void)n, (void)ch, (void)s, (void)dy, (void)db, fn))
 PERF_CUDA_STUB(perf_cuda_fc_forward,
                (const perf_context *c, int n, int i, int o, const float *x, const float *w, const float *b,
                 float *y),

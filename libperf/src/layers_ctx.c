@@ -186,7 +186,7 @@ perf_status perf_bias_forward_ctx(const perf_context *ctx, int batch, int channe
     PERF_CHECK(dims_check(fn, "batch*channels*spatial", (const char *const[3]){"batch", "channels", "spatial"}, batch, channels, spatial));
     PERF_CHECK_NOT_NULL(fn, bias);
     PERF_CHECK_NOT_NULL(fn, y);
-    return perf_cuda_bias_forward(ctx, batch, channels, spatial, bias, y);
+    return perf_cuda_bias_forward(ctx, fn, batch, channels, spatial, bias, y);
 }
 
 perf_status perf_bias_backward_ctx(const perf_context *ctx, int batch, int channels, int spatial,
@@ -196,5 +196,5 @@ perf_status perf_bias_backward_ctx(const perf_context *ctx, int batch, int chann
     PERF_CHECK(dims_check(fn, "batch*channels*spatial", (const char *const[3]){"batch", "channels", "spatial"}, batch, channels, spatial));
     PERF_CHECK_NOT_NULL(fn, dy);
     PERF_CHECK_NOT_NULL(fn, dbias);
-    return perf_cuda_bias_backward(ctx, batch, channels, spatial, dy, dbias);
+    return perf_cuda_bias_backward(ctx, fn, batch, channels, spatial, dy, dbias);
 }

@@ -163,7 +163,7 @@ perf_status perf_cuda_conv_backward_filter(const perf_conv_plan *p, const float 
     float *rows = ws, *gemm = ws + (size_t)chunk * K;
     const float one = 1.0f, zero = 0.0f;
     cudaStream_t s = perf_stream(p->ctx);
-    if (dbias) PERF_CHECK(perf_cuda_bias_backward(p->ctx, p->d.batch, cout, p->count, dy, dbias));
+    if (dbias) PERF_CHECK(perf_cuda_bias_backward(p->ctx, fn, p->d.batch, cout, p->count, dy, dbias));
     for (size_t r0 = 0; r0 < total; r0 += chunk) {
         const int n = (int)(total - r0 < (size_t)chunk ? total - r0 : (size_t)chunk);
         output_to_gemm_kernel<<<perf_blocks((size_t)n * cout), PERF_THREADS, 0, s>>>(G, dy, r0, n, gemm);

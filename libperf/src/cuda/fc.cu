@@ -17,7 +17,7 @@ perf_status perf_cuda_fc_forward(const perf_context *ctx, int batch, int in_feat
     const float one = 1.0f, zero = 0.0f;
     PERF_CUBLAS_TRY(fn, cublasSgemm(perf_blas(ctx), CUBLAS_OP_T, CUBLAS_OP_N, out_features, batch, in_features,
                                     &one, weight, in_features, x, in_features, &zero, y, out_features));
-    if (bias) PERF_CHECK(perf_cuda_bias_forward(ctx, batch, out_features, 1, bias, y));
+    if (bias) PERF_CHECK(perf_cuda_bias_forward(ctx, fn, batch, out_features, 1, bias, y));
     return PERF_STATUS_SUCCESS;
 }
 
@@ -33,6 +33,6 @@ perf_status perf_cuda_fc_backward(const perf_context *ctx, int batch, int in_fea
     if (dweight)
         PERF_CUBLAS_TRY(fn, cublasSgemm(perf_blas(ctx), CUBLAS_OP_N, CUBLAS_OP_T, in_features, out_features, batch,
                                         &one, x, in_features, dy, out_features, &zero, dweight, in_features));
-    if (dbias) PERF_CHECK(perf_cuda_bias_backward(ctx, batch, out_features, 1, dy, dbias));
+    if (dbias) PERF_CHECK(perf_cuda_bias_backward(ctx, fn, batch, out_features, 1, dy, dbias));
     return PERF_STATUS_SUCCESS;
 }

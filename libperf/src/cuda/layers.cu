@@ -228,15 +228,14 @@ perf_status perf_cuda_softmax_xent_backward(const perf_context *ctx, int batch, 
            dlogits);
 }
 
-perf_status perf_cuda_bias_forward(const perf_context *ctx, int batch, int channels, int spatial,
+perf_status perf_cuda_bias_forward(const perf_context *ctx, const char *fn, int batch, int channels, int spatial,
                                    const float *bias, float *y) {
     const size_t n = (size_t)batch * channels * spatial;
-    LAUNCH("perf_bias_forward_ctx", ctx, n, bias_forward_kernel, n, channels, (size_t)spatial, bias, y);
+    LAUNCH(fn, ctx, n, bias_forward_kernel, n, channels, (size_t)spatial, bias, y);
 }
 
-perf_status perf_cuda_bias_backward(const perf_context *ctx, int batch, int channels, int spatial,
+perf_status perf_cuda_bias_backward(const perf_context *ctx, const char *fn, int batch, int channels, int spatial,
                                     const float *dy, float *dbias) {
-    static const char fn[] = "perf_bias_backward_ctx";
     PERF_CUDA_ENTER(fn, ctx);
     channel_sum_kernel<<<channels, PERF_THREADS, 0, perf_stream(ctx)>>>(batch, channels, (size_t)spatial, dy,
                                                                         dbias);
