@@ -14,8 +14,10 @@ Each row gives the theoretical speedup, the measured CPU speedup (whole forward 
 network of the same run, random input) and the relative change of the logits against the dense network.
 Weights are random (He, seeded): there is no ImageNet here, so accuracy is not measured; the logits
 change only shows that the decomposition is not an identity. NIN accuracy columns read "not measured"
-unless trained weights exist at results/models/nin_cifar10.npz: then NIN's rows carry the top-1 error
-increase on CIFAR-10 test images (before fine-tuning).
+unless trained weights exist at results/models/nin_cifar10.npz: then NIN's plans are fitted on real
+training images, its rows carry the top-1 error increase on CIFAR-10 test images before and after
+fine-tuning (bench/lowrank_nin.py; resumable in runs/lowrank_nin/), and a summary says which method
+is fastest at equal error increase.
 Beside them: accnn's published VGG-16 figures and the paper's complementarity claim.
 Writes results/lowrank{_quick}.md, .csv and .json.
 """
@@ -26,12 +28,12 @@ import gc
 import json
 import math
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
 import perforated
-from bench import measure
+from bench import lowrank_nin, measure
 from bench.report import NOT_MEASURED, _csv, _md
 from bench.tables import rate_for_reduction
 from perforated import lowrank as LR
@@ -52,7 +54,8 @@ CLAIM = ("The paper (Figurnov et al. 2016) presents perforation as complementary
          "should be faster than either method alone at equal accuracy loss. Without ImageNet, VGG-16 and "
          "AlexNet rows test only the speed side (does a combined plan's measured speedup keep up with its "
          "theoretical one as well as each method alone?); NIN rows, with weights trained on CIFAR-10, also "
-         "give the error increase at each theoretical speedup (before fine-tuning).")
+         "give the error increase at each theoretical speedup, before and after fine-tuning, and which method "
+         "is fastest at equal error increase.")
 
 
 def _time(model: Model, x: np.ndarray, repeat: int) -> Dict[str, float]:
@@ -60,20 +63,10 @@ def _time(model: Model, x: np.ndarray, repeat: int) -> Dict[str, float]:
     return measure.time_call(model.forward, warmup=1, repeat=repeat)
 
 
-def nin_evaluator(images: int):
-    """Top-1 error (%) of a model on `images` CIFAR-10 test images (seeded subset), normalised as the trained
-    NIN weights expect (the same images for every plan, so differences between rows are paired)."""
-    from perforated.data import load_dataset, preprocess_for
-    from perforated.train import evaluate_split
-
-    splits = load_dataset()
-    preprocess = preprocess_for(NIN_WEIGHTS, splits["train"])
-    test = splits["test"].subset(min(images, len(splits["test"])), seed=1)  # the split is sorted by class
-    return lambda model: evaluate_split(model, test, preprocess)["top1_error"]
-
-
-def run_network(network: str, batch: int, repeat: int, weights, evaluate=None) -> Dict[str, object]:
-    """evaluate: None, or a function model -> top-1 error (%) (NIN with trained weights)."""
+def run_network(network: str, batch: int, repeat: int, weights, evaluate=None,
+                images: Optional[np.ndarray] = None) -> Dict[str, object]:
+    """evaluate: None, or a function model -> top-1 error (%) (NIN with trained weights); images: real
+    images to fit channel decompositions and rank energies on (else random images, weight energies)."""
     x = np.random.default_rng(0).standard_normal((batch,) + tuple(NETWORKS[network]["input"]), np.float32)
     measure.progress(f"{network}: dense, batch {batch}")
     dense = Model(network, batch, weights=weights)
@@ -102,8 +95,8 @@ def run_network(network: str, batch: int, repeat: int, weights, evaluate=None) -
     for target in TARGETS[network]:
         for method in ("spatial", "channel"):
             measure.progress(f"{network}: low-rank {method}, ratio {target}")
-            plan = LR.plan_for_ratio(network, target, method, weights)
-            model, _ = LR.apply_plan(plan, batch, weights)
+            plan = LR.plan_for_ratio(network, target, method, weights, images=images)
+            model, _ = LR.apply_plan(plan, batch, weights, images)
             record(f"low-rank ({method})", target, model, plan.to_dict())
             del model
             gc.collect()
@@ -117,8 +110,8 @@ def run_network(network: str, batch: int, repeat: int, weights, evaluate=None) -
         half = rate_for_reduction(network, math.sqrt(target))
         for method in ("channel", "spatial"):
             measure.progress(f"{network}: perforation {half:.3f} + low-rank {method} to {target}")
-            plan = LR.plan_for_ratio(network, target, method, weights, rate=half, seed=1)
-            model, _ = LR.apply_plan(plan, batch, weights)
+            plan = LR.plan_for_ratio(network, target, method, weights, rate=half, seed=1, images=images)
+            model, _ = LR.apply_plan(plan, batch, weights, images)
             record(f"perforation + low-rank ({method})", target, model, plan.to_dict())
             del model
             gc.collect()
@@ -141,16 +134,17 @@ def _plan_summary(row: dict) -> str:
 def write(raw: dict, out: Path, suffix: str) -> str:
     meta = raw["metadata"]
     header = ["network", "batch", "target", "method", "plan", "theoretical speedup", "measured CPU speedup",
-              "measured / theoretical", "logits rel. change (random weights)", "error+ (NIN)", "tuned error+ (NIN)"]
+              "measured / theoretical", "logits rel. change vs dense", "error+ (NIN)", "tuned error+ (NIN)"]
     rows = []
     for net in raw["networks"]:
         for r in net["rows"]:
             err = NOT_MEASURED if net["network"] == "nin" else "-"
-            err_before = f"{r['error_increase']:+.2f}" if r.get("error_increase") is not None else err
+            before, tuned = r.get("error_increase"), r.get("tuned_error_increase")
             rows.append([net["network"], str(net["batch"]), f"{r['target']:g}", r["method"], _plan_summary(r),
                          f"{r['theoretical_speedup']:.2f}", f"{r['measured_speedup']:.2f}",
                          f"{r['measured_speedup'] / r['theoretical_speedup']:.2f}",
-                         f"{r['logits_relative_change']:.3f}", err_before, err])
+                         f"{r['logits_relative_change']:.3f}", f"{before:+.2f}" if before is not None else err,
+                         f"{tuned:+.2f}" if tuned is not None else err])
     _csv(out / f"lowrank{suffix}.csv", header, rows)
     lines = ["# Low-rank decomposition, perforation, and both (issue 6)", "",
              f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
@@ -159,7 +153,7 @@ def write(raw: dict, out: Path, suffix: str) -> str:
              f"Timing: whole forward pass, median of {meta['repeat']} runs after a warm-up; speedups against "
              f"the dense network timed in the same run.  ",
              f"Weights: {meta['weights']}. VGG-16 / AlexNet accuracy is not measured (no ImageNet); NIN: "
-             f"{meta['nin_weights']}. Low-rank networks are not fine-tuned here (tuned columns).", "",
+             f"{meta['nin_weights']}.", "",
              "Theoretical speedup = dense multiply-adds / multiply-adds of the plan (whole network, FC "
              "included, perforated layers counting computed positions). Rank selection budget: whole "
              "network <= dense / T. Combined rows: uniform perforation at the rate giving sqrt(T) alone, then "
@@ -169,6 +163,17 @@ def write(raw: dict, out: Path, suffix: str) -> str:
              "VGG-16 2) also carry a per-layer overhead that the theoretical speedup ignores.", "",
              "## Ours", ""]
     lines += _md(header, rows)
+    for net in raw["networks"]:
+        if net.get("dense_error") is None:
+            continue
+        ft = net.get("finetune")
+        lines += ["", f"### {net['network']}: accuracy", "",
+                  f"Original network: top-1 error {net['dense_error']:.2f}%"
+                  + (f"; fine-tuned alike (the control: {ft['epochs']} epoch(s) x {ft['subset'] or 50000} "
+                     f"images, lr {ft['lr']:g}): {net['dense_tuned_error']:.2f}%. Tuned error+ is against the "
+                     f"original network's {net['dense_error']:.2f}%." if ft else "."),
+                  "", "Faster at equal accuracy loss? (measured speedups of this run)", ""]
+        lines += [f"- {line}" for line in lowrank_nin.equal_loss(net)]
     lines += ["", "## Published: MXNet accnn on VGG-16 (top-5 accuracy, original 89.6%)", ""]
     lines += _md(["plan", "theoretical", "CPU speedup", "GPU speedup", "top-5", "top-5 after 5 epochs fine-tuning"],
                  [[a["plan"], f"{a['theoretical']}x", f"{a['cpu']}x", f"{a['gpu']}x", f"{a['top5']}%",
@@ -188,6 +193,13 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--nin-test-images", type=int, default=2000,
                         help="CIFAR-10 test images for NIN's error column (when trained weights exist)")
+    parser.add_argument("--nin-fit-images", type=int, default=lowrank_nin.FIT_IMAGES,
+                        help="training images whose responses fit NIN's channel decompositions and rank energies")
+    parser.add_argument("--finetune-epochs", type=int, default=1, help="NIN rows: 0 skips fine-tuning")
+    parser.add_argument("--finetune-lr", type=float, default=0.005)
+    parser.add_argument("--finetune-subset", type=int, default=10000, help="training images per fine-tuning epoch")
+    parser.add_argument("--data", default=None, help="CIFAR-10 (default: ../shared/datasets)")
+    parser.add_argument("--runs", default="runs/lowrank_nin", help="NIN fine-tuning runs and finished rows (resumable)")
     args = parser.parse_args(argv)
     networks = [n.strip() for n in args.networks.split(",") if n.strip()]
     unknown = [n for n in networks if n not in TARGETS]
@@ -197,17 +209,23 @@ def main(argv=None) -> None:
     results = []
     for network in networks:
         batch = QUICK_BATCH[network] if args.quick else NETWORKS[network]["timing_batch"]
-        weights, evaluate = None, None
-        if network == "nin" and NIN_WEIGHTS.is_file():
+        weights, evaluate, images = None, None, None
+        trained = network == "nin" and NIN_WEIGHTS.is_file()
+        if trained:
             weights = LR.network_weights(network, NIN_WEIGHTS)
-            evaluate = nin_evaluator(args.nin_test_images)
+            evaluate = lowrank_nin.evaluator(NIN_WEIGHTS, args.nin_test_images, args.data)
+            images = lowrank_nin.fit_images(NIN_WEIGHTS, args.nin_fit_images, args.data)
         weights = weights or LR.network_weights(network, seed=0)
-        results.append(run_network(network, batch, repeat, weights, evaluate))
+        results.append(run_network(network, batch, repeat, weights, evaluate, images))
+        if trained and args.finetune_epochs > 0 and not args.quick:
+            lowrank_nin.finetune_rows(results[-1], NIN_WEIGHTS, weights, images, args)
     meta = measure.machine_metadata()
     meta.update(threads=perforated.get_num_threads(), repeat=repeat, quick=args.quick,
                 weights="random He initialisation, seed 0 (NIN: trained weights when present)",
                 nin_weights=(f"trained weights results/models/nin_cifar10.npz, error+ = top-1 error increase on "
-                             f"{args.nin_test_images} CIFAR-10 test images (seeded random subset), before fine-tuning"
+                             f"{args.nin_test_images} CIFAR-10 test images (seeded random subset); channel "
+                             f"decompositions (asymmetric) and rank energies fitted on the responses to "
+                             f"{args.nin_fit_images} training images"
                              if NIN_WEIGHTS.is_file() else "no trained weights at results/models/nin_cifar10.npz"))
     raw = {"metadata": meta, "accnn_vgg16": ACCNN_VGG16, "claim": CLAIM, "networks": results}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -44,11 +44,13 @@ PAPER_NOTE = ("The paper's NIN rows (its Table 2, CIFAR-10, greedy impact plans)
 
 
 def finetune(plan_path: Optional[Path], weights: Path, out: Path, epochs: int, lr: float, subset: Optional[int],
-             data: Optional[str], test_images: Optional[int]) -> dict:
-    """Fine-tune the perforated network (masks fixed; plan None: the dense network, the control);
-    resumes from out/checkpoint.npz if present."""
+             data: Optional[str], test_images: Optional[int], lowrank: Optional[Path] = None) -> dict:
+    """Fine-tune the perforated network (masks fixed; plan None: the dense network, the control), or
+    with ``lowrank`` (a LowRankPlan JSON) the decomposed network whose decomposed ``weights`` are
+    given; resumes from out/checkpoint.npz if present."""
     cfg = TrainConfig(network="nin", data=data, epochs=epochs, lr=lr, warmup=0.0, schedule="cosine",
-                      plan=str(plan_path) if plan_path else None, weights=str(weights), subset=subset, eval_every=epochs,
+                      plan=str(plan_path) if plan_path else None, lowrank=str(lowrank) if lowrank else None,
+                      weights=str(weights), subset=subset, eval_every=epochs,
                       eval_subset=test_images,  # the same seeded test subset as run() (seed 0 + 1)
                       lr_mult={"cccp6": 0.1}, progress=50)
     resume = (out / "checkpoint.npz").is_file()

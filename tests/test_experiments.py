@@ -178,3 +178,24 @@ def test_lowrank_tables_nin_rows_carry_the_error(tmp_path):
                 weights="w", nin_weights="n")
     text = lt.write({"metadata": meta, "networks": [net]}, tmp_path, "_t")
     assert "| +1.00 | not measured |" in text
+
+
+def test_lowrank_equal_loss_names_the_fastest_method_within_each_threshold():
+    from bench import lowrank_nin
+
+    def row(method, speedup, err, tuned):
+        return {"method": method, "measured_speedup": speedup, "error_increase": err, "tuned_error_increase": tuned}
+
+    net = {"rows": [row("perforation", 2.1, 1.9, 0.9), row("low-rank (channel)", 1.5, 3.0, 1.5),
+                    row("perforation + low-rank (channel)", 1.8, 0.4, 0.2),
+                    row("perforation", 2.8, 3.0, 1.8), row("perforation + low-rank (channel)", 2.9, 1.2, 0.8)]}
+    one, two = lowrank_nin.equal_loss(net)
+    assert one.startswith("error+ after fine-tuning <= +1.0 points: perforation 2.10x, low-rank (channel) none, "
+                          "perforation + low-rank (channel) 2.90x; a combined plan is fastest")
+    assert "perforation 2.80x, low-rank (channel) 1.50x" in two
+    net["rows"][-1]["measured_speedup"] = 2.0
+    assert "not shown: the fastest is perforation" in lowrank_nin.equal_loss(net)[0]
+    del net["rows"][0]["tuned_error_increase"]  # before fine-tuning when a row lacks the tuned error
+    assert lowrank_nin.equal_loss(net)[0].startswith("error+ before fine-tuning <= +1.0 points: perforation none")
+    assert lowrank_nin.row_key({"method": "perforation + low-rank (channel)", "target": 2.0}) == \
+        "perforation_low_rank_channel_2x"
