@@ -172,7 +172,7 @@ class ConvPlan:
         check_device_array(fn, "weight", weight, shape=self.weight_shape)
         if bias is not None:
             check_device_array(fn, "bias", bias, shape=(self._desc.out_channels,))
-        y = device_output(fn, "out", out, self.y_shape)
+        y = device_output(fn, "out", out, self.y_shape, self.context)
         with self._lock:
             check(lib.perf_conv_forward(self._ptr, dptr(x), dptr(weight), dptr(bias), dptr(y),
                                         self._ws, self.workspace_bytes))
@@ -181,7 +181,7 @@ class ConvPlan:
     def _backward_data_device(self, fn: str, weight: Any, dy: Any, out: Any) -> Any:
         check_device_array(fn, "weight", weight, shape=self.weight_shape)
         check_device_array(fn, "dy", dy, shape=self.y_shape)
-        dx = device_output(fn, "out", out, self.x_shape)
+        dx = device_output(fn, "out", out, self.x_shape, self.context)
         with self._lock:
             check(lib.perf_conv_backward_data(self._ptr, dptr(weight), dptr(dy), dptr(dx),
                                               self._ws, self.workspace_bytes))
@@ -191,8 +191,8 @@ class ConvPlan:
                                 need_bias: bool) -> Tuple[Any, Any]:
         check_device_array(fn, "x", x, shape=self.x_shape)
         check_device_array(fn, "dy", dy, shape=self.y_shape)
-        dw = device_output(fn, "dweight", dweight, self.weight_shape)
-        db = device_output(fn, "dbias", dbias, (self._desc.out_channels,)) if need_bias else None
+        dw = device_output(fn, "dweight", dweight, self.weight_shape, self.context)
+        db = device_output(fn, "dbias", dbias, (self._desc.out_channels,), self.context) if need_bias else None
         with self._lock:
             check(lib.perf_conv_backward_filter(self._ptr, dptr(x), dptr(dy), dptr(dw), dptr(db),
                                                 self._ws, self.workspace_bytes))
@@ -252,7 +252,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
             return plan.forward(x, weight, bias, out=out)
         if out is not None:
             check_device_array(fn, "out", out, shape=plan.full_y_shape, writable=True)
-        return interpolate(plan.forward(x, weight, bias), mask, out=out)
+        return interpolate(plan.forward(x, weight, bias), mask, out=out, context=plan.context)
     if bias is not None:
         check_array(fn, "bias", bias, shape=(weight.shape[0],))
     if mask is None or compact:
@@ -282,7 +282,7 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, stride: I
     if plan.context is not None:
         if mask is not None and not compact:
             check_device_array(fn, "dy", dy, shape=plan.full_y_shape)
-            dy = interpolate_backward(dy, mask)
+            dy = interpolate_backward(dy, mask, context=plan.context)
         dw, db = plan.backward_filter(x, dy)
         return plan.backward_data(weight, dy), dw, db
     if mask is not None and not compact:

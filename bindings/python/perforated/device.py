@@ -95,6 +95,26 @@ def resolve(fn: str, device: str, context: Optional[Context]) -> Optional[Contex
     raise ValueError(f"{fn}: device must be 'cpu' or 'cuda', got {device!r}")
 
 
+def array_context(fn: str, context: Optional[Context]) -> Context:
+    """The CUDA context that functions given GPU arrays run on: ``context`` (checked: a CUDA
+    :class:`Context`, since a CPU one would hand device pointers to host code), or the default
+    context of the current GPU when None."""
+    if context is None:
+        return default_context()
+    if not isinstance(context, Context):
+        raise TypeError(f"{fn}: context must be a perforated.Context or None, got {type(context).__name__}")
+    if not context.is_cuda:
+        raise ValueError(f"{fn}: GPU arrays need a CUDA context, got context={context!r}")
+    return context
+
+
+def host_context(fn: str, context: Optional[Context]) -> None:
+    """Reject a CUDA ``context`` given with numpy arrays (they run on the CPU, never copied)."""
+    if context is not None and (not isinstance(context, Context) or context.is_cuda):
+        raise TypeError(f"{fn}: numpy arrays run on the CPU: context must be None or a CPU Context, "
+                        f"got {context!r} (pass GPU arrays to run on it)")
+
+
 def is_device_array(obj: Any) -> bool:
     return hasattr(obj, "__cuda_array_interface__") and not isinstance(obj, np.ndarray)
 
@@ -145,8 +165,10 @@ def dptr(arr: Any, ctype: str = "float *") -> Any:
     return ffi.cast(ctype, int(arr.__cuda_array_interface__["data"][0]))
 
 
-def device_output(fn: str, name: str, out: Any, shape: Sequence[int]) -> Any:
-    """``out`` after checking it, or a new CuPy float32 array of ``shape``."""
+def device_output(fn: str, name: str, out: Any, shape: Sequence[int],
+                  context: Optional[Context] = None) -> Any:
+    """``out`` after checking it, or a new CuPy float32 array of ``shape`` (on ``context``'s GPU
+    when given, else on CuPy's current device)."""
     shape = tuple(int(d) for d in shape)
     if out is not None:
         check_device_array(fn, name, out, shape=shape, writable=True)
@@ -156,7 +178,10 @@ def device_output(fn: str, name: str, out: Any, shape: Sequence[int]) -> Any:
     except ImportError:
         raise ImportError(f"{fn}: allocating {name} on the GPU needs CuPy (pip install "
                           f"'perforated[cuda]'); or pass {name}= a GPU array of shape {shape}") from None
-    return cupy.empty(shape, dtype=cupy.float32)
+    if context is None:
+        return cupy.empty(shape, dtype=cupy.float32)
+    with cupy.cuda.Device(context.index):
+        return cupy.empty(shape, dtype=cupy.float32)
 
 
 class DeviceBuffer:

@@ -85,7 +85,7 @@ class PoolPlan:
         fn = "PoolPlan.forward"
         if self.context is not None:
             check_device_array(fn, "x", x, shape=self.x_shape)
-            y = device_output(fn, "out", out, self.y_shape)
+            y = device_output(fn, "out", out, self.y_shape, self.context)
             check(lib.perf_pool_forward(self._ptr, dptr(x), dptr(y)))
             return y
         check_array(fn, "x", x, shape=self.x_shape)
@@ -103,7 +103,7 @@ class PoolPlan:
             if x is not None:
                 check_device_array(fn, "x", x, shape=self.x_shape)
             check_device_array(fn, "dy", dy, shape=self.y_shape)
-            dx = device_output(fn, "out", out, self.x_shape)
+            dx = device_output(fn, "out", out, self.x_shape, self.context)
             check(lib.perf_pool_backward(self._ptr, dptr(x), dptr(dy), dptr(dx)))
             return dx
         if self.mode == "max" or x is not None:
