@@ -9,6 +9,10 @@ backward only run the C library on them.
 
 Buffers: each step owns its output (ReLU and dropout work in place on their input's buffer, as in
 Caffe), so activations of one forward pass stay available for the backward pass.
+
+Devices: ``Model(..., device="cuda")`` (or ``context=``) keeps buffers, parameters and gradients in
+CuPy arrays on the GPU and builds its plans on the context (buffers.py); steps pass the context to
+every call, so the model's work runs in order on the context's stream.
 """
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import layers as L
+from .buffers import HOST, Buffers, buffers_for
 from .conv import ConvPlan
+from .device import Context
 from .files import save_params_npz
 from .interp import interpolate, interpolate_backward
 from .masks import Mask
@@ -63,23 +69,25 @@ class Step:
 class ConvStep(Step):
     kind = "conv"
 
-    def __init__(self, name, x, layout_in: Layout, p: dict, batch: int, mask: Optional[Mask], params):
+    def __init__(self, name, x, layout_in: Layout, p: dict, batch: int, mask: Optional[Mask], params,
+                 buf: Buffers = HOST):
         self.name, self.x, self.params = name, x, params
         k, s, pad, g = pair(p["kernel"]), pair(p.get("stride", 1)), pair(p.get("pad", 0)), p.get("groups", 1)
         compact_pointwise = layout_in.mask is not None and k == (1, 1) and s == (1, 1) and pad == (0, 0)
         if compact_pointwise:  # a 1x1 conv on a compact tensor: the same GEMM on a 1 x count map
-            self.plan = ConvPlan(batch, layout_in.channels, (1, layout_in.mask.count), p["out"], 1, groups=g)
+            self.plan = ConvPlan(batch, layout_in.channels, (1, layout_in.mask.count), p["out"], 1, groups=g,
+                                 context=buf.context)
             self.layout = Layout(p["out"], layout_in.h, layout_in.w, layout_in.mask)
             self._x_view = x.reshape(batch, layout_in.channels, 1, layout_in.mask.count)
             self._y_view_shape = (batch, p["out"], 1, layout_in.mask.count)
         else:
             self.plan = ConvPlan(batch, layout_in.channels, (layout_in.h, layout_in.w), p["out"], k, s, pad, g,
-                                 mask=mask, input_mask=layout_in.mask)
+                                 mask=mask, input_mask=layout_in.mask, context=buf.context)
             oh, ow = self.plan.out_size
             self.layout = Layout(p["out"], oh, ow, mask)
             self._x_view, self._y_view_shape = x, None
         self.mask = mask
-        self.y = np.zeros(self.layout.shape(batch), np.float32)
+        self.y = buf.zeros(self.layout.shape(batch))
         self._y_view = self.y.reshape(self._y_view_shape) if self._y_view_shape else self.y
         self.macs = self.layout.positions * p["out"] * (layout_in.channels // g) * k[0] * k[1]
 
@@ -103,65 +111,67 @@ def pair(v) -> Tuple[int, int]:
 class ReluStep(Step):
     kind, in_place = "relu", True
 
-    def __init__(self, name, x, layout: Layout):
-        self.name, self.x, self.y, self.layout = name, x, x, layout
+    def __init__(self, name, x, layout: Layout, buf: Buffers = HOST):
+        self.name, self.x, self.y, self.layout, self.context = name, x, x, layout, buf.context
 
     def forward(self, training: bool) -> None:
-        L.relu(self.x, out=self.y)
+        L.relu(self.x, out=self.y, context=self.context)
 
     def backward(self, dy, dx) -> None:
-        L.relu_backward(self.y, dy, out=dx)
+        L.relu_backward(self.y, dy, out=dx, context=self.context)
 
 
 class DropoutStep(Step):
     kind, in_place = "dropout", True
 
-    def __init__(self, name, x, layout: Layout, ratio: float, seed: int):
+    def __init__(self, name, x, layout: Layout, ratio: float, seed: int, buf: Buffers = HOST):
         self.name, self.x, self.y, self.layout, self.ratio = name, x, x, layout, ratio
-        self.seed, self.calls, self.active = seed, 0, False
+        self.seed, self.calls, self.active, self.context = seed, 0, False, buf.context
 
     def forward(self, training: bool) -> None:
         self.active = training
         if training:  # a fresh pattern every training step; the backward replays the same one
             self.calls += 1
-            L.dropout(self.x, self.ratio, self._seed(), out=self.y)
+            L.dropout(self.x, self.ratio, self._seed(), out=self.y, context=self.context)
 
     def _seed(self) -> int:
         return (self.seed * 1_000_003 + self.calls) % (2**63)
 
     def backward(self, dy, dx) -> None:
         if self.active:  # after an inference forward (e.g. impact estimation) dropout was the identity
-            L.dropout_backward(dy, self.ratio, self._seed(), out=dx)
+            L.dropout_backward(dy, self.ratio, self._seed(), out=dx, context=self.context)
 
 
 class LrnStep(Step):
     kind = "lrn"
 
-    def __init__(self, name, x, layout: Layout, p: dict):
-        self.name, self.x, self.layout, self.p = name, x, layout, p
-        self.y = np.zeros_like(x)
+    def __init__(self, name, x, layout: Layout, p: dict, buf: Buffers = HOST):
+        self.name, self.x, self.layout, self.p, self.context = name, x, layout, p, buf.context
+        self.y = buf.zeros_like(x)
 
     def forward(self, training: bool) -> None:
-        L.lrn(self.x, self.p["size"], self.p["alpha"], self.p["beta"], self.p["k"], out=self.y)
+        L.lrn(self.x, self.p["size"], self.p["alpha"], self.p["beta"], self.p["k"], out=self.y,
+              context=self.context)
 
     def backward(self, dy, dx) -> None:
-        L.lrn_backward(self.x, self.y, dy, self.p["size"], self.p["alpha"], self.p["beta"], self.p["k"], out=dx)
+        L.lrn_backward(self.x, self.y, dy, self.p["size"], self.p["alpha"], self.p["beta"], self.p["k"], out=dx,
+                       context=self.context)
 
 
 class PoolStep(Step):
     kind = "pool"
 
-    def __init__(self, name, x, layout_in: Layout, p: dict, batch: int):
+    def __init__(self, name, x, layout_in: Layout, p: dict, batch: int, buf: Buffers = HOST):
         self.name, self.x = name, x
         if p.get("global_"):
             kernel, stride, pad = (layout_in.h, layout_in.w), 1, 0
         else:
             kernel, stride, pad = p["kernel"], p["stride"], p.get("pad", 0)
         self.plan = PoolPlan(batch, layout_in.channels, (layout_in.h, layout_in.w), kernel, stride, pad,
-                             mode=p["mode"], input_mask=layout_in.mask)
+                             mode=p["mode"], input_mask=layout_in.mask, context=buf.context)
         oh, ow = self.plan.out_size
         self.layout = Layout(layout_in.channels, oh, ow)
-        self.y = np.zeros(self.layout.shape(batch), np.float32)
+        self.y = buf.zeros(self.layout.shape(batch))
 
     def forward(self, training: bool) -> None:
         self.plan.forward(self.x, out=self.y)
@@ -176,39 +186,39 @@ class InterpStep(Step):
 
     kind = "interp"
 
-    def __init__(self, name, x, layout_in: Layout, batch: int):
-        self.name, self.x, self.mask = name, x, layout_in.mask
+    def __init__(self, name, x, layout_in: Layout, batch: int, buf: Buffers = HOST):
+        self.name, self.x, self.mask, self.context = name, x, layout_in.mask, buf.context
         self.layout = Layout(layout_in.channels, layout_in.h, layout_in.w)
-        self.y = np.zeros(self.layout.shape(batch), np.float32)
+        self.y = buf.zeros(self.layout.shape(batch))
 
     def forward(self, training: bool) -> None:
-        interpolate(self.x, self.mask, out=self.y)
+        interpolate(self.x, self.mask, out=self.y, context=self.context)
 
     def backward(self, dy, dx) -> None:
         if dx is not None:
-            interpolate_backward(dy, self.mask, out=dx)
+            interpolate_backward(dy, self.mask, out=dx, context=self.context)
 
 
 class FcStep(Step):
     kind = "fc"
 
-    def __init__(self, name, x, layout_in: Layout, p: dict, batch: int, params):
-        self.name, self.params = name, params
+    def __init__(self, name, x, layout_in: Layout, p: dict, batch: int, params, buf: Buffers = HOST):
+        self.name, self.params, self.context = name, params, buf.context
         self.x = x
         self._x2 = x.reshape(batch, -1)
         self.in_features = self._x2.shape[1]
         self.layout = Layout(p["out"], 1, 1)
-        self.y = np.zeros((batch, p["out"], 1, 1), np.float32)
+        self.y = buf.zeros((batch, p["out"], 1, 1))
         self._y2 = self.y.reshape(batch, p["out"])
         self.macs = self.in_features * p["out"]
 
     def forward(self, training: bool) -> None:
         w = self.params[self.name]
-        L.linear(self._x2, w["weight"], w["bias"], out=self._y2)
+        L.linear(self._x2, w["weight"], w["bias"], out=self._y2, context=self.context)
 
     def backward(self, dy, dx) -> None:
         w, grad = self.params[self.name], self.params.grads[self.name]
-        dx2, dw, db = L.linear_backward(self._x2, w["weight"], dy.reshape(self._y2.shape))
+        dx2, dw, db = L.linear_backward(self._x2, w["weight"], dy.reshape(self._y2.shape), context=self.context)
         grad["weight"][...] = dw
         grad["bias"][...] = db
         if dx is not None:
@@ -216,19 +226,21 @@ class FcStep(Step):
 
 
 class Parameters(dict):
-    """name -> {"weight": array, "bias": array}, with ``grads`` of the same structure."""
+    """name -> {"weight": array, "bias": array}, with ``grads`` of the same structure (CuPy arrays
+    for a CUDA model: drawn on the host with the same seed, then copied)."""
 
-    def __init__(self):
+    def __init__(self, buf: Buffers = HOST):
         super().__init__()
         self.grads: Dict[str, Dict[str, np.ndarray]] = {}
+        self._buf = buf
 
     def add(self, name: str, weight_shape: Sequence[int], fan_in: int, rng: np.random.Generator) -> None:
         std = np.sqrt(2.0 / fan_in)  # He initialisation: keeps ReLU activations at unit scale
         weight = rng.standard_normal(weight_shape, dtype=np.float32)  # float32 directly: no float64 copy
         weight *= np.float32(std)  # (VGG-16's 138M weights would need 1.1 GB of float64 temporaries)
-        self[name] = {"weight": weight,
-                      "bias": np.zeros(weight_shape[0], np.float32)}
-        self.grads[name] = {k: np.zeros_like(v) for k, v in self[name].items()}
+        self[name] = {"weight": self._buf.put(weight),
+                      "bias": self._buf.zeros((weight_shape[0],))}
+        self.grads[name] = {k: self._buf.zeros_like(v) for k, v in self[name].items()}
 
 
 class Model:
@@ -240,12 +252,22 @@ class Model:
       plan: a :class:`PerforationPlan` (or a path to its JSON), or ``masks`` given directly.
       weights: an ``.npz`` path or a ``{name: {"weight", "bias"}}`` dict; random (He, seeded) if None.
       input_shape, classes: needed when ``network`` is a list of rows.
+      device: ``"cpu"`` (numpy arrays) or ``"cuda"`` (the default context of the current GPU); or
+        context: a :class:`perforated.Context`, which wins over ``device``. A CUDA model keeps
+        buffers, parameters and gradients as CuPy arrays on the GPU (the ``cuda`` extra:
+        ``pip install 'perforated[cuda]'``); random weights are drawn on the host with the same seed
+        as on the CPU, so both devices start from the same network. A build without CUDA raises
+        ``UnsupportedError``, a machine without a GPU ``InvalidArgumentError``, both naming the device.
+
+    On the GPU, :meth:`forward` returns the logits as a CuPy array on the device (``cupy.asnumpy``
+    copies them to the host); calls return once the work is enqueued, and :meth:`synchronize` waits
+    for it (the context's stream is ordered with CuPy's default stream, see :mod:`perforated.device`).
     """
 
     def __init__(self, network: Union[str, List[Row]], batch: int,
                  plan: Union[None, PerforationPlan, str, Path] = None, masks: Optional[Dict[str, Mask]] = None,
                  weights=None, seed: int = 0, input_shape: Optional[Tuple[int, int, int]] = None,
-                 classes: Optional[int] = None):
+                 classes: Optional[int] = None, device: str = "cpu", context: Optional[Context] = None):
         if isinstance(network, str):
             if network not in NETWORKS:
                 raise ValueError(f"Model: network must be one of {sorted(NETWORKS)}, got {network!r}")
@@ -259,13 +281,15 @@ class Model:
         if not isinstance(batch, int) or batch < 1:
             raise ValueError(f"Model: batch must be a positive int, got {batch!r}")
         self.batch, self.input_shape, self.classes = batch, tuple(input_shape), classes
+        self.buffers = buffers_for(device, context)
+        self.device, self.context = self.buffers.device, self.buffers.context
         if isinstance(plan, (str, Path)):
             plan = PerforationPlan.load(plan)
         self.plan = plan
         self.masks: Dict[str, Mask] = dict(masks or {})
         if plan is not None:
             self.masks.update(plan.masks(self.output_sizes()))
-        self.params = Parameters()
+        self.params = Parameters(self.buffers)
         self._build(np.random.default_rng(seed), seed)
         if weights is not None:
             self.load_weights(weights)
@@ -289,7 +313,8 @@ class Model:
 
     def _build(self, rng: np.random.Generator, seed: int) -> None:
         c, h, w = self.input_shape
-        self.x = np.zeros((self.batch, c, h, w), np.float32)
+        buf = self.buffers
+        self.x = buf.zeros((self.batch, c, h, w))
         layout, cur = Layout(c, h, w), self.x
         self.steps: List[Step] = []
         for index, (kind, name, p) in enumerate(self.rows):
@@ -297,22 +322,22 @@ class Model:
                 kh, kw = pair(p["kernel"])
                 cin_g = layout.channels // p.get("groups", 1)
                 self.params.add(name, (p["out"], cin_g, kh, kw), cin_g * kh * kw, rng)
-                step = ConvStep(name, cur, layout, p, self.batch, self.masks.get(name), self.params)
+                step = ConvStep(name, cur, layout, p, self.batch, self.masks.get(name), self.params, buf)
             elif kind == "relu":
-                step = ReluStep(name, cur, layout)
+                step = ReluStep(name, cur, layout, buf)
             elif kind == "dropout":
-                step = DropoutStep(name, cur, layout, p["ratio"], seed * 7919 + index)
+                step = DropoutStep(name, cur, layout, p["ratio"], seed * 7919 + index, buf)
             elif kind == "lrn":
-                step = LrnStep(name, cur, layout, p)
+                step = LrnStep(name, cur, layout, p, buf)
             elif kind == "pool":
-                step = PoolStep(name, cur, layout, p, self.batch)
+                step = PoolStep(name, cur, layout, p, self.batch, buf)
             elif kind == "fc":
                 if layout.mask is not None:
-                    self.steps.append(InterpStep(name + "_interp", cur, layout, self.batch))
+                    self.steps.append(InterpStep(name + "_interp", cur, layout, self.batch, buf))
                     cur, layout = self.steps[-1].y, self.steps[-1].layout
                 fan_in = layout.channels * layout.h * layout.w
                 self.params.add(name, (p["out"], fan_in), fan_in, rng)
-                step = FcStep(name, cur, layout, p, self.batch, self.params)
+                step = FcStep(name, cur, layout, p, self.batch, self.params, buf)
             else:
                 raise ValueError(f"Model: unknown layer kind {kind!r} in row {name!r}")
             self.steps.append(step)
@@ -329,18 +354,28 @@ class Model:
 
     def forward(self, x: Optional[np.ndarray] = None, training: bool = False) -> np.ndarray:
         """Logits ``(batch, classes)`` of the images ``x`` (copied into the input buffer), or of the
-        input buffer ``model.x`` as it is when x is None (no copy: for timing)."""
+        input buffer ``model.x`` as it is when x is None (no copy: for timing).
+
+        On a CUDA model, ``x`` may be a numpy array (copied to the GPU) or a GPU array, and the
+        logits are a CuPy array on the GPU, computed asynchronously (see :meth:`synchronize`)."""
         if x is not None:
-            if x.shape != self.x.shape:
-                raise ValueError(f"Model.forward: x must have shape {self.x.shape}, got {x.shape}")
-            np.copyto(self.x, x, casting="same_kind")
+            if tuple(x.shape) != self.x.shape:
+                raise ValueError(f"Model.forward: x must have shape {self.x.shape}, got {tuple(x.shape)}")
+            self.buffers.copy_into(self.x, x)
         for step in self.steps:
             step.forward(training)
         return self.logits
 
+    def synchronize(self) -> None:
+        """Wait until the model's GPU work has finished (a no-op on the CPU): before timing or
+        reading results on another CUDA stream."""
+        self.buffers.synchronize()
+
     def loss(self, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Per-image cross-entropy and softmax probabilities of the last forward pass."""
-        prob, loss = L.softmax_cross_entropy(self.logits, labels)
+        """Per-image cross-entropy and softmax probabilities of the last forward pass (device arrays
+        on a CUDA model; ``labels`` may be numpy, copied to the GPU)."""
+        labels = self.buffers.labels("Model.loss", labels, self.batch)
+        prob, loss = L.softmax_cross_entropy(self.logits, labels, context=self.context)
         self._prob = prob
         return loss, prob
 
@@ -350,7 +385,8 @@ class Model:
         before the step runs its backward (e.g. impact estimation reads conv outputs' gradients)."""
         if not hasattr(self, "_grad_buffers"):
             self._grad_buffers: Dict[int, np.ndarray] = {}
-        dy = L.softmax_cross_entropy_backward(self._prob, labels, 1.0 / self.batch)
+        labels = self.buffers.labels("Model.backward", labels, self.batch)
+        dy = L.softmax_cross_entropy_backward(self._prob, labels, 1.0 / self.batch, context=self.context)
         dy = dy.reshape(self.steps[-1].y.shape)
         for step in reversed(self.steps):
             if step.in_place:  # ReLU / dropout: the gradient is rewritten in place, like the activation
@@ -360,7 +396,7 @@ class Model:
             else:
                 dx = self._grad_buffers.get(id(step.x))
                 if dx is None:
-                    dx = self._grad_buffers[id(step.x)] = np.zeros_like(step.x)
+                    dx = self._grad_buffers[id(step.x)] = self.buffers.zeros_like(step.x)
             if hook is not None:
                 hook(step, dy)
             step.backward(dy, dx)
@@ -371,10 +407,12 @@ class Model:
 
     def save_weights(self, path: Union[str, Path]) -> None:
         """Weights as ``.npz`` (``name/weight``, ``name/bias``), written atomically."""
-        save_params_npz(path, self.params)
+        to_host = self.buffers.to_host
+        save_params_npz(path, {n: {k: to_host(v) for k, v in p.items()} for n, p in self.params.items()})
 
     def load_weights(self, weights) -> None:
-        """Load from an ``.npz`` path or a dict; shapes must match the network."""
+        """Load from an ``.npz`` path or a dict (of numpy or GPU arrays, e.g. another model's
+        ``params``); shapes must match the network."""
         if isinstance(weights, (str, Path)):
             with np.load(weights) as data:
                 flat = {k: data[k] for k in data.files}
@@ -387,7 +425,7 @@ class Model:
                     raise ValueError(f"Model.load_weights: missing {name}/{key}")
                 if src.shape != arr.shape:
                     raise ValueError(f"Model.load_weights: {name}/{key} has shape {src.shape}, expected {arr.shape}")
-                arr[...] = src
+                self.buffers.copy_into(arr, src, casting="unsafe")  # as ``arr[...] = src``
 
     # -- metrics (SPEC §8) -----------------------------------------------------------------------
 
@@ -419,12 +457,14 @@ class Model:
         import time
 
         self.forward()
+        self.synchronize()  # on the GPU, each step is timed to the end of its own work
         rows = []
         for step in self.steps:
             times = []
             for _ in range(repeat):
                 start = time.perf_counter()
                 step.forward(False)
+                self.synchronize()
                 times.append(time.perf_counter() - start)
             rows.append({"layer": step.name, "kind": step.kind, "out_shape": tuple(step.y.shape),
                          "compact": getattr(step, "layout", None) is not None and step.layout.mask is not None,
