@@ -327,3 +327,23 @@ def test_finetune_lowrank_network_and_evaluate(tmp_path, rng):
         tr.build_model("nin", 2, lowrank=str(plan_path), weights=LR.network_weights("nin"))
     with pytest.raises(ValueError, match="is for 'nin', not network 'alexnet'"):
         tr.build_model("alexnet", 2, lowrank=str(plan_path))
+
+
+def test_lowrank_command_fits_on_a_dataset_and_keeps_the_normalisation(tmp_path, rng, capsys):
+    """perforated.lowrank --data DATASET fits on normalised training images and saves the decomposed
+    weights with the original's _preprocess; evaluate --lowrank then reads them as train wrote them."""
+    from perforated import lowrank as LR
+
+    make_batches(tmp_path / "cifar-10-batches-py", rng)
+    splits = load_dataset(tmp_path)
+    model = Model("nin", 2, seed=4)
+    pre = Preprocess.fit(splits["train"], "channel")
+    tr.save_weights(model, tmp_path / "w.npz", pre)
+    plan, dec = tmp_path / "plan.json", tmp_path / "dec.npz"
+    LR.main(["--network", "nin", "--weights", str(tmp_path / "w.npz"), "--ratio", "1.5", "--method", "channel",
+             "--data", str(tmp_path), "--fit-images", "8", "--save-plan", str(plan), "--save-weights", str(dec)])
+    with np.load(dec) as d:
+        assert str(d["_preprocess"]) == pre.to_json() and any(k.endswith("_a/weight") for k in d.files)
+    assert ev.main(["--network", "nin", "--weights", str(dec), "--lowrank", str(plan), "--data", str(tmp_path),
+                    "--batch", "4"]) == 0
+    assert re.search(r"^top-1 error: \d+\.\d\d%$", capsys.readouterr().out, re.M)

@@ -698,10 +698,27 @@ def apply_plan(plan: LowRankPlan, batch: int, weights: Optional[Weights] = None,
     return plan_model(plan, batch, new_w), new_w
 
 
-def save_weights(weights: Weights, path) -> None:
-    """Weights as ``.npz`` in the Model.save_weights format (``name/weight``, ``name/bias``)."""
+def save_weights(weights: Weights, path, preprocess_of=None) -> None:
+    """Weights as ``.npz`` in the Model.save_weights format (``name/weight``, ``name/bias``), with the
+    input normalisation (``_preprocess``) of the weights file ``preprocess_of`` when it stores one, so
+    that training and evaluation of the decomposed network normalise as the original's did."""
     path = Path(path)
-    save_params_npz(path, weights)
+    extra = {}
+    if preprocess_of is not None and Path(preprocess_of).suffix == ".npz":
+        with np.load(preprocess_of) as data:
+            if "_preprocess" in data.files:
+                extra["_preprocess"] = data["_preprocess"]
+    save_params_npz(path, weights, **extra)
+
+
+def _fit_images(data: Path, weights_path, n: int) -> np.ndarray:
+    """``--data``: a .npy array of images, or ``n`` seeded training images of a dataset."""
+    if data.suffix == ".npy":
+        return np.load(data).astype(np.float32)
+    from .data import training_subsets
+
+    [(x, _)] = training_subsets(data, weights_path, [n], seed=7)
+    return x
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -755,8 +772,11 @@ def main(argv=None) -> None:
     parser.add_argument("--config", type=Path, help="apply this plan JSON")
     parser.add_argument("--save-plan", type=Path, help="write the plan JSON here")
     parser.add_argument("--save-weights", type=Path, help="write the decomposed weights (.npz) here")
-    parser.add_argument("--data", type=Path, help=".npy images (B, C, H, W) to fit channel decompositions "
-                                                  "and rank energies (default: random images)")
+    parser.add_argument("--data", type=Path, help="images to fit channel decompositions and rank energies on: "
+                        "a .npy array (B, C, H, W), or a dataset (CIFAR-10 tarball, image folder, "
+                        "cifar-10-batches-py) whose training images are normalised as --weights expect "
+                        "(default: random images)")
+    parser.add_argument("--fit-images", type=int, default=128, help="training images taken from a --data dataset")
     parser.add_argument("--batch", type=int, default=None, help="batch for --measure (default: 2)")
     parser.add_argument("--measure", action="store_true", help="time original vs decomposed on random input")
     parser.add_argument("--repeat", type=int, default=3)
@@ -767,7 +787,7 @@ def main(argv=None) -> None:
     if args.layer is not None and args.rank is None:
         parser.error("--layer needs --rank")
     weights = network_weights(args.network, args.weights)
-    images = np.load(args.data).astype(np.float32) if args.data else None
+    images = _fit_images(args.data, args.weights, args.fit_images) if args.data else None
     if args.config is not None:
         plan = LowRankPlan.load(args.config)
         if plan.network != args.network:
@@ -795,7 +815,7 @@ def main(argv=None) -> None:
         else:
             _, new_w = apply_plan(plan, 1, weights, images)
         if args.save_weights:
-            save_weights(new_w, args.save_weights)
+            save_weights(new_w, args.save_weights, preprocess_of=args.weights)
             print(f"wrote {args.save_weights}", file=sys.stderr)
 
 
