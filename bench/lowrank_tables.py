@@ -17,9 +17,11 @@ change only shows that the decomposition is not an identity. NIN accuracy column
 unless trained weights exist at results/models/nin_cifar10.npz: then NIN's plans are fitted on real
 training images, its rows carry the top-1 error increase on CIFAR-10 test images before and after
 fine-tuning (bench/lowrank_nin.py; resumable in runs/lowrank_nin/), and a summary says which method
-is fastest at equal error increase.
+is fastest at equal error increase. That NIN run is also written alone to results/lowrank_nin.*;
+``--speed-only`` (what ``python -m bench.tables`` runs) never evaluates or trains: it times the plans
+stored there again and keeps their accuracy columns.
 Beside them: accnn's published VGG-16 figures and the paper's complementarity claim.
-Writes results/lowrank{_quick}.md, .csv and .json.
+Writes results/lowrank{_quick}.md, .csv and .json (and results/lowrank_nin.* after a NIN accuracy run).
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from perforated.plan import PerforationPlan
 QUICK_BATCH = {"vgg16": 2, "alexnet": 16, "nin": 8}
 from bench.paths import RESULTS
 NIN_WEIGHTS = RESULTS / "models" / "nin_cifar10.npz"
+ACCURACY_FILE = "lowrank_nin.json"
 TARGETS = {"vgg16": (2.4, 3.0), "alexnet": (2.0, 3.0), "nin": (2.0, 3.0)}
 ACCNN_VGG16 = [  # MXNet accnn README, VGG-16 top-5 accuracy (original 89.6%)
     {"plan": "accnn 2.4x plan", "theoretical": 2.4, "cpu": 2.2, "gpu": 1.1, "top5": 88.6, "tuned_top5": 89.8},
@@ -63,10 +66,43 @@ def _time(model: Model, x: np.ndarray, repeat: int) -> Dict[str, float]:
     return measure.time_call(model.forward, warmup=1, repeat=repeat)
 
 
+def plans_for(network: str, weights, images: Optional[np.ndarray] = None):
+    """Yield ``(method, target, plan)`` of every row: low-rank spatial and channel by rank selection,
+    uniform perforation by bisection, and both combinations (a PerforationPlan or a LowRankPlan)."""
+    for target in TARGETS[network]:
+        for method in ("spatial", "channel"):
+            measure.progress(f"{network}: low-rank {method}, ratio {target}")
+            yield f"low-rank ({method})", target, LR.plan_for_ratio(network, target, method, weights, images=images)
+        rate = rate_for_reduction(network, target)
+        measure.progress(f"{network}: perforation, rate {rate:.3f}")
+        yield "perforation", target, PerforationPlan.uniform_rate(network, rate, kind="uniform", seed=1)
+        half = rate_for_reduction(network, math.sqrt(target))
+        for method in ("channel", "spatial"):
+            measure.progress(f"{network}: perforation {half:.3f} + low-rank {method} to {target}")
+            yield (f"perforation + low-rank ({method})", target,
+                   LR.plan_for_ratio(network, target, method, weights, rate=half, seed=1, images=images))
+
+
+def stored_plans(net: dict):
+    """The ``(method, target, plan)`` of the rows of a stored run (e.g. results/lowrank_nin.json)."""
+    for r in net["rows"]:
+        plan = dict(r["plan"])
+        if r["method"] == "perforation":
+            yield r["method"], r["target"], PerforationPlan(plan["network"], plan["layers"])
+        else:
+            plan.pop("theoretical_speedup", None)
+            yield r["method"], r["target"], LR.LowRankPlan(plan.pop("network"), plan.pop("layers"), **plan)
+
+
+ROW_ACCURACY = ("top1_error", "error_increase", "tuned_error", "tuned_error_increase", "finetune")
+NET_ACCURACY = ("dense_error", "dense_tuned_error", "finetune")
+
+
 def run_network(network: str, batch: int, repeat: int, weights, evaluate=None,
-                images: Optional[np.ndarray] = None) -> Dict[str, object]:
+                images: Optional[np.ndarray] = None, stored: Optional[dict] = None) -> Dict[str, object]:
     """evaluate: None, or a function model -> top-1 error (%) (NIN with trained weights); images: real
-    images to fit channel decompositions and rank energies on (else random images, weight energies)."""
+    images to fit channel decompositions and rank energies on (else random images, weight energies);
+    stored: a stored run of this network whose plans are timed again and whose accuracy is kept."""
     x = np.random.default_rng(0).standard_normal((batch,) + tuple(NETWORKS[network]["input"]), np.float32)
     measure.progress(f"{network}: dense, batch {batch}")
     dense = Model(network, batch, weights=weights)
@@ -77,46 +113,33 @@ def run_network(network: str, batch: int, repeat: int, weights, evaluate=None,
     del dense
     gc.collect()
     rows: List[Dict[str, object]] = []
-
-    def record(label: str, target: float, model: Model, plan: dict) -> None:
+    plans = stored_plans(stored) if stored else plans_for(network, weights, images)
+    for i, (label, target, plan) in enumerate(plans):
+        if isinstance(plan, PerforationPlan):
+            model = Model(network, batch, plan=plan, weights=weights)
+        else:
+            model, _ = LR.apply_plan(plan, batch, weights, images)
         t = _time(model, x, repeat)
         logits = model.forward()
-        rows.append({"method": label, "target": target, "plan": plan, "time": t,
-                     "theoretical_speedup": dense_macs / model.multiply_adds(),
-                     "measured_speedup": dense_time["median"] / t["median"],
-                     "logits_relative_change": float(np.linalg.norm(logits - ref) / np.linalg.norm(ref))})
-        r = rows[-1]
+        r = {"method": label, "target": target, "plan": plan.to_dict(), "time": t,
+             "theoretical_speedup": dense_macs / model.multiply_adds(),
+             "measured_speedup": dense_time["median"] / t["median"],
+             "logits_relative_change": float(np.linalg.norm(logits - ref) / np.linalg.norm(ref))}
         if evaluate:
             r["top1_error"] = evaluate(model)
             r["error_increase"] = r["top1_error"] - dense_error
+        if stored:
+            r.update({k: stored["rows"][i][k] for k in ROW_ACCURACY if k in stored["rows"][i]})
+        rows.append(r)
         measure.progress(f"  {label} T={target}: theoretical {r['theoretical_speedup']:.2f}x, "
                          f"measured {r['measured_speedup']:.2f}x")
-
-    for target in TARGETS[network]:
-        for method in ("spatial", "channel"):
-            measure.progress(f"{network}: low-rank {method}, ratio {target}")
-            plan = LR.plan_for_ratio(network, target, method, weights, images=images)
-            model, _ = LR.apply_plan(plan, batch, weights, images)
-            record(f"low-rank ({method})", target, model, plan.to_dict())
-            del model
-            gc.collect()
-        rate = rate_for_reduction(network, target)
-        measure.progress(f"{network}: perforation, rate {rate:.3f}")
-        pplan = PerforationPlan.uniform_rate(network, rate, kind="uniform", seed=1)
-        model = Model(network, batch, plan=pplan, weights=weights)
-        record("perforation", target, model, pplan.to_dict())
         del model
         gc.collect()
-        half = rate_for_reduction(network, math.sqrt(target))
-        for method in ("channel", "spatial"):
-            measure.progress(f"{network}: perforation {half:.3f} + low-rank {method} to {target}")
-            plan = LR.plan_for_ratio(network, target, method, weights, rate=half, seed=1, images=images)
-            model, _ = LR.apply_plan(plan, batch, weights, images)
-            record(f"perforation + low-rank ({method})", target, model, plan.to_dict())
-            del model
-            gc.collect()
-    return {"network": network, "batch": batch, "dense_time": dense_time, "dense_multiply_adds": dense_macs,
-            "dense_error": dense_error, "rows": rows}
+    net = {"network": network, "batch": batch, "dense_time": dense_time, "dense_multiply_adds": dense_macs,
+           "dense_error": dense_error, "rows": rows}
+    if stored:
+        net.update({k: stored[k] for k in NET_ACCURACY if stored.get(k) is not None})
+    return net
 
 
 def _plan_summary(row: dict) -> str:
@@ -153,7 +176,7 @@ def write(raw: dict, out: Path, suffix: str) -> str:
              f"Timing: whole forward pass, median of {meta['repeat']} runs after a warm-up; speedups against "
              f"the dense network timed in the same run.  ",
              f"Weights: {meta['weights']}. VGG-16 / AlexNet accuracy is not measured (no ImageNet); NIN: "
-             f"{meta['nin_weights']}.", "",
+             f"{meta['nin_weights']}.  ", f"NIN accuracy columns: {meta.get('nin_accuracy_source', 'this run')}.", "",
              "Theoretical speedup = dense multiply-adds / multiply-adds of the plan (whole network, FC "
              "included, perforated layers counting computed positions). Rank selection budget: whole "
              "network <= dense / T. Combined rows: uniform perforation at the rate giving sqrt(T) alone, then "
@@ -200,25 +223,42 @@ def main(argv=None) -> None:
     parser.add_argument("--finetune-subset", type=int, default=10000, help="training images per fine-tuning epoch")
     parser.add_argument("--data", default=None, help="CIFAR-10 (default: ../shared/datasets)")
     parser.add_argument("--runs", default="runs/lowrank_nin", help="NIN fine-tuning runs and finished rows (resumable)")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="no NIN evaluation or fine-tuning: time NIN's plans stored in OUT/lowrank_nin.json "
+                             "and keep their accuracy columns (what bench.tables does)")
     args = parser.parse_args(argv)
     networks = [n.strip() for n in args.networks.split(",") if n.strip()]
     unknown = [n for n in networks if n not in TARGETS]
     if unknown:
         parser.error(f"--networks: unknown {unknown}; choose from {sorted(TARGETS)}")
     repeat = args.repeat or (1 if args.quick else 3)
-    results = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    stored_file = args.out / ACCURACY_FILE
+    results, accuracy_source = [], None
     for network in networks:
         batch = QUICK_BATCH[network] if args.quick else NETWORKS[network]["timing_batch"]
-        weights, evaluate, images = None, None, None
         trained = network == "nin" and NIN_WEIGHTS.is_file()
-        if trained:
-            weights = LR.network_weights(network, NIN_WEIGHTS)
-            evaluate = lowrank_nin.evaluator(NIN_WEIGHTS, args.nin_test_images, args.data)
-            images = lowrank_nin.fit_images(NIN_WEIGHTS, args.nin_fit_images, args.data)
-        weights = weights or LR.network_weights(network, seed=0)
-        results.append(run_network(network, batch, repeat, weights, evaluate, images))
-        if trained and args.finetune_epochs > 0 and not args.quick:
-            lowrank_nin.finetune_rows(results[-1], NIN_WEIGHTS, weights, images, args)
+        weights = LR.network_weights(network, NIN_WEIGHTS) if trained else LR.network_weights(network, seed=0)
+        if trained and not (args.quick or args.speed_only):
+            results.append(nin_accuracy_run(args, batch, repeat, weights))
+            accuracy_source = f"this run (also in results/{ACCURACY_FILE})"
+        elif network == "nin" and stored_file.is_file():
+            stored = json.loads(stored_file.read_text())
+            results.append(run_network(network, batch, repeat, weights, stored=stored["networks"][0]))
+            m = stored["metadata"]
+            accuracy_source = f"results/{ACCURACY_FILE} (`{m['command']}`, {m['date']}, {m['cpu']}): its plans, timed again here"
+        else:
+            results.append(run_network(network, batch, repeat, weights))
+    meta = _metadata(args, repeat)
+    meta["nin_accuracy_source"] = accuracy_source or "none (no trained NIN weights or stored NIN run)"
+    raw = {"metadata": meta, "accnn_vgg16": ACCNN_VGG16, "claim": CLAIM, "networks": results}
+    suffix = "_quick" if args.quick else ""
+    (args.out / f"lowrank{suffix}.json").write_text(json.dumps(raw, indent=1, default=str))
+    print(write(raw, args.out, suffix))
+    measure.progress(f"wrote {args.out}/lowrank{suffix}.md (.csv, .json)")
+
+
+def _metadata(args, repeat: int) -> dict:
     meta = measure.machine_metadata()
     meta.update(threads=perforated.get_num_threads(), repeat=repeat, quick=args.quick,
                 weights="random He initialisation, seed 0 (NIN: trained weights when present)",
@@ -227,12 +267,23 @@ def main(argv=None) -> None:
                              f"decompositions (asymmetric) and rank energies fitted on the responses to "
                              f"{args.nin_fit_images} training images"
                              if NIN_WEIGHTS.is_file() else "no trained weights at results/models/nin_cifar10.npz"))
-    raw = {"metadata": meta, "accnn_vgg16": ACCNN_VGG16, "claim": CLAIM, "networks": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
-    (args.out / f"lowrank{suffix}.json").write_text(json.dumps(raw, indent=1, default=str))
-    print(write(raw, args.out, suffix))
-    measure.progress(f"wrote {args.out}/lowrank{suffix}.md (.csv, .json)")
+    return meta
+
+
+def nin_accuracy_run(args, batch: int, repeat: int, weights) -> dict:
+    """NIN rows with errors before and after fine-tuning; also written alone to results/lowrank_nin.*
+    (which later speed-only runs, e.g. bench.tables, time again and take the accuracy from)."""
+    evaluate = lowrank_nin.evaluator(NIN_WEIGHTS, args.nin_test_images, args.data)
+    images = lowrank_nin.fit_images(NIN_WEIGHTS, args.nin_fit_images, args.data)
+    net = run_network("nin", batch, repeat, weights, evaluate, images)
+    if args.finetune_epochs > 0:
+        lowrank_nin.finetune_rows(net, NIN_WEIGHTS, weights, images, args)
+    meta = _metadata(args, repeat)
+    meta["nin_accuracy_source"] = "this run"
+    raw = {"metadata": meta, "accnn_vgg16": ACCNN_VGG16, "claim": CLAIM, "networks": [net]}
+    (args.out / ACCURACY_FILE).write_text(json.dumps(raw, indent=1, default=str))
+    write(raw, args.out, "_nin")
+    return net
 
 
 if __name__ == "__main__":

@@ -199,3 +199,19 @@ def test_lowrank_equal_loss_names_the_fastest_method_within_each_threshold():
     assert lowrank_nin.equal_loss(net)[0].startswith("error+ before fine-tuning <= +1.0 points: perforation none")
     assert lowrank_nin.row_key({"method": "perforation + low-rank (channel)", "target": 2.0}) == \
         "perforation_low_rank_channel_2x"
+
+
+def test_lowrank_speed_only_times_stored_plans_and_keeps_their_accuracy(tmp_path):
+    from bench import lowrank_tables as lt
+    from perforated import lowrank as LR
+
+    weights = LR.network_weights("nin", seed=0)
+    first = lt.run_network("nin", 2, 1, weights, lambda model: 30.0)
+    for i, r in enumerate(first["rows"]):
+        r.update(tuned_error=31.0 + i, tuned_error_increase=1.0 + i)
+    first.update(dense_tuned_error=29.5, finetune={"epochs": 1, "lr": 0.005, "subset": 100})
+    again = lt.run_network("nin", 2, 1, weights, stored=first)
+    assert [r["plan"] for r in again["rows"]] == [r["plan"] for r in first["rows"]]
+    assert [r["tuned_error_increase"] for r in again["rows"]] == [1.0 + i for i in range(len(first["rows"]))]
+    assert again["dense_error"] == 30.0 and again["dense_tuned_error"] == 29.5
+    assert all(r["time"] is not s["time"] for r, s in zip(again["rows"], first["rows"]))
