@@ -7,6 +7,12 @@ run: our dense convolution (rate 0), our perforated convolution at r = 1/2, 2/3,
 compact output: the implicit-interpolation path a network uses), and the dense convolution of the
 installed peers. Each of our calls reuses a plan and a workspace built beforehand, so nothing is
 allocated inside the timed call. Writes results/conv_layers.{md,csv,json}.
+
+Where a GPU is usable (bench/gpu.py: CUDA build, visible GPU, CuPy) the same layers are also timed
+on it: our CUDA plans (dense, and perforated with compact output) and PyTorch / cuDNN's dense
+convolution, every call synchronised; a GPU table (and conv_layers_gpu.csv) checks the issue's
+targets, perforated layers at >= 0.8 x ideal speedup and our dense path within 1.5x of cuDNN.
+Without a GPU the report says so in one line.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from typing import Dict, List
 import numpy as np
 
 import perforated
-from bench import measure, peers
+from bench import gpu as gpu_mod, measure, peers
 from bench.shapes import BATCH, CONV_LAYERS, ConvShape
 
 RATES = (0.5, 2 / 3, 0.75)
@@ -28,7 +34,7 @@ RATE_NAMES = ("1/2", "2/3", "3/4")
 from bench.paths import RESULTS
 
 
-def bench_layer(layer: ConvShape, batch: int, repeat: int, threads: int) -> Dict[str, object]:
+def bench_layer(layer: ConvShape, batch: int, repeat: int, threads: int, gpu: bool = False) -> Dict[str, object]:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, layer.in_channels, layer.in_h, layer.in_w), dtype=np.float32)
     w = (rng.standard_normal((layer.out_channels, layer.in_channels // layer.groups, layer.kernel,
@@ -61,11 +67,87 @@ def bench_layer(layer: ConvShape, batch: int, repeat: int, threads: int) -> Dict
     for peer, (runner, note) in peers.conv_peers(x, w, layer.stride, layer.pad, layer.groups, threads).items():
         row[peer] = measure.time_call(runner, warmup=1, repeat=repeat) if runner else None
         row[peer + "_note"] = note
+    if gpu:
+        row["gpu"] = bench_layer_gpu(layer, batch, repeat, x, w, b)
     return row
 
 
-def _ms(t) -> str:
-    return f"{t['median'] * 1e3:.1f}" if t else "n/a"
+def bench_layer_gpu(layer: ConvShape, batch: int, repeat: int, x: np.ndarray, w: np.ndarray,
+                    b: np.ndarray) -> Dict[str, object]:
+    """The layer on the GPU: our CUDA plans (dense, perforated at RATES) and cuDNN, synchronised."""
+    import cupy
+
+    ctx = perforated.default_context()
+    xd, wd, bd = cupy.asarray(x), cupy.asarray(w), cupy.asarray(b)
+    oh, ow = layer.out_hw
+    rounds = max(repeat, gpu_mod.MIN_ROUNDS)
+
+    def ours(mask):
+        plan = perforated.ConvPlan(batch, layer.in_channels, (layer.in_h, layer.in_w), layer.out_channels,
+                                   layer.kernel, layer.stride, layer.pad, layer.groups, mask=mask, context=ctx)
+        y = cupy.empty(plan.y_shape, cupy.float32)
+
+        def run():
+            plan.forward(xd, wd, bd, out=y)
+            ctx.synchronize()
+        return measure.time_call(run, warmup=2, repeat=rounds)
+
+    out: Dict[str, object] = {"dense": ours(None)}
+    for rate, name in zip(RATES, RATE_NAMES):
+        mask = perforated.make_mask("uniform", (oh, ow), rate, seed=1)
+        out[f"r{name}"] = t = ours(mask)
+        out[f"r{name}_speedup"] = out["dense"]["median"] / t["median"]
+        out[f"r{name}_ideal"] = oh * ow / mask.count
+    try:
+        runner, note = gpu_mod.torch_conv_runner(x, w, b, layer.stride, layer.pad, layer.groups)
+    except Exception as e:  # a peer failing must not lose the run
+        runner, note = None, f"failed: {type(e).__name__}: {e}"
+    out["cudnn"] = measure.time_call(runner, warmup=2, repeat=rounds) if runner else None
+    out["cudnn_note"] = note
+    return out
+
+
+def gpu_tables(rows: List[Dict[str, object]], meta: Dict[str, object], out_dir: Path) -> List[str]:
+    """Markdown lines of the GPU table and its per-network summary (conv_layers_gpu.csv beside), or
+    the one line saying why there is none."""
+    if not any(r.get("gpu") for r in rows):
+        return ["", gpu_mod.not_measured_line(meta)]
+    header = ["network", "layer", "batch", "GPU dense ms", "cuDNN ms", "dense / cuDNN"]
+    for name in RATE_NAMES:
+        header += [f"r={name} ms", f"r={name} speedup (ideal)"]
+    table = [header]
+    for r in rows:
+        g = r["gpu"]
+        ratio = g["dense"]["median"] / g["cudnn"]["median"] if g.get("cudnn") else None
+        cells = [r["network"], r["layer"], str(r["batch"]), _ms(g["dense"], 3), _ms(g.get("cudnn"), 3),
+                 f"{ratio:.2f}" if ratio else "n/a"]
+        for name in RATE_NAMES:
+            cells += [_ms(g[f"r{name}"], 3), f"{g[f'r{name}_speedup']:.2f} ({g[f'r{name}_ideal']:.2f})"]
+        table.append(cells)
+    with open(out_dir / "conv_layers_gpu.csv", "w", newline="") as f:
+        csv.writer(f).writerows(table)
+    gpu = meta.get("gpu") or {}
+    note = next((r["gpu"]["cudnn_note"] for r in rows if r.get("gpu")), "")
+    lines = ["", f"## GPU: {gpu.get('device', 'unknown')}", "",
+             f"Our CUDA plans and PyTorch / cuDNN ({note}); medians of at least {gpu_mod.MIN_ROUNDS} "
+             "synchronised calls after warm-ups. Targets: perforated speedup >= 0.8 x ideal; our dense within "
+             "1.5x of cuDNN.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c) + " |" for c in table[1:]]
+    lines += ["", "| network | ours dense sum | cuDNN sum | dense / cuDNN | layers meeting 0.8 x ideal |",
+              "|---|---|---|---|---|"]
+    for net in dict.fromkeys(r["network"] for r in rows if r.get("gpu")):
+        sub = [r["gpu"] for r in rows if r["network"] == net and r.get("gpu")]
+        dense = sum(g["dense"]["median"] for g in sub)
+        cudnn = sum(g["cudnn"]["median"] for g in sub) if all(g.get("cudnn") for g in sub) else None
+        met = sum(g[f"r{n}_speedup"] >= 0.8 * g[f"r{n}_ideal"] for g in sub for n in RATE_NAMES)
+        lines.append(f"| {net} | {dense:.4f} | {f'{cudnn:.4f}' if cudnn else 'n/a'} | "
+                     f"{f'{dense / cudnn:.2f}x' if cudnn else 'n/a'} | {met}/{len(sub) * len(RATE_NAMES)} |")
+    return lines
+
+
+def _ms(t, digits: int = 1) -> str:
+    return f"{t['median'] * 1e3:.{digits}f}" if t else "n/a"
 
 
 def write_tables(rows: List[Dict[str, object]], meta: Dict[str, object], out_dir: Path) -> str:
@@ -115,7 +197,7 @@ def write_tables(rows: List[Dict[str, object]], meta: Dict[str, object], out_dir
           f"Environment: {meta['environment']}  ", f"Peers: {meta['peers']}  ",
           f"Threads: {meta['threads']} for every engine. Times are medians of {meta['repeat']} runs after a "
           "warm-up; perforated layers use uniform masks and compact outputs.", ""]
-    text = "\n".join(md + lines + summary) + "\n"
+    text = "\n".join(md + lines + summary + gpu_tables(rows, meta, out_dir)) + "\n"
     (out_dir / "conv_layers.md").write_text(text)
     return text
 
@@ -129,15 +211,17 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     repeat = args.repeat or (1 if args.quick else 3)
     threads = perforated.get_num_threads()
+    gpu = gpu_mod.status()
+    measure.progress(f"GPU: {gpu['device']}" if gpu["measured"] else gpu_mod.not_measured_line({"gpu": gpu}))
     nets = args.networks.split(",")
     layers = [layer for layer in CONV_LAYERS if layer.network in nets]
     rows = []
     for i, layer in enumerate(layers):
         batch = max(1, BATCH[layer.network] // (8 if args.quick else 1))
         measure.progress(f"[{i + 1}/{len(layers)}] {layer.network} {layer.layer} batch {batch}")
-        rows.append(bench_layer(layer, batch, repeat, threads))
+        rows.append(bench_layer(layer, batch, repeat, threads, gpu["measured"]))
     meta = measure.machine_metadata()
-    meta.update(peers=peers.available(), threads=threads, repeat=repeat, quick=args.quick)
+    meta.update(peers=peers.available(), threads=threads, repeat=repeat, quick=args.quick, gpu=gpu)
     print(write_tables(rows, meta, args.out))
 
 

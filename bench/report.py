@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from bench.paper import PAPER_TABLE1
+from bench.paper import PAPER_ROWS, PAPER_TABLE1
 
 NOT_MEASURED = "not measured"
 
@@ -33,10 +33,48 @@ def _dense_error(network: str, accuracy: Optional[dict]) -> str:
     return f"{accuracy['dense_error']:.2f}%"
 
 
+def _has_gpu(raw: dict) -> bool:
+    return any(net.get("gpu") for net in raw["networks"])
+
+
+def _gpu_line(raw: dict) -> str:
+    """How the GPU columns were measured, or the one line saying they were not (bench/gpu.py)."""
+    from bench.gpu import not_measured_line
+
+    if not _has_gpu(raw):
+        return not_measured_line(raw["metadata"])
+    gpu = raw["metadata"].get("gpu") or {}
+    first = next(net["gpu"] for net in raw["networks"] if net.get("gpu"))
+    note = first["cudnn"]["note"]
+    return (f"GPU: {gpu.get('device', 'unknown')}, our CUDA backend (cuBLAS SGEMM); whole forward pass to the "
+            f"logits at the same batch sizes and plans, every call synchronised, median of {first['rounds']} "
+            f"rounds in alternation. Dense peer: PyTorch / cuDNN ({note}). Targets: our dense within 1.5x "
+            "of cuDNN; perforated layers >= 0.8 x 1/(1-r) (bench.conv_layers).")
+
+
+def _gpu_table1_cells(net: dict) -> List[str]:
+    g = net.get("gpu")
+    if not g:
+        return ["-", "-", "-"]
+    cudnn = g["cudnn"]["time"]
+    return [f"{g['dense']['per_image_ms']:.3f}",
+            f"{cudnn['median'] / g['batch'] * 1e3:.3f}" if cudnn else (g["cudnn"]["note"] or "n/a"),
+            f"{g['dense_vs_cudnn']:.2f}" if g.get("dense_vs_cudnn") else "n/a"]
+
+
+def _paper_gpu_speedup(network: str, index: int) -> str:
+    """The paper's GPU row of the same ordinal (its plans, tuned on a GTX 980, differ from the CPU's)."""
+    rows = [p for p in PAPER_ROWS if p["network"] == network and p["device"] == "GPU"]
+    return f"{rows[index]['speedup']} (mult. {rows[index]['mult']})" if index < len(rows) else "-"
+
+
 def table1(raw: dict) -> tuple:
     header = ["network", "batch", "error (ours)", "error (paper)", "CPU time / image, ms", "activation memory, MB",
               "peak RSS, MB",
               "multiply-adds / image", "# conv", "best dense peer, ms / image"]
+    gpu = _has_gpu(raw)
+    if gpu:
+        header += ["GPU time / image, ms", "cuDNN (PyTorch) / image, ms", "GPU dense / cuDNN"]
     rows = []
     for net in raw["networks"]:
         d = net["dense"]
@@ -49,7 +87,8 @@ def table1(raw: dict) -> tuple:
                      f"{paper['error']}% {paper['metric']}", f"{d['per_image_ms']:.2f}",
                      f"{d['activation_bytes'] / 2**20:.1f}",
                      f"{d['peak_rss_bytes'] / 2**20:.0f}" if d.get("peak_rss_bytes") else "n/a", f"{d['multiply_adds']:.3e}", str(n_conv),
-                     f"{best[0] / net['batch'] * 1e3:.2f} ({best[1]})" if best else "n/a"])
+                     f"{best[0] / net['batch'] * 1e3:.2f} ({best[1]})" if best else "n/a"]
+                    + (_gpu_table1_cells(net) if gpu else []))
     return header, rows
 
 
@@ -57,16 +96,22 @@ def table3(raw: dict) -> tuple:
     header = ["network", "rate (all perforable layers)", "speedup", "mult. red.", "mem. red.", "peak RSS red.",
               "paper speedup", "paper mult.", "paper mem.", "paper error+", "paper tuned+",
               "speedup vs best dense peer"]
+    gpu = _has_gpu(raw)
+    if gpu:
+        header += ["GPU speedup", "paper GPU speedup"]
     rows = []
     for net in raw["networks"]:
         best = _best_peer(net)
-        for r in net["rows"]:
+        gpu_rows = (net.get("gpu") or {}).get("rows") or []
+        for i, r in enumerate(net["rows"]):
             p = r["paper"] or {}
             cell = lambda key: f"{p[key]}" if key in p else "-"
             vs_peer = f"{best[0] / r['measured']['time']['median']:.2f}x ({best[1]})" if best else "n/a"
             rows.append([net["network"], f"{r['rate']:.3f}", f"{r['speedup']:.2f}", f"{r['mult_reduction']:.2f}",
                          f"{r['mem_reduction']:.2f}", f"{r['rss_reduction']:.2f}" if r.get("rss_reduction") else "n/a",
-                         cell("speedup"), cell("mult"), cell("mem"), cell("error"), cell("tuned"), vs_peer])
+                         cell("speedup"), cell("mult"), cell("mem"), cell("error"), cell("tuned"), vs_peer]
+                        + ([f"{gpu_rows[i]['speedup']:.2f}" if i < len(gpu_rows) else "-",
+                            _paper_gpu_speedup(net["network"], i)] if gpu else []))
     return header, rows
 
 
@@ -120,7 +165,7 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
              f"Timing: whole forward pass (to the logits), median of {meta['repeat']} rounds after a warm-up; in "
              "each round the dense network and its perforated versions run in alternation, so drift of this "
              "shared machine cancels out of the speedups; "
-             f"{meta['threads']} threads for every engine.", "",
+             f"{meta['threads']} threads for every engine.", "", _gpu_line(raw), "",
              "Plans: without ImageNet weights, every perforable layer gets the same rate (uniform masks), "
              "chosen by bisection so that the multiplication reduction matches the paper's row; NIN rows aim "
              "at 2x / 3x / 4x. Errors need trained weights and data: NIN's come from "
@@ -130,7 +175,8 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
     for name, (header, rows) in [("table1", table1(raw))]:
         lines += _md(header, rows)
         _csv(out / f"{name}{suffix}.csv", header, rows)
-    lines += ["", "## Table 3 analogue: perforated networks (CPU)", ""]
+    lines += ["", "## Table 3 analogue: perforated networks (CPU" + (", GPU columns" if _has_gpu(raw) else "")
+              + ")", ""]
     header, rows = table3(raw)
     lines += _md(header, rows)
     _csv(out / f"table3{suffix}.csv", header, rows)

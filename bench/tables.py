@@ -11,6 +11,10 @@ one run on this machine:
   work has produced it, and read "not measured" otherwise;
 - per-layer times of each network inside the model (DeepBench style), dense and perforated;
 - whole-network dense inference of ONNX Runtime and PyTorch on the same shapes (optional peers);
+- where a GPU is usable (CUDA build of the library, a visible GPU, CuPy; see bench/gpu.py): the dense
+  and perforated networks' forward time on the GPU, the GPU speedups, and PyTorch / cuDNN's dense
+  forward on the same GPU with our dense / cuDNN ratio. Without one, the tables say in one line why
+  the GPU columns are missing;
 - plots (PNG): per-layer speedup vs rate with the ideal curve, network speedup vs multiplication
   reduction, and mask pictures.
 
@@ -26,7 +30,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 import perforated
-from bench import measure, report
+from bench import gpu as gpu_mod, measure, report
 from bench.paper import PAPER_ROWS, PAPER_TABLE1
 from perforated.model import Model
 from perforated.networks import NETWORKS, perforable_layers
@@ -131,7 +135,8 @@ def nin_accuracy(folder: Path = RESULTS) -> Optional[dict]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def run_network(network: str, batch: int, repeat: int, threads: int, peers: bool) -> Dict[str, object]:
+def run_network(network: str, batch: int, repeat: int, threads: int, peers: bool,
+                gpu: bool = False) -> Dict[str, object]:
     targets = [(row["mult"], row) for row in PAPER_ROWS if row["network"] == network and row["device"] == "CPU"]
     if not targets:
         targets = [(t, None) for t in NIN_TARGETS]
@@ -159,6 +164,8 @@ def run_network(network: str, batch: int, repeat: int, threads: int, peers: bool
     del models, dense_model
     if peers:
         result["peers"] = measure_peers(network, batch, repeat, threads)
+    if gpu:
+        result["gpu"] = gpu_mod.run_network(network, batch, [(rate, plan) for _, _, rate, plan in plans], repeat)
     return result
 
 
@@ -189,14 +196,16 @@ def main(argv=None) -> None:
         parser.error(f"--networks: unknown {unknown}; choose from {sorted(NETWORKS)}")
     repeat = args.repeat or (1 if args.quick else 5)
     threads = perforated.get_num_threads()
+    gpu = gpu_mod.status()
+    measure.progress(f"GPU: {gpu['device']}" if gpu["measured"] else gpu_mod.not_measured_line({"gpu": gpu}))
     results: List[Dict[str, object]] = []
     for network in networks:
         batch = NETWORKS[network]["timing_batch"]
         if args.quick:
             batch = max(1, batch // 16)
-        results.append(run_network(network, batch, repeat, threads, not args.no_peers))
+        results.append(run_network(network, batch, repeat, threads, not args.no_peers, gpu["measured"]))
     meta = measure.machine_metadata()
-    meta.update(threads=threads, repeat=repeat, quick=args.quick)
+    meta.update(threads=threads, repeat=repeat, quick=args.quick, gpu=gpu)
     from bench import peers as peer_mod
 
     meta["peers"] = peer_mod.available()
