@@ -528,6 +528,11 @@ static void conv_run(reader *r, const perf_conv_plan *plan, const perf_conv_desc
     CALL(EXPECT_OK, perf_conv_workspace_size(plan, &ws_bytes));
     CALL(EXPECT_INVALID, perf_conv_workspace_size(plan, NULL));
     CALL(EXPECT_INVALID, perf_conv_workspace_size(NULL, &ws_bytes));
+    const char *path = NULL;
+    CALL(EXPECT_OK, perf_conv_plan_path(plan, &path));
+    CALL(EXPECT_INVALID, perf_conv_plan_path(plan, NULL));
+    CALL(EXPECT_INVALID, perf_conv_plan_path(NULL, &path));
+    if (strcmp(path, "pointwise") != 0 && strcmp(path, "shift") != 0 && strcmp(path, "im2row") != 0) abort();
     const int cin_g = d->in_channels / d->groups;
     const int64_t fx[3] = {d->batch, d->in_channels, in_spatial}, fw[4] = {d->out_channels, cin_g, d->kernel_h, d->kernel_w},
                   fy[3] = {d->batch, d->out_channels, count}, fm[5] = {d->batch, d->out_channels, count, cin_g,

@@ -275,3 +275,43 @@ def test_bias_none_and_need_bias(rng):
     dw2, db2 = plan.backward_filter(x, dy)
     np.testing.assert_array_equal(dw, dw2)
     assert_close(db2, dy.astype(np.float64).sum(axis=(0, 2)))
+
+
+# stride 1 and no masks: the geometries the shifted-GEMM forward takes (1-D kernels, thin k x k,
+# groups, padding wider than the kernel, kernel as large as the input)
+SHIFT_GEOMETRIES = {
+    "3x1_pad1": (3, 8, (9, 11), 5, (3, 1), 1, (1, 0), 1),
+    "1x5_pad2": (2, 6, (7, 13), 9, (1, 5), 1, (0, 2), 1),
+    "thin_3x3_groups2": (2, 64, (6, 17), 8, (3, 3), 1, 1, 2),
+    "big_pad_3x2": (2, 4, (4, 5), 3, (3, 2), 1, (3, 2), 1),
+    "kernel_eq_input": (1, 2, (5, 5), 3, (5, 5), 1, 0, 1),
+}
+
+
+@pytest.mark.parametrize("gid", list(SHIFT_GEOMETRIES))
+def test_shift_path_matches_reference(rng, gid, monkeypatch):
+    """The shifted-GEMM forward (forced) equals the reference; backward (im2row) on the same plan too."""
+    monkeypatch.setenv("PERF_CONV_PATH", "shift")
+    n, c, (h, w), co, k, stride, pad, groups = SHIFT_GEOMETRIES[gid]
+    x, weight, b, kw, (oh, ow) = setup(rng, SHIFT_GEOMETRIES[gid], "dense", False)
+    plan = P.ConvPlan(n, c, (h, w), co, k, stride, pad, groups)
+    assert plan.path == "shift"
+    y = plan.forward(x, weight, b, out=nan_array(n, co, oh, ow))
+    assert_close(y, ref.perforated_conv2d(x, weight, b, **kw), what=gid)
+    dy = randn(rng, n, co, oh, ow)
+    want = ref.perforated_conv2d_backward(x, weight, dy, **kw)
+    assert_close(plan.backward_data(weight, dy), want[0], what=f"{gid} dx")
+    assert_close(plan.backward_filter(x, dy)[0], want[1], what=f"{gid} dweight")
+
+
+def test_plan_picks_shift_for_line_and_thin_kernels(monkeypatch):
+    monkeypatch.delenv("PERF_CONV_PATH", raising=False)
+    t = P.get_num_threads()
+    assert P.ConvPlan(t, 8, (9, 11), 5, (3, 1), pad=(1, 0)).path == "shift"
+    assert P.ConvPlan(t, 64, (16, 16), 16, 3, pad=1).path == "shift"       # thin: 16 filters from 64
+    assert P.ConvPlan(t, 64, (16, 16), 64, 3, pad=1).path == "im2row"      # dense layer
+    assert P.ConvPlan(t, 8, (9, 11), 5, (3, 1), stride=2).path == "im2row"
+    assert P.ConvPlan(t, 8, (9, 11), 5, (3, 1), mask=P.make_mask("grid", (7, 11), 0.5)).path == "im2row"
+    assert P.ConvPlan(t, 8, (9, 11), 5, 1).path == "pointwise"
+    monkeypatch.setenv("PERF_CONV_PATH", "im2row")
+    assert P.ConvPlan(t, 8, (9, 11), 5, (3, 1), pad=(1, 0)).path == "im2row"

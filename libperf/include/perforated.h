@@ -186,6 +186,13 @@ PERF_API perf_status perf_conv_plan_output(const perf_conv_plan *plan, int *out_
  * (one size serves all three). */
 PERF_API perf_status perf_conv_workspace_size(const perf_conv_plan *plan, size_t *bytes);
 
+/* How the CPU forward of this plan runs, as a static string: "pointwise" (1x1 stride-1 dense: one GEMM
+ * on the input planes), "shift" (stride 1, no masks, a 1-D or thin kernel: one GEMM per kernel tap over
+ * a padded copy of the input), or "im2row" (every other plan, perforated ones included). Backward
+ * always uses im2row (or the pointwise GEMMs). Environment PERF_CONV_PATH=im2row|shift, read when a
+ * plan is created, overrides the choice between the last two where "shift" is allowed. */
+PERF_API perf_status perf_conv_plan_path(const perf_conv_plan *plan, const char **path);
+
 /* y = conv(x, weight) + bias at the plan's computed positions.
  * x: full [batch][in_channels][in_h][in_w] or compact [batch][in_channels][count_in];
  * bias: [out_channels] or NULL; y: [batch][out_channels][count] (overwritten).

@@ -24,6 +24,7 @@ struct perf_conv_plan {
     int cin_g, cout_g;  /* channels per group */
     int k_gemm;         /* cin_g * kk: the GEMM's inner dimension */
     int pointwise;      /* 1x1, stride 1, no padding, dense output: the input plane IS the GEMM operand */
+    int shift;          /* forward by shifted GEMMs over a padded input copy (cpu/conv_shift.c) */
     int threads;        /* OpenMP threads the workspace was sized for */
     int chunk_rows;     /* rows per GEMM chunk (see above) */
     int32_t *table;     /* [count][kk]: input index within a plane for each kernel tap, -1 = padding */
@@ -39,6 +40,9 @@ struct perf_conv_plan {
 /* CPU kernels (cpu/conv.c); arguments already validated by conv.c. */
 void perf_cpu_conv_forward(const perf_conv_plan *p, const float *x, const float *weight, const float *bias,
                            float *y, float *workspace);
+void perf_cpu_conv_forward_shift(const perf_conv_plan *p, const float *x, const float *weight, const float *bias,
+                                 float *y, float *workspace);
+size_t perf_conv_shift_workspace_floats(const perf_conv_plan *p);
 void perf_cpu_conv_backward_data(const perf_conv_plan *p, const float *weight, const float *dy, float *dx,
                                  float *workspace);
 void perf_cpu_conv_backward_filter(const perf_conv_plan *p, const float *x, const float *dy, float *dweight,

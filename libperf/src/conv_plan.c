@@ -9,6 +9,7 @@
  */
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "conv_internal.h"
 #include "device_internal.h"
@@ -24,6 +25,27 @@ static int choose_chunk_rows(size_t total_rows, int k_gemm, int threads) {
     if (rows > 4096) rows = 4096;
     if (rows > total_rows) rows = total_rows;
     return (int)rows;
+}
+
+/* The shifted-GEMM forward (cpu/conv_shift.c) for stride-1 convolutions without masks whose im2row
+ * gather costs more than the GEMM it feeds: kernels that are a line (d x 1 or 1 x d, the halves of a
+ * spatial low-rank decomposition), and "thin" k x k layers with at most half as many filters as input
+ * channels (the first half of a channel decomposition) on maps at least 16 wide (the padded columns are
+ * wasted work). Measured on a 2-core EPYC (python -m bench.conv_paths, results/conv_paths.md): faster on
+ * such layers. Dense VGG / AlexNet / NIN layers keep im2row: there the gain was mixed (-20% to +28%).
+ * Needs a task (image, group) per thread, and sizes that BLAS's int takes.
+ * PERF_CONV_PATH=im2row or =shift (where allowed) overrides the choice, to measure both. */
+static int use_shift(const perf_conv_plan *p, const perf_mask *output_mask, const perf_mask *input_mask) {
+    const perf_conv_desc *d = &p->d;
+    if (p->pointwise || output_mask || input_mask || d->stride_h != 1 || d->stride_w != 1) return 0;
+    long long hp = (long long)d->in_h + 2LL * d->pad_h, wp = (long long)d->in_w + 2LL * d->pad_w;
+    if (hp * wp > INT32_MAX / 2) return 0;
+    const char *force = getenv("PERF_CONV_PATH");
+    if (force && strcmp(force, "im2row") == 0) return 0;
+    if (force && strcmp(force, "shift") == 0) return 1;
+    if (d->batch * d->groups < p->threads) return 0;
+    if (d->kernel_h == 1 || d->kernel_w == 1) return 1;
+    return p->cin_g >= 32 && 2 * p->cout_g <= p->cin_g && p->out_w >= 16;
 }
 
 static perf_status validate_desc(const char *fn, const perf_conv_desc *d) {
@@ -144,6 +166,9 @@ perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *o
     p->workspace_floats = p->pointwise ? 0
                                        : (size_t)p->threads * (size_t)p->chunk_rows *
                                              ((size_t)p->k_gemm + (size_t)desc->out_channels);
+    p->shift = use_shift(p, output_mask, input_mask);
+    if (p->shift && perf_conv_shift_workspace_floats(p) > p->workspace_floats)
+        p->workspace_floats = perf_conv_shift_workspace_floats(p); /* backward still runs im2row */
     if (!p->pointwise) {
         p->table = malloc(n_table * sizeof *p->table);
         p->origin = malloc((size_t)p->count * sizeof *p->origin);
@@ -174,6 +199,14 @@ perf_status perf_conv_plan_output(const perf_conv_plan *plan, int *out_h, int *o
     if (out_h) *out_h = plan->out_h;
     if (out_w) *out_w = plan->out_w;
     if (count) *count = plan->count;
+    return PERF_STATUS_SUCCESS;
+}
+
+perf_status perf_conv_plan_path(const perf_conv_plan *plan, const char **path) {
+    static const char fn[] = "perf_conv_plan_path";
+    PERF_CHECK_NOT_NULL(fn, plan);
+    PERF_CHECK_NOT_NULL(fn, path);
+    *path = plan->pointwise ? "pointwise" : plan->shift ? "shift" : "im2row";
     return PERF_STATUS_SUCCESS;
 }
 

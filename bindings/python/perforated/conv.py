@@ -90,6 +90,14 @@ class ConvPlan:
         else:
             self._ws_owner, self._ws, self.workspace_bytes = workspace(int(nbytes[0]))
 
+    @property
+    def path(self) -> str:
+        """How the CPU forward runs: ``"pointwise"``, ``"shift"`` (one GEMM per kernel tap over a padded
+        copy of the input) or ``"im2row"`` (perf_conv_plan_path)."""
+        out = ffi.new("const char **")
+        check(lib.perf_conv_plan_path(self._ptr, out))
+        return ffi.string(out[0]).decode()
+
     # Shapes of the arrays each call takes.
     @property
     def x_shape(self) -> Tuple[int, ...]:

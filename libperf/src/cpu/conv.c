@@ -108,6 +108,10 @@ void perf_cpu_conv_forward(const perf_conv_plan *p, const float *x, const float 
         pointwise_forward(p, x, w, bias, y);
         return;
     }
+    if (p->shift) {
+        perf_cpu_conv_forward_shift(p, x, w, bias, y, ws);
+        return;
+    }
     const int K = p->k_gemm, cout = p->d.out_channels, chunk = p->chunk_rows;
     const size_t total = (size_t)p->d.batch * p->count;
     const long nchunks = (long)((total + chunk - 1) / chunk);
