@@ -154,8 +154,8 @@ def _plan_summary(row: dict) -> str:
     return ", ".join(parts)
 
 
-def write(raw: dict, out: Path, suffix: str) -> str:
-    meta = raw["metadata"]
+def table(raw: dict) -> tuple:
+    """(header, rows) of the low-rank table: every network's rows of one run."""
     header = ["network", "batch", "target", "method", "plan", "theoretical speedup", "measured CPU speedup",
               "measured / theoretical", "logits rel. change vs dense", "error+ (NIN)", "tuned error+ (NIN)"]
     rows = []
@@ -168,6 +168,12 @@ def write(raw: dict, out: Path, suffix: str) -> str:
                          f"{r['measured_speedup'] / r['theoretical_speedup']:.2f}",
                          f"{r['logits_relative_change']:.3f}", f"{before:+.2f}" if before is not None else err,
                          f"{tuned:+.2f}" if tuned is not None else err])
+    return header, rows
+
+
+def write(raw: dict, out: Path, suffix: str) -> str:
+    meta = raw["metadata"]
+    header, rows = table(raw)
     _csv(out / f"lowrank{suffix}.csv", header, rows)
     lines = ["# Low-rank decomposition, perforation, and both (issue 6)", "",
              f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",

@@ -202,6 +202,17 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
         masks = json.loads(masks_file.read_text())
         lines += ["", "## NIN mask comparison (results/mask_comparison.md, before fine-tuning)", ""] + \
                  [f"- {line}" for line in ranking(masks)] + ["", "![mask comparison](plots/mask_comparison.png)"]
+    lowrank_file = out / f"lowrank{suffix}.json"
+    if lowrank_file.is_file():
+        import json
+
+        from bench.lowrank_tables import table as lowrank_table
+
+        lowrank = json.loads(lowrank_file.read_text())
+        header, rows = lowrank_table(lowrank)
+        lines += ["", f"## Low-rank decomposition (accnn), perforation, and both (results/lowrank{suffix}.md)", "",
+                  f"`{lowrank['metadata']['command']}`, {lowrank['metadata']['date']}; NIN accuracy columns: "
+                  f"{lowrank['metadata'].get('nin_accuracy_source', 'this run')}.", ""] + _md(header, rows)
     lines += ["", "## Whole-network dense peers (same run)", ""]
     header, rows = peer_table(raw)
     lines += _md(header, rows)

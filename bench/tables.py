@@ -177,6 +177,8 @@ def main(argv=None) -> None:
                         help="timed rounds per measurement (default 5; dense and perforated alternate)")
     parser.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime / PyTorch")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default results/)")
+    parser.add_argument("--no-lowrank", action="store_true",
+                        help="skip the low-rank table (bench.lowrank_tables --speed-only: results/lowrank.md)")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: re-render the tables from OUT/tables.json with the current "
                              "OUT/nin_accuracy.json (e.g. after bench.nin_accuracy)")
@@ -204,6 +206,11 @@ def main(argv=None) -> None:
         if args.quick:
             batch = max(1, batch // 16)
         results.append(run_network(network, batch, repeat, threads, not args.no_peers, gpu["measured"]))
+    if not args.no_lowrank:  # low-rank, perforation and both, timed in this run (NIN accuracy: stored)
+        from bench import lowrank_tables
+
+        lowrank_tables.main(["--speed-only", "--networks", ",".join(networks), "--out", str(args.out)]
+                            + (["--quick"] if args.quick else []) + (["--repeat", str(args.repeat)] if args.repeat else []))
     meta = measure.machine_metadata()
     meta.update(threads=threads, repeat=repeat, quick=args.quick, gpu=gpu)
     from bench import peers as peer_mod
