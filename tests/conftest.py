@@ -55,3 +55,9 @@ def rng(request) -> np.random.Generator:
     """A generator seeded from PERF_TEST_SEED and the test id (stable across runs and orderings)."""
     seed = (BASE_SEED * 1_000_003 + zlib.crc32(request.node.nodeid.encode())) % 2**63
     return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def cp():
+    """CuPy, for the GPU tests (skipped without it)."""
+    return pytest.importorskip("cupy")

@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
+
+import perforated as P
 
 DEFAULT_SEED = 20160505
 #: Base seed of every randomised test; set PERF_TEST_SEED to replay a failure.
@@ -27,3 +30,9 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-4,
     scale = max(1.0, float(np.abs(expected).max())) if expected.size else 1.0
     np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=rtol,
                                atol=atol * scale, err_msg=what)
+
+
+def gpu_test(f):
+    """Marked gpu (run with --run-gpu) and skipped without a CUDA build and a visible GPU."""
+    f = pytest.mark.skipif(not P.cuda_available(), reason="no CUDA backend or no GPU (cuda_available())")(f)
+    return pytest.mark.gpu(f)

@@ -14,7 +14,7 @@ import pytest
 
 import perforated as P
 from perforated._lib import ffi, lib
-from helpers import assert_close, randn
+from helpers import assert_close, gpu_test, randn
 from test_conv import GEOMETRIES as CONV_GEOMETRIES, OUT_MASKS, setup as conv_setup
 from test_interp import MASKS as INTERP_MASKS
 from test_pooling import GEOMETRIES as POOL_GEOMETRIES, INPUTS as POOL_INPUTS, setup as pool_setup
@@ -122,17 +122,6 @@ def test_gpu_array_checks():
 
 
 # --- GPU: CUDA vs CPU ---------------------------------------------------------------------------
-
-def gpu_test(f):
-    """Marked gpu (run with --run-gpu) and skipped without a CUDA build and a visible GPU."""
-    f = pytest.mark.skipif(not P.cuda_available(), reason="no CUDA backend or no GPU (cuda_available())")(f)
-    return pytest.mark.gpu(f)
-
-
-@pytest.fixture
-def cp():
-    return pytest.importorskip("cupy")
-
 
 def close(gpu_value, cpu_value, what=""):
     import cupy

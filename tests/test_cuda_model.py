@@ -23,6 +23,7 @@ import pytest
 import perforated as P
 from perforated.model import Model
 from perforated.plan import PerforationPlan
+from helpers import gpu_test
 from test_model import INPUT, ROWS
 
 CUDA_BUILD = "CUDA on" in P.build_info()
@@ -192,17 +193,6 @@ def test_model_cuda_without_cupy_names_the_extra(monkeypatch):
 
 
 # --- GPU: the CUDA model against the CPU model --------------------------------------------------
-
-def gpu_test(f):
-    """Marked gpu (run with --run-gpu) and skipped without a CUDA build and a visible GPU."""
-    f = pytest.mark.skipif(not P.cuda_available(), reason="no CUDA backend or no GPU (cuda_available())")(f)
-    return pytest.mark.gpu(f)
-
-
-@pytest.fixture
-def cp():
-    return pytest.importorskip("cupy")
-
 
 @gpu_test
 @pytest.mark.parametrize("perforated", [False, True], ids=["dense", "perforated"])
