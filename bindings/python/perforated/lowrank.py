@@ -472,7 +472,18 @@ def layer_responses(rows: Sequence[Row], weights: Weights, input_shape, classes:
     """Outputs before ReLU of conv / fc layers ``names`` on ``images`` (``B x C x H x W``), as
     ``(samples, channels)`` float64 arrays (positions drawn at random when there are more)."""
     images = np.ascontiguousarray(images, np.float32)
-    model = Model(list(rows), images.shape[0], weights=weights, input_shape=input_shape, classes=classes)
+    rows = list(rows)
+    wanted = [i for i, (_, name, _) in enumerate(rows) if name in names]
+    if wanted and wanted[-1] + 1 < len(rows):  # nothing after the last asked layer needs to run
+        rows = rows[:wanted[-1] + 1]
+        kind, last, p = rows[-1]
+        if kind == "conv":
+            geo = walk(rows, input_shape)[1][last]
+            classes = p["out"] * geo["oh"] * geo["ow"]
+        else:
+            classes = p["out"]
+    model = Model(rows, images.shape[0], weights={n: weights[n] for _, n, _ in rows if n in weights},
+                  input_shape=input_shape, classes=classes)
     model.forward(images)
     out = {}
     for step in model.steps:
