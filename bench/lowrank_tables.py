@@ -182,7 +182,8 @@ def write(raw: dict, out: Path, suffix: str) -> str:
              f"Timing: whole forward pass, median of {meta['repeat']} runs after a warm-up; speedups against "
              f"the dense network timed in the same run.  ",
              f"Weights: {meta['weights']}. VGG-16 / AlexNet accuracy is not measured (no ImageNet); NIN: "
-             f"{meta['nin_weights']}.  ", f"NIN accuracy columns: {meta.get('nin_accuracy_source', 'this run')}.", "",
+             f"{meta['nin_weights']}.  ", f"NIN accuracy columns: {meta.get('nin_accuracy_source', 'this run')}.  ",
+             *([f"Note: {meta['note']}"] if meta.get("note") else []), "",
              "Theoretical speedup = dense multiply-adds / multiply-adds of the plan (whole network, FC "
              "included, perforated layers counting computed positions). Rank selection budget: whole "
              "network <= dense / T. Combined rows: uniform perforation at the rate giving sqrt(T) alone, then "
