@@ -92,6 +92,26 @@ class _FakeGpu:
             raise TypeError("implicit host -> device assignment")
         self.host[key] = value.host if isinstance(value, _FakeGpu) else value
 
+    # the arithmetic SGD does on parameters (in place, and with numpy scalars as CuPy allows)
+    __array_ufunc__ = None  # numpy scalars defer to the operators below
+
+    def __imul__(self, other):
+        self.host *= _host(other)
+        return self
+
+    def __iadd__(self, other):
+        self.host += _host(other)
+        return self
+
+    def __isub__(self, other):
+        self.host -= _host(other)
+        return self
+
+    def __mul__(self, other):
+        return _FakeGpu(np.ascontiguousarray(self.host * _host(other)))
+
+    __rmul__ = __mul__
+
 
 def _fake_cupy() -> types.ModuleType:
     cp = types.ModuleType("cupy")
@@ -230,3 +250,26 @@ def test_small_network_on_own_context_matches_cpu(rng, cp):
     got = dev.forward(cp.asarray(x), training=True)
     dev.synchronize()
     np.testing.assert_allclose(cp.asnumpy(got), want, rtol=1e-4, atol=1e-4)
+
+
+def test_fake_device_training_matches_cpu_training(tmp_path, rng, fake_device, monkeypatch):
+    """perforated.train with device='cuda' (here the stand-in) trains, checkpoints, resumes and
+    evaluates exactly as on the CPU: SGD's arithmetic runs on the device arrays, metrics on the host."""
+    import perforated.device as dev_mod
+    from perforated import train as tr
+    from test_train import _tiny_nin_splits
+
+    monkeypatch.setattr(dev_mod, "default_context", lambda index=None: fake_device)
+    splits = _tiny_nin_splits(rng)
+    cfg = dict(network="nin", epochs=2, batch=4, lr=0.01, seed=3, progress=1, init_scale={"cccp6": 0.5})
+    cpu = tr.train(tr.TrainConfig(**cfg), tmp_path / "cpu", splits=splits, stream=None)
+    tr.train(tr.TrainConfig(device="cuda", **cfg), tmp_path / "dev", splits=splits, stream=None, stop_after=1)
+    dev = tr.train(tr.TrainConfig(), tmp_path / "dev", resume=True, splits=splits, stream=None)
+    assert dev["config"].device == "cuda" and isinstance(dev["model"].params["conv1"]["weight"], _FakeGpu)
+    assert [h["train_loss"] for h in dev["history"]] == [h["train_loss"] for h in cpu["history"]]
+    assert dev["history"][-1]["test_top1_error"] == cpu["history"][-1]["test_top1_error"]
+    for name, p in cpu["model"].params.items():
+        for key in p:
+            np.testing.assert_array_equal(_host(dev["model"].params[name][key]), p[key])
+    with np.load(tmp_path / "dev" / "weights.npz") as w:
+        np.testing.assert_array_equal(w["conv1/weight"], cpu["model"].params["conv1"]["weight"])

@@ -19,7 +19,7 @@ from .train import build_model, evaluate_split, read_preprocess
 
 def evaluate(network: str, weights, data=None, plan=None, split: str = "test", batch: int = 100,
              subset: Optional[int] = None, splits: Optional[Dict[str, Split]] = None,
-             threads: Optional[int] = None, lowrank=None) -> Dict[str, float]:
+             threads: Optional[int] = None, lowrank=None, device: str = "cpu") -> Dict[str, float]:
     """Top-1 / top-5 error (%), mean loss and image count of ``weights`` on ``split``."""
     if not Path(weights).is_file():
         raise FileNotFoundError(f"evaluate: no weights file at {weights}")
@@ -41,7 +41,7 @@ def evaluate(network: str, weights, data=None, plan=None, split: str = "test", b
     target = splits[split]
     if subset:
         target = target.subset(min(subset, len(target)), seed=1)
-    model = build_model(network, batch, plan, lowrank, weights)
+    model = build_model(network, batch, plan, lowrank, weights, device=device)
     return evaluate_split(model, target, preprocess)
 
 
@@ -56,9 +56,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--subset", type=int, default=None, help="evaluate on this many (seeded) images")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the CUDA backend (with CuPy)")
     a = p.parse_args(argv)
     r = evaluate(a.network, a.weights, a.data, a.plan, a.split, a.batch, a.subset, threads=a.threads,
-                 lowrank=a.lowrank)
+                 lowrank=a.lowrank, device=a.device)
     print(f"images: {r['images']} ({a.split})")
     print(f"top-1 error: {r['top1_error']:.2f}%")
     print(f"top-5 error: {r['top5_error']:.2f}%")

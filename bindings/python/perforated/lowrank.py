@@ -688,14 +688,14 @@ def _make_mask(rows: Sequence[Row], name: str, spec: dict, size: Tuple[int, int]
     return make_mask(spec["kind"], size, spec["rate"], spec["seed"])
 
 
-def plan_model(plan: LowRankPlan, batch: int, weights=None, seed: int = 0) -> Model:
+def plan_model(plan: LowRankPlan, batch: int, weights=None, seed: int = 0, device: str = "cpu") -> Model:
     """The model of a plan's rewritten network (with its masks) at ``batch``, holding ``weights``
     already decomposed (a dict or an .npz of the rewritten layers' names; random when None): to
     fine-tune or evaluate a decomposed network without fitting it again."""
     rows, _, _ = rewrite_rows(plan.rows, plan.layers)
     masks = build_masks(rows, plan.layers, plan.input_shape)
     return Model(rows, batch, masks=masks, weights=weights, seed=seed, input_shape=plan.input_shape,
-                 classes=NETWORKS[plan.network]["classes"])
+                 classes=NETWORKS[plan.network]["classes"], device=device)
 
 
 def apply_plan(plan: LowRankPlan, batch: int, weights: Optional[Weights] = None,

@@ -65,6 +65,7 @@ class TrainConfig:
     augment: bool = True
     plan: Optional[str] = None
     lowrank: Optional[str] = None
+    device: str = "cpu"
     weights: Optional[str] = None
     progress: int = 20
     threads: Optional[int] = None
@@ -88,12 +89,13 @@ class TrainConfig:
 
 
 def build_model(network: str, batch: int, plan: Optional[str] = None, lowrank: Optional[str] = None,
-                weights=None, seed: int = 0) -> Model:
+                weights=None, seed: int = 0, device: str = "cpu") -> Model:
     """The network to train or evaluate: named, perforated by ``plan`` (a PerforationPlan JSON), or
     rewritten by ``lowrank`` (a LowRankPlan JSON: decomposed layers and their masks; its ``weights``
-    are the decomposed network's, e.g. from ``python -m perforated.lowrank --save-weights``)."""
+    are the decomposed network's, e.g. from ``python -m perforated.lowrank --save-weights``). ``device``:
+    ``"cpu"`` or ``"cuda"`` (the CUDA backend, with CuPy)."""
     if not lowrank:
-        return Model(network, batch, plan=plan, weights=weights, seed=seed)
+        return Model(network, batch, plan=plan, weights=weights, seed=seed, device=device)
     from .lowrank import LowRankPlan, plan_model
 
     if plan:
@@ -102,7 +104,7 @@ def build_model(network: str, batch: int, plan: Optional[str] = None, lowrank: O
     if lr_plan.network != network:
         raise ValueError(f"build_model: the low-rank plan {lowrank} is for {lr_plan.network!r}, "
                          f"not network {network!r}")
-    return plan_model(lr_plan, batch, weights, seed=seed)
+    return plan_model(lr_plan, batch, weights, seed=seed, device=device)
 
 
 def learning_rate(cfg: TrainConfig, epoch: float) -> float:
@@ -126,7 +128,8 @@ class SGD:
             raise ValueError(f"SGD: lr_mult names unknown layers {sorted(unknown)}; layers: {list(model.params)}")
         self.mult = {n: (lr_mult or {}).get(n, 1.0) for n in model.params}
         self.bias_lr_mult = bias_lr_mult
-        self.velocity = {n: {k: np.zeros_like(v) for k, v in p.items()} for n, p in model.params.items()}
+        zeros_like = model.buffers.zeros_like  # on the model's device
+        self.velocity = {n: {k: zeros_like(v) for k, v in p.items()} for n, p in model.params.items()}
 
     def step(self, lr: float) -> None:
         for name, p in self.params.items():
@@ -148,9 +151,10 @@ def evaluate_split(model: Model, split: Split, preprocess: Preprocess) -> Dict[s
     n = top1 = top5 = 0
     loss_sum = 0.0
     k = min(5, model.classes)
+    to_host = model.buffers.to_host  # a CUDA model's logits and losses are GPU arrays
     for b in batches(split, model.batch, preprocess, last="pad"):
-        logits = model.forward(b.x, training=False)
-        loss, _ = model.loss(b.labels)
+        logits = to_host(model.forward(b.x, training=False))
+        loss = to_host(model.loss(b.labels)[0])
         v = b.valid
         top = np.argsort(-logits[:v], axis=1)[:, :k]
         hit = top == b.labels[:v, None]
@@ -174,7 +178,8 @@ def _atomic_savez(path: Path, arrays: Dict[str, np.ndarray]) -> None:
 def save_weights(model: Model, path, preprocess: Optional[Preprocess] = None,
                  meta: Optional[dict] = None) -> None:
     """Weights in the ``Model.save_weights`` format plus ``_preprocess`` and ``_meta`` (JSON), atomically."""
-    arrays = {f"{n}/{k}": v for n, p in model.params.items() for k, v in p.items()}
+    to_host = model.buffers.to_host
+    arrays = {f"{n}/{k}": to_host(v) for n, p in model.params.items() for k, v in p.items()}
     if preprocess is not None:
         arrays["_preprocess"] = np.array(preprocess.to_json())
     if meta is not None:
@@ -196,8 +201,8 @@ def save_checkpoint(path: Path, model: Model, sgd: SGD, state: dict) -> None:
     arrays = {}
     for n, p in model.params.items():
         for k, v in p.items():
-            arrays[f"param/{n}/{k}"] = v
-            arrays[f"momentum/{n}/{k}"] = sgd.velocity[n][k]
+            arrays[f"param/{n}/{k}"] = model.buffers.to_host(v)
+            arrays[f"momentum/{n}/{k}"] = model.buffers.to_host(sgd.velocity[n][k])
     state = dict(state, dropout_calls={s.name: s.calls for s in _dropouts(model)})
     arrays["state"] = np.array(json.dumps(state))
     _atomic_savez(path, arrays)
@@ -219,8 +224,8 @@ def _restore(model: Model, sgd: SGD, state: dict) -> None:
     arrays = state["arrays"]
     for n, p in model.params.items():
         for k in p:
-            p[k][...] = arrays[f"param/{n}/{k}"]
-            sgd.velocity[n][k][...] = arrays[f"momentum/{n}/{k}"]
+            model.buffers.copy_into(p[k], arrays[f"param/{n}/{k}"])
+            model.buffers.copy_into(sgd.velocity[n][k], arrays[f"momentum/{n}/{k}"])
     for s in _dropouts(model):
         s.calls = int(state["dropout_calls"][s.name])
 
@@ -296,14 +301,14 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     else:
         preprocess = Preprocess.fit(train_split, cfg.normalize, cfg.zca_epsilon)
 
-    model = build_model(cfg.network, cfg.batch, cfg.plan, cfg.lowrank, seed=cfg.seed)
+    model = build_model(cfg.network, cfg.batch, cfg.plan, cfg.lowrank, seed=cfg.seed, device=cfg.device)
     if cfg.weights and state is None:
         model.load_weights(cfg.weights)
     elif state is None:
         for name, factor in cfg.init_scale.items():
             if name not in model.params:
                 raise ValueError(f"train: init_scale names unknown layer {name!r}; layers: {list(model.params)}")
-            model.params[name]["weight"] *= np.float32(factor)
+            model.params[name]["weight"] *= np.float32(factor)  # in place, on either device
     sgd = SGD(model, cfg.momentum, cfg.weight_decay, cfg.lr_mult, cfg.bias_lr_mult)
     rng = np.random.default_rng(cfg.seed)
     start_epoch, history, skip, running = 0, [], 0, (0.0, 0, 0)
@@ -340,6 +345,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
             model.forward(b.x, training=True)
             loss, prob = model.loss(b.labels)
             model.backward(b.labels)
+            loss, prob = model.buffers.to_host(loss), model.buffers.to_host(prob)  # small: batch x classes
             sgd.step(lr)
             v = b.valid
             batch_loss = float(loss[:v].sum())
@@ -435,6 +441,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="initial weights .npz (e.g. to fine-tune)")
     p.add_argument("--progress", type=int, default=d.progress, help="a progress line every N batches")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: the CUDA backend (a CUDA build, a GPU and CuPy); data stays on the host")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="also checkpoint every N batches within an epoch (0: only after each epoch)")
     p.add_argument("--stop-after", type=int, default=None,
