@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The device checks of issue 5 (and GPU training for issue 4) in one prepared run, for a session that
+# is lent a GPU machine (the `device` tool; nothing can be fetched there, and it has Python 3.12 with
+# numpy, CuPy, PyTorch, pytest, hypothesis, pillow and matplotlib, but not cffi or OpenBLAS's wheel).
+#
+# Here, before the first device call (once; wheels and data travel with `carry: [".whl", ".data"]`,
+# about 30 MB; ../shared does not travel):
+#   printf '/.whl/\n/.data/\n' >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#       -d .whl cffi pycparser scipy-openblas32
+#   mkdir -p .data && cp ../shared/datasets/cifar10-jpeg.tar.gz .data/
+# Then, with the device tool (about 10 minutes of the 15; set TRAIN_SECONDS to fit what is left):
+#   run(command="TRAIN_SECONDS=180 bash scripts/gpu_session.sh", carry=[".whl", ".data"], timeout_s=600)
+# What comes back ($OUT holds at most 8 files): session.log (every step's output) and bundle.tar.gz
+# (results/ written there, and the training run nin_gpu/ to resume from); unpack it here.
+#
+# Steps: install the wheels; build libperforated with CUDA for sm_90 (Hopper) only, to save time;
+# tests/test_cuda.py and tests/test_cuda_model.py with --run-gpu (every op and whole NIN, CUDA vs
+# CPU); bench.conv_layers (per-layer GPU table: 0.8 x ideal check) and bench.tables --quick
+# --no-lowrank (GPU columns, cuDNN peer); then NIN training on the GPU from the committed weights for
+# TRAIN_SECONDS (default 180, cut to end 40 s before BUDGET, default 560 s), resumable from nin_gpu/.
+set -uo pipefail
+out="${OUT:-/tmp/gpu_out}"
+mkdir -p "$out"
+log() { echo "[gpu_session $(date +%H:%M:%S)] $*" | tee -a "$out/session.log"; }
+work=/tmp/gpu_work
+mkdir -p "$work/results"
+bundle() { tar -czf "$out/bundle.tar.gz" -C "$work" results nin_gpu 2>/dev/null || tar -czf "$out/bundle.tar.gz" -C "$work" results; }
+trap bundle EXIT
+step() { # step NAME TIMEOUT COMMAND...: run, append its output to the log, say how it ended
+    local name="$1" limit="$2"; shift 2
+    log "$name"
+    timeout "$limit" "$@" >>"$out/session.log" 2>&1
+    log "$name: exit $?"
+}
+
+if [[ -d .whl ]]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || { log "wheel install failed"; exit 1; }
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD/bindings/python:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+nvidia-smi -L >>"$out/session.log" 2>&1
+
+step "configure (CUDA, sm_90)" 120 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DPERF_WITH_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DPython3_EXECUTABLE="$(command -v python3)"
+step "build" 240 cmake --build build-gpu -j 16
+[[ -f build-gpu/libperforated.so ]] || { log "no library built: stopping"; exit 1; }
+export PERFORATED_LIBRARY="$PWD/build-gpu/libperforated.so"
+step "library" 60 python3 -c "import perforated as p; print(p.build_info()); print('GPU:', p.cuda_available())"
+
+step "CUDA vs CPU tests" 180 python3 -m pytest -q --run-gpu -p no:cacheprovider tests/test_cuda.py \
+    tests/test_cuda_model.py
+step "per-layer GPU table (VGG-16)" 120 python3 -m bench.conv_layers --networks vgg16 --out "$work/results"
+step "tables --quick (GPU columns)" 120 python3 -m bench.tables --quick --no-lowrank --out "$work/results"
+
+# train for TRAIN_SECONDS, but stop 40 s before BUDGET (the run's timeout_s) so the bundle is written
+left=$(( ${BUDGET:-560} - SECONDS - 40 )); train_s=${TRAIN_SECONDS:-180}; (( left < train_s )) && train_s=$left
+(( train_s < 30 )) && { log "no time left to train"; exit 0; }
+step "NIN training on the GPU for ${train_s} s (exit 124: stopped by the limit; resumable)" \
+    "$train_s" python3 -m perforated.train --network nin --device cuda \
+    --weights results/models/nin_cifar10.npz --epochs 30 --batch 128 --lr 0.03 --lr-mult cccp6=0.1 \
+    --weight-decay 5e-4 --schedule cosine --eval-every 5 --progress 50 \
+    --data "${CIFAR:-.data/cifar10-jpeg.tar.gz}" --out "$work/nin_gpu"
