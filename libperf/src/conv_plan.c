@@ -29,10 +29,11 @@ static int choose_chunk_rows(size_t total_rows, int k_gemm, int threads) {
 
 /* The shifted-GEMM forward (cpu/conv_shift.c) for stride-1 convolutions without masks whose im2row
  * gather costs more than the GEMM it feeds: kernels that are a line (d x 1 or 1 x d, the halves of a
- * spatial low-rank decomposition), and "thin" k x k layers with at most half as many filters as input
- * channels (the first half of a channel decomposition) on maps at least 16 wide (the padded columns are
- * wasted work). Measured on a 2-core EPYC (python -m bench.conv_paths, results/conv_paths.md): faster on
- * such layers. Dense VGG / AlexNet / NIN layers keep im2row: there the gain was mixed (-20% to +28%).
+ * spatial low-rank decomposition), and k x k layers with fewer filters than input channels (at least
+ * 32 per group; the first half of a channel decomposition, AlexNet's conv5) on maps at least 13 wide
+ * (the padded columns are wasted work). Measured on a 2-core EPYC (python -m bench.conv_paths,
+ * results/conv_paths.md): 1.1-2.4x faster on those layers; on layers with as many filters as inputs
+ * or more (most of VGG-16, NIN, AlexNet conv3/conv4) it ranged from 0.83x to 1.25x, so they keep im2row.
  * Needs a task (image, group) per thread, and sizes that BLAS's int takes.
  * PERF_CONV_PATH=im2row or =shift (where allowed) overrides the choice, to measure both. */
 static int use_shift(const perf_conv_plan *p, const perf_mask *output_mask, const perf_mask *input_mask) {
@@ -45,7 +46,7 @@ static int use_shift(const perf_conv_plan *p, const perf_mask *output_mask, cons
     if (force && strcmp(force, "shift") == 0) return 1;
     if (d->batch * d->groups < p->threads) return 0;
     if (d->kernel_h == 1 || d->kernel_w == 1) return 1;
-    return p->cin_g >= 32 && 2 * p->cout_g <= p->cin_g && p->out_w >= 16;
+    return p->cin_g >= 32 && p->cout_g < p->cin_g && p->out_w >= 13;
 }
 
 static perf_status validate_desc(const char *fn, const perf_conv_desc *d) {
