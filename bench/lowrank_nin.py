@@ -51,6 +51,16 @@ def row_key(row: dict) -> str:
     return re.sub(r"[^a-z0-9]+", "_", row["method"]).strip("_") + f"_{row['target']:g}x"
 
 
+def _fresh_folder(folder: Path, what: dict) -> None:
+    """A run folder for ``what`` (plan and settings): one left by an interrupted run of the same is kept
+    (its checkpoint resumes), one of anything else is emptied (its checkpoint must not resume)."""
+    stamp = folder / "run.json"
+    if folder.exists() and (not stamp.is_file() or json.loads(stamp.read_text()) != what):
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(stamp, what)
+
+
 def finetune_rows(net: dict, weights_path: Path, weights: LR.Weights, images: np.ndarray, args) -> None:
     """Fine-tune every row of ``net`` (NIN) and the original network; adds ``tuned_error`` and
     ``tuned_error_increase`` to the rows and ``dense_tuned_error`` to ``net``. Resumable."""
@@ -66,10 +76,7 @@ def finetune_rows(net: dict, weights_path: Path, weights: LR.Weights, images: np
         plan = json.loads(json.dumps(row["plan"]))  # as stored: a changed plan is fine-tuned again
         if state.get(key, {}).get("plan") != plan or state[key].get("settings") != common:
             folder = runs / key
-            saved = [f for f in (folder / "plan.json", folder / "lowrank.json") if f.is_file()]
-            if key in state or (saved and json.loads(saved[0].read_text()) != plan):
-                shutil.rmtree(folder)  # another plan's or setting's run: its checkpoint must not resume
-            folder.mkdir(exist_ok=True)
+            _fresh_folder(folder, {"plan": plan, "settings": common})
             measure.progress(f"nin {key}: fine-tuning {args.finetune_epochs} epoch(s)")
             if row["method"] == "perforation":
                 write_json_atomic(folder / "plan.json", row["plan"])
@@ -87,8 +94,7 @@ def finetune_rows(net: dict, weights_path: Path, weights: LR.Weights, images: np
                    tuned_error_increase=state[key]["tuned_error"] - net["dense_error"])
     if state.get("dense", {}).get("settings") != common:
         measure.progress("nin original network: the same fine-tuning (the control)")
-        if state.get("dense") and (runs / "dense").exists():
-            shutil.rmtree(runs / "dense")
+        _fresh_folder(runs / "dense", {"settings": common})
         state["dense"] = {"tuned_error": finetune(None, weights_path, runs / "dense", **common)["top1_error"],
                           "settings": common}
         write_json_atomic(state_path, state)

@@ -209,8 +209,13 @@ def main(argv=None) -> None:
     if not args.no_lowrank:  # low-rank, perforation and both, timed in this run (NIN accuracy: stored)
         from bench import lowrank_tables
 
-        lowrank_tables.main(["--speed-only", "--networks", ",".join(networks), "--out", str(args.out)]
-                            + (["--quick"] if args.quick else []) + (["--repeat", str(args.repeat)] if args.repeat else []))
+        try:
+            lowrank_tables.main(["--speed-only", "--networks", ",".join(networks), "--out", str(args.out)]
+                                + (["--quick"] if args.quick else [])
+                                + (["--repeat", str(args.repeat)] if args.repeat else []))
+        except Exception as e:  # noqa: BLE001 - the tables measured above must still be written
+            measure.progress(f"low-rank table failed ({type(e).__name__}: {e}); the other tables are written, "
+                             f"the low-rank section shows the previous results/lowrank.json if any")
     meta = measure.machine_metadata()
     meta.update(threads=threads, repeat=repeat, quick=args.quick, gpu=gpu)
     from bench import peers as peer_mod

@@ -12,27 +12,37 @@
 #   mkdir -p .data && cp ../shared/datasets/cifar10-jpeg.tar.gz .data/
 # Then, with the device tool (about 10 minutes of the 15; set TRAIN_SECONDS to fit what is left):
 #   run(command="TRAIN_SECONDS=180 bash scripts/gpu_session.sh", carry=[".whl", ".data"], timeout_s=600)
-# What comes back ($OUT holds at most 8 files): session.log (every step's output) and bundle.tar.gz
-# (results/ written there, and the training run nin_gpu/ to resume from); unpack it here.
+# What comes back ($OUT holds at most 8 files): session.log (every step's output), results.tar.gz
+# (the results/ files written there) and nin_gpu.tar.gz (the training run; unpack it into .data/ to
+# resume it on the next GPU session, or on a CPU: perforated.train --out DIR --resume).
 #
 # Steps: install the wheels; build libperforated with CUDA for sm_90 (Hopper) only, to save time;
 # tests/test_cuda.py and tests/test_cuda_model.py with --run-gpu (every op and whole NIN, CUDA vs
 # CPU); bench.conv_layers (per-layer GPU table: 0.8 x ideal check) and bench.tables --quick
 # --no-lowrank (GPU columns, cuDNN peer); then NIN training on the GPU from the committed weights for
-# TRAIN_SECONDS (default 180, cut to end 40 s before BUDGET, default 560 s), resumable from nin_gpu/.
+# TRAIN_SECONDS (default 180). Every step is cut to what is left of BUDGET (default 560 s).
 set -uo pipefail
 out="${OUT:-/tmp/gpu_out}"
 mkdir -p "$out"
 log() { echo "[gpu_session $(date +%H:%M:%S)] $*" | tee -a "$out/session.log"; }
 work=/tmp/gpu_work
 mkdir -p "$work/results"
-bundle() { tar -czf "$out/bundle.tar.gz" -C "$work" results nin_gpu 2>/dev/null || tar -czf "$out/bundle.tar.gz" -C "$work" results; }
+budget="${BUDGET:-560}"   # seconds: the device run's timeout_s less a margin for the transfers
+bundle() { # two tarballs (each under the 16 MiB a returned file may have), rewritten after each step
+    tar -czf "$out/results.tar.gz" -C "$work" results 2>/dev/null
+    [[ -d "$work/nin_gpu" ]] && tar -czf "$out/nin_gpu.tar.gz" -C "$work" nin_gpu 2>/dev/null
+    return 0
+}
 trap bundle EXIT
-step() { # step NAME TIMEOUT COMMAND...: run, append its output to the log, say how it ended
+step() { # step NAME TIMEOUT COMMAND...: run within what is left of the budget, log, bundle
     local name="$1" limit="$2"; shift 2
-    log "$name"
+    local left=$(( budget - SECONDS - 30 ))
+    (( left < limit )) && limit=$left
+    if (( limit < 10 )); then log "$name: skipped (budget spent)"; return; fi
+    log "$name (at most ${limit} s)"
     timeout "$limit" "$@" >>"$out/session.log" 2>&1
     log "$name: exit $?"
+    bundle
 }
 
 if [[ -d .whl ]]; then
@@ -53,14 +63,18 @@ step "library" 60 python3 -c "import perforated as p; print(p.build_info()); pri
 
 step "CUDA vs CPU tests" 180 python3 -m pytest -q --run-gpu -p no:cacheprovider tests/test_cuda.py \
     tests/test_cuda_model.py
-step "per-layer GPU table (VGG-16)" 120 python3 -m bench.conv_layers --networks vgg16 --out "$work/results"
-step "tables --quick (GPU columns)" 120 python3 -m bench.tables --quick --no-lowrank --out "$work/results"
+step "per-layer GPU table (VGG-16, quick)" 120 python3 -m bench.conv_layers --quick --networks vgg16 \
+    --out "$work/results"
+step "tables --quick (GPU columns)" 120 python3 -m bench.tables --quick --no-lowrank --no-peers --out "$work/results"
 
-# train for TRAIN_SECONDS, but stop 40 s before BUDGET (the run's timeout_s) so the bundle is written
-left=$(( ${BUDGET:-560} - SECONDS - 40 )); train_s=${TRAIN_SECONDS:-180}; (( left < train_s )) && train_s=$left
-(( train_s < 30 )) && { log "no time left to train"; exit 0; }
-step "NIN training on the GPU for ${train_s} s (exit 124: stopped by the limit; resumable)" \
-    "$train_s" python3 -m perforated.train --network nin --device cuda \
-    --weights results/models/nin_cifar10.npz --epochs 30 --batch 128 --lr 0.03 --lr-mult cccp6=0.1 \
-    --weight-decay 5e-4 --schedule cosine --eval-every 5 --progress 50 \
-    --data "${CIFAR:-.data/cifar10-jpeg.tar.gz}" --out "$work/nin_gpu"
+# NIN training for TRAIN_SECONDS (cut to the budget): a run carried in as .data/nin_gpu (unpacked from an
+# earlier session's nin_gpu.tar.gz) goes on with --resume, else a new one starts from the committed weights
+train=(python3 -m perforated.train --device cuda --out "$work/nin_gpu")
+if [[ -f .data/nin_gpu/checkpoint.npz ]]; then
+    cp -r .data/nin_gpu "$work/" && train+=(--resume)
+else
+    train+=(--network nin --weights results/models/nin_cifar10.npz --epochs 30 --batch 128 --lr 0.03
+            --lr-mult cccp6=0.1 --weight-decay 5e-4 --schedule cosine --eval-every 5 --progress 50)
+fi
+train+=(--data "${CIFAR:-.data/cifar10-jpeg.tar.gz}")
+step "NIN training on the GPU (exit 124: stopped by the limit; resumable)" "${TRAIN_SECONDS:-180}" "${train[@]}"

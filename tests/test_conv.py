@@ -313,5 +313,7 @@ def test_plan_picks_shift_for_line_and_thin_kernels(monkeypatch):
     assert P.ConvPlan(t, 8, (9, 11), 5, (3, 1), stride=2).path == "im2row"
     assert P.ConvPlan(t, 8, (9, 11), 5, (3, 1), mask=P.make_mask("grid", (7, 11), 0.5)).path == "im2row"
     assert P.ConvPlan(t, 8, (9, 11), 5, 1).path == "pointwise"
+    # a padded copy of this input would be 64 x 1502 x 1500 floats per thread: over the bound, im2row
+    assert P.ConvPlan(t, 64, (1500, 1500), 8, (3, 1), pad=(1, 0)).path == "im2row"
     monkeypatch.setenv("PERF_CONV_PATH", "im2row")
     assert P.ConvPlan(t, 8, (9, 11), 5, (3, 1), pad=(1, 0)).path == "im2row"

@@ -254,7 +254,8 @@ def test_small_network_on_own_context_matches_cpu(rng, cp):
 
 def test_fake_device_training_matches_cpu_training(tmp_path, rng, fake_device, monkeypatch):
     """perforated.train with device='cuda' (here the stand-in) trains, checkpoints, resumes and
-    evaluates exactly as on the CPU: SGD's arithmetic runs on the device arrays, metrics on the host."""
+    evaluates exactly as on the CPU: SGD's arithmetic runs on the device arrays, metrics on the host.
+    The device is where a run goes on now (the resume's argument), not part of the saved run."""
     import perforated.device as dev_mod
     from perforated import train as tr
     from test_train import _tiny_nin_splits
@@ -264,7 +265,7 @@ def test_fake_device_training_matches_cpu_training(tmp_path, rng, fake_device, m
     cfg = dict(network="nin", epochs=2, batch=4, lr=0.01, seed=3, progress=1, init_scale={"cccp6": 0.5})
     cpu = tr.train(tr.TrainConfig(**cfg), tmp_path / "cpu", splits=splits, stream=None)
     tr.train(tr.TrainConfig(device="cuda", **cfg), tmp_path / "dev", splits=splits, stream=None, stop_after=1)
-    dev = tr.train(tr.TrainConfig(), tmp_path / "dev", resume=True, splits=splits, stream=None)
+    dev = tr.train(tr.TrainConfig(device="cuda"), tmp_path / "dev", resume=True, splits=splits, stream=None)
     assert dev["config"].device == "cuda" and isinstance(dev["model"].params["conv1"]["weight"], _FakeGpu)
     assert [h["train_loss"] for h in dev["history"]] == [h["train_loss"] for h in cpu["history"]]
     assert dev["history"][-1]["test_top1_error"] == cpu["history"][-1]["test_top1_error"]
@@ -273,3 +274,6 @@ def test_fake_device_training_matches_cpu_training(tmp_path, rng, fake_device, m
             np.testing.assert_array_equal(_host(dev["model"].params[name][key]), p[key])
     with np.load(tmp_path / "dev" / "weights.npz") as w:
         np.testing.assert_array_equal(w["conv1/weight"], cpu["model"].params["conv1"]["weight"])
+    cpu_resumed = tr.train(tr.TrainConfig(epochs=3), tmp_path / "dev", resume=True, splits=splits, stream=None)
+    assert cpu_resumed["config"].device == "cpu" and isinstance(cpu_resumed["model"].params["conv1"]["weight"],
+                                                                 np.ndarray)

@@ -14,6 +14,10 @@
 #include "internal.h"
 
 #define PERF_NO_ORIGIN INT32_MIN
+/* Bounds of the shift forward's workspace: a thread's slot (padded input copy + wide output; VGG-16
+ * conv1_2 at 224x224 takes 26 MiB) at most 32 MiB, all threads' slots together at most 512 MiB. */
+#define PERF_SHIFT_SLOT_MAX_FLOATS ((size_t)8 << 20)
+#define PERF_SHIFT_TOTAL_MAX_FLOATS ((size_t)128 << 20)
 
 struct perf_conv_plan {
     perf_conv_desc d;

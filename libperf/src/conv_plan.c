@@ -34,7 +34,8 @@ static int choose_chunk_rows(size_t total_rows, int k_gemm, int threads) {
  * (the padded columns are wasted work). Measured on a 2-core EPYC (python -m bench.conv_paths,
  * results/conv_paths.md): 1.1-2.4x faster on those layers; on layers with as many filters as inputs
  * or more (most of VGG-16, NIN, AlexNet conv3/conv4) it ranged from 0.83x to 1.25x, so they keep im2row.
- * Needs a task (image, group) per thread, and sizes that BLAS's int takes.
+ * Needs a task (image, group) per thread, sizes that BLAS's int takes, and a bounded per-thread slot
+ * (perf_conv_shift_workspace_floats returns 0 past PERF_SHIFT_SLOT_MAX_FLOATS).
  * PERF_CONV_PATH=im2row or =shift (where allowed) overrides the choice, to measure both. */
 static int use_shift(const perf_conv_plan *p, const perf_mask *output_mask, const perf_mask *input_mask) {
     const perf_conv_desc *d = &p->d;
@@ -44,7 +45,7 @@ static int use_shift(const perf_conv_plan *p, const perf_mask *output_mask, cons
     const char *force = getenv("PERF_CONV_PATH");
     if (force && strcmp(force, "im2row") == 0) return 0;
     if (force && strcmp(force, "shift") == 0) return 1;
-    if (d->batch * d->groups < p->threads) return 0;
+    if ((long long)d->batch * d->groups < p->threads) return 0;
     if (d->kernel_h == 1 || d->kernel_w == 1) return 1;
     return p->cin_g >= 32 && p->cout_g < p->cin_g && p->out_w >= 13;
 }
@@ -167,7 +168,7 @@ perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *o
     p->workspace_floats = p->pointwise ? 0
                                        : (size_t)p->threads * (size_t)p->chunk_rows *
                                              ((size_t)p->k_gemm + (size_t)desc->out_channels);
-    p->shift = use_shift(p, output_mask, input_mask);
+    p->shift = use_shift(p, output_mask, input_mask) && perf_conv_shift_workspace_floats(p) > 0;
     if (p->shift && perf_conv_shift_workspace_floats(p) > p->workspace_floats)
         p->workspace_floats = perf_conv_shift_workspace_floats(p); /* backward still runs im2row */
     if (!p->pointwise) {

@@ -272,10 +272,12 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
         state = load_checkpoint(ckpt_path)
         saved = TrainConfig(**state["config"])
         if dataclasses.asdict(saved) != dataclasses.asdict(cfg):
-            diff = {k: (v, getattr(cfg, k)) for k, v in dataclasses.asdict(saved).items() if getattr(cfg, k) != v}
-            if stream is not None:
+            diff = {k: (v, getattr(cfg, k)) for k, v in dataclasses.asdict(saved).items()
+                    if getattr(cfg, k) != v and k not in ("device", "threads")}
+            if diff and stream is not None:
                 print(f"resume: using the checkpoint's config; ignoring differing arguments "
                       f"{ {k: b for k, (a, b) in diff.items()} }", file=stream)
+        saved.device, saved.threads = cfg.device, cfg.threads  # where it runs now, not part of the run
         cfg = saved
     cfg.check()
     log = _Log(stream, out / "train.log")

@@ -39,10 +39,16 @@ static size_t wide_positions(const perf_conv_plan *p) {
     return (size_t)(p->out_h - 1) * (size_t)(p->d.in_w + 2 * p->d.pad_w) + (size_t)p->out_w;
 }
 
+/* Floats of workspace the shift forward needs, or 0 past PERF_SHIFT_SLOT_MAX_FLOATS per thread or
+ * PERF_SHIFT_TOTAL_MAX_FLOATS in all (a huge input or many threads: im2row's chunked workspace is
+ * bounded, so it takes over). */
 size_t perf_conv_shift_workspace_floats(const perf_conv_plan *p) {
-    size_t weights = (size_t)p->d.out_channels * (size_t)p->k_gemm;
-    size_t slot = (size_t)p->cin_g * padded_plane(p) + (size_t)p->cout_g * wide_positions(p);
-    return weights + (size_t)p->threads * slot;
+    const size_t cap = PERF_SHIFT_SLOT_MAX_FLOATS, pplane = padded_plane(p), L = wide_positions(p);
+    if ((size_t)p->cin_g > cap / pplane || (size_t)p->cout_g > cap / L) return 0;
+    const size_t slot = (size_t)p->cin_g * pplane + (size_t)p->cout_g * L; /* <= 2 * cap: no overflow */
+    if (slot > cap || (size_t)p->threads > PERF_SHIFT_TOTAL_MAX_FLOATS / slot) return 0;
+    return (size_t)p->d.out_channels * (size_t)p->k_gemm +
+           (size_t)p->threads * slot;
 }
 
 /* x's plane c of image b, group g -> xp[c] zero-padded. */
@@ -78,10 +84,10 @@ void perf_cpu_conv_forward_shift(const perf_conv_plan *p, const float *x, const 
                         w[(((size_t)g * cout_g + o) * cin_g + c) * kk + t];
     float *slots = ws + (size_t)d->out_channels * p->k_gemm;
     const size_t slot = (size_t)cin_g * pplane + (size_t)cout_g * L;
-    const int tasks = d->batch * G;
+    const long long tasks = (long long)d->batch * G;
 #pragma omp parallel for schedule(dynamic) num_threads(p->threads)
-    for (int task = 0; task < tasks; task++) {
-        const int b = task / G, g = task % G;
+    for (long long task = 0; task < tasks; task++) {
+        const int b = (int)(task / G), g = (int)(task % G);
         float *xp = slots + (size_t)thread_id() * slot, *yw = xp + (size_t)cin_g * pplane;
         pad_copy(p, x, b, g, xp);
         for (int t = 0; t < kk; t++) {

@@ -83,6 +83,7 @@ perf_status perf_cuda_conv_plan_init(perf_conv_plan *p) {
     if (rows > total) rows = total;
     if (rows > (size_t)INT_MAX / 2) rows = (size_t)INT_MAX / 2;
     p->threads = 1;
+    p->shift = 0; /* the CPU's shifted-GEMM forward does not apply: the CUDA forward gathers */
     p->chunk_rows = (int)rows;
     p->workspace_floats = rows * per_row;
     if (!p->table) return PERF_STATUS_SUCCESS; /* pointwise: identity table */
