@@ -94,7 +94,10 @@ def stored_plans(net: dict):
             yield r["method"], r["target"], LR.LowRankPlan(plan.pop("network"), plan.pop("layers"), **plan)
 
 
-ROW_ACCURACY = ("top1_error", "error_increase", "tuned_error", "tuned_error_increase", "finetune")
+# kept from a stored run: its accuracy, and the logits change of its real-image fit (a speed-only run
+# refits channel decompositions on random images, which times the same but changes the logits more)
+ROW_ACCURACY = ("top1_error", "error_increase", "tuned_error", "tuned_error_increase", "finetune",
+                "logits_relative_change")
 NET_ACCURACY = ("dense_error", "dense_tuned_error", "finetune")
 
 
