@@ -23,19 +23,12 @@ import numpy as np
 from bench import measure
 from bench.nin_accuracy import finetune
 from perforated import lowrank as LR
-from perforated.data import load_dataset, preprocess_for, training_subsets
+from perforated.data import load_dataset, preprocess_for
 from perforated.files import write_json_atomic
 from perforated.train import evaluate_split, save_weights
 
 FIT_IMAGES = 128
 SINGLE = ("perforation", "low-rank (spatial)", "low-rank (channel)")
-
-
-def fit_images(weights_path: Path, n: int = FIT_IMAGES, data=None) -> np.ndarray:
-    """``n`` seeded training images, normalised as the weights expect (held apart from nothing: the
-    fit uses responses only, never labels)."""
-    [(x, _)] = training_subsets(data, weights_path, [n], seed=7)
-    return x
 
 
 def evaluator(weights_path: Path, images: int, data=None) -> Callable:

@@ -284,7 +284,7 @@ def nin_accuracy_run(args, batch: int, repeat: int, weights) -> dict:
     """NIN rows with errors before and after fine-tuning; also written alone to results/lowrank_nin.*
     (which later speed-only runs, e.g. bench.tables, time again and take the accuracy from)."""
     evaluate = lowrank_nin.evaluator(NIN_WEIGHTS, args.nin_test_images, args.data)
-    images = lowrank_nin.fit_images(NIN_WEIGHTS, args.nin_fit_images, args.data)
+    images = LR.fit_images(args.data, NIN_WEIGHTS, args.nin_fit_images)  # responses only, never labels
     net = run_network("nin", batch, repeat, weights, evaluate, images)
     if args.finetune_epochs > 0:
         lowrank_nin.finetune_rows(net, NIN_WEIGHTS, weights, images, args)

@@ -32,8 +32,9 @@ static int choose_chunk_rows(size_t total_rows, int k_gemm, int threads) {
  * spatial low-rank decomposition), and k x k layers with fewer filters than input channels (at least
  * 32 per group; the first half of a channel decomposition, AlexNet's conv5) on maps at least 13 wide
  * (the padded columns are wasted work). Measured on a 2-core EPYC (python -m bench.conv_paths,
- * results/conv_paths.md): 1.1-2.4x faster on those layers; on layers with as many filters as inputs
- * or more (most of VGG-16, NIN, AlexNet conv3/conv4) it ranged from 0.83x to 1.25x, so they keep im2row.
+ * results/conv_paths.md): 1.1-2.1x faster on those layers. On layers with as many filters as inputs or
+ * more (most of VGG-16, NIN, AlexNet conv3/conv4) it was 0.88-1.43x per layer, and taking it for them
+ * left the whole dense VGG-16 at batch 16 no faster (4.01-4.13 s against 4.03 s), so they keep im2row.
  * Needs a task (image, group) per thread, sizes that BLAS's int takes, and a bounded per-thread slot
  * (perf_conv_shift_workspace_floats returns 0 past PERF_SHIFT_SLOT_MAX_FLOATS).
  * PERF_CONV_PATH=im2row or =shift (where allowed) overrides the choice, to measure both. */

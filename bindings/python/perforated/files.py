@@ -19,13 +19,20 @@ def write_json_atomic(path: PathLike, data: object, indent: int = 2, sort_keys: 
     os.replace(tmp, path)
 
 
+def save_npz_atomic(path: PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """``arrays`` as an ``.npz`` at ``path`` (any name: written through an open file, so numpy adds no
+    suffix), atomically."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
 def save_params_npz(path: PathLike, params: Mapping[str, Mapping[str, np.ndarray]], **extra: np.ndarray) -> None:
     """``{layer: {"weight", "bias"}}`` as ``layer/weight`` ... keys of an ``.npz`` (plus ``extra``
     arrays under their own keys, e.g. ``_preprocess``), written atomically."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # np.savez appends .npz otherwise
-    np.savez(tmp, **{f"{n}/{k}": v for n, p in params.items() for k, v in p.items()}, **extra)
-    os.replace(tmp, path)
+    save_npz_atomic(path, {**{f"{n}/{k}": v for n, p in params.items() for k, v in p.items()}, **extra})
 
 
 def read_plan_json(path: PathLike, who: str) -> Dict[str, object]:

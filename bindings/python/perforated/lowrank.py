@@ -722,9 +722,10 @@ def save_weights(weights: Weights, path, preprocess_of=None) -> None:
     save_params_npz(path, weights, **extra)
 
 
-def _fit_images(data: Path, weights_path, n: int) -> np.ndarray:
-    """``--data``: a .npy array of images, or ``n`` seeded training images of a dataset."""
-    if data.suffix == ".npy":
+def fit_images(data, weights_path, n: int = 128) -> np.ndarray:
+    """Images to fit channel decompositions and rank energies on: a ``.npy`` array, or ``n`` seeded
+    training images of a dataset (None: the default CIFAR-10) normalised as ``weights_path`` expects."""
+    if data is not None and Path(data).suffix == ".npy":
         return np.load(data).astype(np.float32)
     from .data import training_subsets
 
@@ -798,7 +799,7 @@ def main(argv=None) -> None:
     if args.layer is not None and args.rank is None:
         parser.error("--layer needs --rank")
     weights = network_weights(args.network, args.weights)
-    images = _fit_images(args.data, args.weights, args.fit_images) if args.data else None
+    images = fit_images(args.data, args.weights, args.fit_images) if args.data else None
     if args.config is not None:
         plan = LowRankPlan.load(args.config)
         if plan.network != args.network:

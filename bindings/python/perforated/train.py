@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Dict, List, Optional, TextIO
 import numpy as np
 
 from .data import Preprocess, Split, batches, load_dataset, num_batches
+from .files import save_npz_atomic, save_params_npz
 from .model import DropoutStep, Model
 
 
@@ -168,23 +168,16 @@ def evaluate_split(model: Model, split: Split, preprocess: Preprocess) -> Dict[s
 
 # -- files ---------------------------------------------------------------------------------------
 
-def _atomic_savez(path: Path, arrays: Dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-
-
 def save_weights(model: Model, path, preprocess: Optional[Preprocess] = None,
                  meta: Optional[dict] = None) -> None:
     """Weights in the ``Model.save_weights`` format plus ``_preprocess`` and ``_meta`` (JSON), atomically."""
     to_host = model.buffers.to_host
-    arrays = {f"{n}/{k}": to_host(v) for n, p in model.params.items() for k, v in p.items()}
+    extra = {}
     if preprocess is not None:
-        arrays["_preprocess"] = np.array(preprocess.to_json())
+        extra["_preprocess"] = np.array(preprocess.to_json())
     if meta is not None:
-        arrays["_meta"] = np.array(json.dumps(meta))
-    _atomic_savez(Path(path), arrays)
+        extra["_meta"] = np.array(json.dumps(meta))
+    save_params_npz(path, {n: {k: to_host(v) for k, v in p.items()} for n, p in model.params.items()}, **extra)
 
 
 def read_preprocess(path) -> Optional[str]:
@@ -205,7 +198,7 @@ def save_checkpoint(path: Path, model: Model, sgd: SGD, state: dict) -> None:
             arrays[f"momentum/{n}/{k}"] = model.buffers.to_host(sgd.velocity[n][k])
     state = dict(state, dropout_calls={s.name: s.calls for s in _dropouts(model)})
     arrays["state"] = np.array(json.dumps(state))
-    _atomic_savez(path, arrays)
+    save_npz_atomic(path, arrays)
 
 
 def load_checkpoint(path: Path) -> dict:
