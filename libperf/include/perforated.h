@@ -304,6 +304,24 @@ PERF_API perf_status perf_bias_forward(int batch, int channels, int spatial, con
 PERF_API perf_status perf_bias_backward(int batch, int channels, int spatial, const float *dy,
                                         float *dbias);
 
+/* Batch normalisation on a [batch][channels][spatial] tensor, per channel over batch*spatial values.
+ * Training: mean[c], invstd[c] = 1/sqrt(var + eps) of the batch (overwritten; var biased) and
+ * y = gamma*(x - mean)*invstd + beta; y must not be x. Inference: the same map with the given mean
+ * and var (e.g. running averages; var >= 0); y may be x. Backward (of training): dx (may be dy),
+ * dgamma[c] = sum dy*xhat and dbeta[c] = sum dy (overwritten), from x and the forward's mean/invstd.
+ * eps must be finite and > 0. */
+PERF_API perf_status perf_batchnorm_forward_train(int batch, int channels, int spatial, float eps,
+                                                  const float *x, const float *gamma, const float *beta,
+                                                  float *y, float *mean, float *invstd);
+PERF_API perf_status perf_batchnorm_forward_inference(int batch, int channels, int spatial, float eps,
+                                                      const float *x, const float *gamma,
+                                                      const float *beta, const float *mean,
+                                                      const float *var, float *y);
+PERF_API perf_status perf_batchnorm_backward(int batch, int channels, int spatial, const float *x,
+                                             const float *dy, const float *gamma, const float *mean,
+                                             const float *invstd, float *dx, float *dgamma,
+                                             float *dbeta);
+
 /* ------------------------------------------------------------------------------------------------
  * Devices and contexts (CUDA backend)
  *

@@ -21,10 +21,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import batchnorm as BN
 from . import layers as L
 from .buffers import HOST, Buffers, buffers_for
 from .conv import ConvPlan
 from .device import Context
+from .errors import UnsupportedError
 from .files import save_params_npz
 from .interp import interpolate, interpolate_backward
 from .masks import Mask
@@ -199,6 +201,58 @@ class InterpStep(Step):
             interpolate_backward(dy, self.mask, out=dx, context=self.context)
 
 
+class BatchNormStep(Step):
+    """Batch normalisation of a conv's output (``Model(batchnorm=True)``, a training aid; see
+    :mod:`perforated.batchnorm`): batch statistics in training, running averages otherwise.
+    gamma and beta are the parameters ``<conv>_bn`` ("weight", "bias"); the running averages are
+    ``running["mean"]`` and ``running["var"]``."""
+
+    kind = "batchnorm"
+
+    def __init__(self, name, x, layout: Layout, batch: int, params, buf: Buffers = HOST):
+        if buf.device != "cpu":
+            raise UnsupportedError(f"Model: batchnorm=True runs on the CPU only, not on {buf.device!r}")
+        self.name, self.x, self.layout, self.params = name, x, layout, params
+        self.y = buf.zeros_like(x)
+        c = layout.channels
+        self.count = batch * layout.positions
+        self.mean, self.invstd = np.zeros(c, np.float32), np.ones(c, np.float32)
+        self.running = {"mean": np.zeros(c, np.float32), "var": np.ones(c, np.float32)}
+        self.active = False  # the last forward used batch statistics
+        self.calibrate = False  # the next forward sets gamma, beta so that it is the identity
+
+    def forward(self, training: bool) -> None:
+        p = self.params[self.name]
+        self.active = training or self.calibrate
+        if not self.active:
+            BN.forward_inference(self.x, p["weight"], p["bias"], self.running["mean"], self.running["var"],
+                                 out=self.y)
+            return
+        BN.forward_train(self.x, p["weight"], p["bias"], out=self.y, mean=self.mean, invstd=self.invstd)
+        if self.calibrate:
+            var = np.maximum(1.0 / np.square(self.invstd.astype(np.float64)) - BN.EPS, 0.0)
+            for key, v in BN.identity_init(self.mean, var).items():
+                p[key][...] = v
+            self.running["mean"][...] = self.mean
+            self.running["var"][...] = var
+            self.calibrate = False
+            BN.forward_train(self.x, p["weight"], p["bias"], out=self.y, mean=self.mean, invstd=self.invstd)
+        elif training:
+            BN.update_running(self.running["mean"], self.running["var"], self.mean, self.invstd, self.count)
+
+    def backward(self, dy, dx) -> None:
+        p, grad = self.params[self.name], self.params.grads[self.name]
+        if self.active:
+            BN.backward(self.x, dy, p["weight"], self.mean, self.invstd, out=dx, dgamma=grad["weight"],
+                        dbeta=grad["bias"])
+            return
+        # after an inference forward the map is affine per channel: dx = dy * scale
+        scale = p["weight"] / np.sqrt(self.running["var"] + np.float32(BN.EPS))
+        np.multiply(dy, scale.reshape((1, -1) + (1,) * (dy.ndim - 2)), out=dx)
+        grad["weight"][...] = 0
+        grad["bias"][...] = 0
+
+
 class FcStep(Step):
     kind = "fc"
 
@@ -232,6 +286,7 @@ class Parameters(dict):
     def __init__(self, buf: Buffers = HOST):
         super().__init__()
         self.grads: Dict[str, Dict[str, np.ndarray]] = {}
+        self.batchnorms: set = set()  # names of batch normalisations (gamma, beta: no weight decay)
         self._buf = buf
 
     def add(self, name: str, weight_shape: Sequence[int], fan_in: int, rng: np.random.Generator) -> None:
@@ -241,6 +296,13 @@ class Parameters(dict):
         self[name] = {"weight": self._buf.put(weight),
                       "bias": self._buf.zeros((weight_shape[0],))}
         self.grads[name] = {k: self._buf.zeros_like(v) for k, v in self[name].items()}
+
+    def add_batchnorm(self, name: str, channels: int) -> None:
+        """gamma (as "weight", ones) and beta (as "bias", zeros) of a batch normalisation."""
+        self[name] = {"weight": self._buf.put(np.ones(channels, np.float32)),
+                      "bias": self._buf.zeros((channels,))}
+        self.grads[name] = {k: self._buf.zeros_like(v) for k, v in self[name].items()}
+        self.batchnorms.add(name)
 
 
 class Model:
@@ -258,6 +320,9 @@ class Model:
         ``pip install 'perforated[cuda]'``); random weights are drawn on the host with the same seed
         as on the CPU, so both devices start from the same network. A build without CUDA raises
         ``UnsupportedError``, a machine without a GPU ``InvalidArgumentError``, both naming the device.
+      batchnorm: add a batch normalisation after every conv but the last (a training aid, CPU only;
+        :mod:`perforated.batchnorm`). Its parameters are ``<conv>_bn``; :meth:`deploy_params` and
+        :meth:`save_weights` fold it into the convs, giving weights of the plain network.
 
     On the GPU, :meth:`forward` returns the logits as a CuPy array on the device (``cupy.asnumpy``
     copies them to the host); calls return once the work is enqueued, and :meth:`synchronize` waits
@@ -267,7 +332,8 @@ class Model:
     def __init__(self, network: Union[str, List[Row]], batch: int,
                  plan: Union[None, PerforationPlan, str, Path] = None, masks: Optional[Dict[str, Mask]] = None,
                  weights=None, seed: int = 0, input_shape: Optional[Tuple[int, int, int]] = None,
-                 classes: Optional[int] = None, device: str = "cpu", context: Optional[Context] = None):
+                 classes: Optional[int] = None, device: str = "cpu", context: Optional[Context] = None,
+                 batchnorm: bool = False):
         if isinstance(network, str):
             if network not in NETWORKS:
                 raise ValueError(f"Model: network must be one of {sorted(NETWORKS)}, got {network!r}")
@@ -290,6 +356,7 @@ class Model:
         if plan is not None:
             self.masks.update(plan.masks(self.output_sizes()))
         self.params = Parameters(self.buffers)
+        self.batchnorm = bool(batchnorm)
         self._build(np.random.default_rng(seed), seed)
         if weights is not None:
             self.load_weights(weights)
@@ -317,6 +384,7 @@ class Model:
         self.x = buf.zeros((self.batch, c, h, w))
         layout, cur = Layout(c, h, w), self.x
         self.steps: List[Step] = []
+        last_conv = max((i for i, (kind, _, _) in enumerate(self.rows) if kind == "conv"), default=-1)
         for index, (kind, name, p) in enumerate(self.rows):
             if kind == "conv":
                 kh, kw = pair(p["kernel"])
@@ -342,6 +410,10 @@ class Model:
                 raise ValueError(f"Model: unknown layer kind {kind!r} in row {name!r}")
             self.steps.append(step)
             cur, layout = step.y, step.layout
+            if kind == "conv" and self.batchnorm and index != last_conv:
+                self.params.add_batchnorm(name + "_bn", layout.channels)
+                self.steps.append(BatchNormStep(name + "_bn", cur, layout, self.batch, self.params, buf))
+                cur = self.steps[-1].y
         if layout.channels * layout.h * layout.w != self.classes or layout.mask is not None:
             raise ValueError(f"Model: the last layer gives {layout.channels}x{layout.h}x{layout.w} values per "
                              f"image, expected {self.classes} classes")
@@ -406,13 +478,38 @@ class Model:
     # -- weights ---------------------------------------------------------------------------------
 
     def save_weights(self, path: Union[str, Path]) -> None:
-        """Weights as ``.npz`` (``name/weight``, ``name/bias``), written atomically."""
+        """Weights as ``.npz`` (``name/weight``, ``name/bias``) of :meth:`deploy_params`, written
+        atomically."""
+        save_params_npz(path, self.deploy_params())
+
+    def deploy_params(self) -> Dict[str, Dict[str, np.ndarray]]:
+        """The weights of the plain network as host arrays: each batch normalisation (running
+        statistics) folded into its conv, so that a model without ``batchnorm`` computes the same."""
         to_host = self.buffers.to_host
-        save_params_npz(path, {n: {k: to_host(v) for k, v in p.items()} for n, p in self.params.items()})
+        out = {n: {k: to_host(v) for k, v in p.items()} for n, p in self.params.items()
+               if n not in self.params.batchnorms}
+        for step in self.steps:
+            if isinstance(step, BatchNormStep):
+                conv = step.name[:-len("_bn")]
+                bn = self.params[step.name]
+                out[conv]["weight"], out[conv]["bias"] = BN.fold(
+                    out[conv]["weight"], out[conv]["bias"], bn["weight"], bn["bias"], step.running["mean"],
+                    step.running["var"])
+        return out
+
+    def calibrate_batchnorm(self, x: np.ndarray) -> None:
+        """Make every batch normalisation the identity on the images ``x`` (one batch): gamma and
+        beta from its input's statistics, running averages set to them. A model with loaded plain
+        weights then computes what the plain network does, and training goes on from there."""
+        for step in self.steps:
+            if isinstance(step, BatchNormStep):
+                step.calibrate = True
+        self.forward(x, training=False)
 
     def load_weights(self, weights) -> None:
         """Load from an ``.npz`` path or a dict (of numpy or GPU arrays, e.g. another model's
-        ``params``); shapes must match the network."""
+        ``params``); shapes must match the network. With ``batchnorm``, weights of the plain network
+        load too: gamma and beta keep their values (see :meth:`calibrate_batchnorm`)."""
         if isinstance(weights, (str, Path)):
             with np.load(weights) as data:
                 flat = {k: data[k] for k in data.files}
@@ -421,6 +518,8 @@ class Model:
         for name, p in self.params.items():
             for key, arr in p.items():
                 src = flat.get(f"{name}/{key}")
+                if src is None and name in self.params.batchnorms:
+                    continue
                 if src is None:
                     raise ValueError(f"Model.load_weights: missing {name}/{key}")
                 if src.shape != arr.shape:
@@ -442,7 +541,7 @@ class Model:
         return total
 
     def _layer_steps(self) -> List[Step]:
-        return [s for s in self.steps if s.kind != "interp"]
+        return [s for s in self.steps if s.kind not in ("interp", "batchnorm")]
 
     def activation_bytes(self) -> int:
         """Bytes of all layer outputs of one forward pass (compact where compact; in-place layers add

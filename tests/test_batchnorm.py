@@ -1,0 +1,149 @@
+"""Batch normalisation (a training aid): the C kernels against a float64 reference and finite
+differences, argument errors, folding into the conv, identity calibration, SGD and resumable training."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import assert_close, randn
+from perforated import batchnorm as BN
+from perforated import train as tr
+from perforated.model import Model
+
+TINY_ROWS = [("conv", "c1", dict(out=6, kernel=3, pad=1)), ("relu", "r1", {}),
+             ("conv", "c2", dict(out=5, kernel=1)), ("relu", "r2", {}),
+             ("conv", "c3", dict(out=3, kernel=1)), ("pool", "gap", dict(mode="avg", global_=True))]
+
+
+def _reference(x, gamma, beta, eps=BN.EPS):
+    x = x.astype(np.float64)
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean, var = x.mean(axes), x.var(axes)
+    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * gamma.reshape(shape) + beta.reshape(shape)
+    return y, mean, var
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (2, 5, 7), (1, 2, 1, 1), (3, 4, 300)])
+def test_forward_train_matches_reference(rng, shape):
+    x = randn(rng, *shape) * 3 + 50  # a large mean: the variance must not cancel away
+    gamma, beta = randn(rng, shape[1]), randn(rng, shape[1])
+    y, mean, invstd = BN.forward_train(x, gamma, beta)
+    ref, rmean, rvar = _reference(x, gamma, beta)
+    assert_close(y, ref, rtol=1e-4, atol=1e-5, what="y")
+    assert_close(mean, rmean, rtol=1e-6, atol=1e-6, what="mean")
+    assert_close(invstd, 1 / np.sqrt(rvar + BN.EPS), rtol=1e-4, atol=1e-6, what="invstd")
+
+
+def test_backward_matches_finite_differences(rng):
+    x, dy = randn(rng, 3, 2, 4, 3) * 2 + 1, randn(rng, 3, 2, 4, 3)
+    gamma, beta = randn(rng, 2), randn(rng, 2)
+    _, mean, invstd = BN.forward_train(x, gamma, beta)
+    dx, dgamma, dbeta = BN.backward(x, dy, gamma, mean, invstd)
+
+    def objective(xx, gg):
+        return float((_reference(xx, gg, beta)[0] * dy).sum())
+
+    eps = 1e-5
+    num = np.zeros(x.shape)
+    x64 = x.astype(np.float64)
+    for i in np.ndindex(x.shape):
+        hi, lo = x64.copy(), x64.copy()
+        hi[i] += eps
+        lo[i] -= eps
+        num[i] = (objective(hi, gamma) - objective(lo, gamma)) / (2 * eps)
+    assert_close(dx, num, rtol=1e-3, atol=1e-4, what="dx")
+    num_g = [(objective(x64, gamma + eps * e) - objective(x64, gamma - eps * e)) / (2 * eps) for e in np.eye(2)]
+    assert_close(dgamma, np.array(num_g), rtol=1e-3, atol=1e-4, what="dgamma")
+    assert_close(dbeta, dy.astype(np.float64).sum((0, 2, 3)), rtol=1e-5, atol=1e-5, what="dbeta")
+    in_place = dy.copy()
+    BN.backward(x, in_place, gamma, mean, invstd, out=in_place)
+    np.testing.assert_array_equal(in_place, dx)
+
+
+def test_inference_and_fold_agree(rng):
+    x, w, b = randn(rng, 2, 4, 3, 3), randn(rng, 4, 2, 1, 1), randn(rng, 4)
+    gamma, beta, mean = randn(rng, 4), randn(rng, 4), randn(rng, 4)
+    var = np.abs(randn(rng, 4)) + 0.1
+    y = BN.forward_inference(x, gamma, beta, mean, var)
+    scale = gamma / np.sqrt(var + BN.EPS)
+    assert_close(y, (x - mean[:, None, None]) * scale[:, None, None] + beta[:, None, None], what="inference")
+    fw, fb = BN.fold(w, b, gamma, beta, mean, var)
+    assert_close(fw, w * scale[:, None, None, None], what="folded weight")
+    assert_close(fb, (b - mean) * scale + beta, what="folded bias")
+    np.testing.assert_array_equal(BN.forward_inference(x, gamma, beta, mean, var, out=x.copy()), y)
+
+
+def test_errors_name_the_argument(rng):
+    x, c = randn(rng, 2, 3, 4), np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="out must not overlap x"):
+        BN.forward_train(x, c, c, out=x)
+    with pytest.raises(ValueError, match=r"eps must be finite and > 0, got 0"):
+        BN.forward_train(x, c, c, eps=0.0)
+    with pytest.raises(ValueError, match=r"gamma must have shape \(3,\)"):
+        BN.forward_train(x, np.ones(4, np.float32), c)
+    with pytest.raises(ValueError, match=r"var\[1\] must be >= 0, got -1"):
+        BN.forward_inference(x, c, c, c, np.array([1, -1, 1], np.float32))
+    with pytest.raises(TypeError, match="x must be float32, got float64"):
+        BN.forward_train(x.astype(np.float64), c, c)
+    with pytest.raises(ValueError, match=r"dy must have shape \(2, 3, 4\)"):
+        BN.backward(x, randn(rng, 2, 3, 5), c, c, c)
+
+
+def test_model_fold_and_calibration(rng):
+    m = Model(TINY_ROWS, 4, input_shape=(3, 6, 6), classes=3, seed=1, batchnorm=True)
+    assert [s.name for s in m.steps if s.kind == "batchnorm"] == ["c1_bn", "c2_bn"]  # not after the last conv
+    x, y = randn(rng, 4, 3, 6, 6), np.array([0, 1, 2, 1])
+    for _ in range(3):  # moves the running statistics and gamma, beta
+        m.forward(x, training=True)
+        m.loss(y)
+        m.backward(y)
+        tr.SGD(m, 0.0, 0.0).step(0.1)
+    plain = Model(TINY_ROWS, 4, input_shape=(3, 6, 6), classes=3, weights=m.deploy_params())
+    assert_close(plain.forward(x), m.forward(x, training=False), rtol=1e-4, atol=1e-5, what="folded network")
+    assert m.multiply_adds() == plain.multiply_adds()
+
+    other = Model(TINY_ROWS, 4, input_shape=(3, 6, 6), classes=3, seed=7)
+    warm = Model(TINY_ROWS, 4, input_shape=(3, 6, 6), classes=3, batchnorm=True, weights=other.deploy_params())
+    warm.calibrate_batchnorm(x)
+    assert_close(warm.forward(x, training=False), other.forward(x), rtol=1e-4, atol=1e-5, what="calibrated")
+    assert_close(warm.forward(x, training=True), other.forward(x), rtol=1e-4, atol=1e-5, what="batch stats")
+
+
+def test_sgd_skips_weight_decay_on_gamma(rng):
+    m = Model(TINY_ROWS, 2, input_shape=(3, 6, 6), classes=3, seed=1, batchnorm=True)
+    sgd = tr.SGD(m, momentum=0.0, weight_decay=0.5)
+    before = {n: {k: v.copy() for k, v in p.items()} for n, p in m.params.items()}
+    for g in m.params.grads.values():
+        for v in g.values():
+            v[...] = 0
+    sgd.step(1.0)
+    np.testing.assert_array_equal(m.params["c1_bn"]["weight"], before["c1_bn"]["weight"])
+    np.testing.assert_allclose(m.params["c1"]["weight"], 0.5 * before["c1"]["weight"], rtol=1e-6)
+
+
+def test_cuda_model_refuses_batchnorm():
+    with pytest.raises(ValueError, match="batchnorm runs on the CPU only"):
+        tr.TrainConfig(batchnorm=True, device="cuda").check()
+
+
+def test_training_with_batchnorm_resumes_and_saves_the_plain_network(tmp_path, rng):
+    splits = {"train": tr.Split(rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 8),
+                                [str(i) for i in range(10)]),
+              "test": tr.Split(rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 4),
+                               [str(i) for i in range(10)])}
+    start = tmp_path / "start.npz"
+    Model("nin", 4, seed=9).save_weights(start)
+    cfg = tr.TrainConfig(network="nin", epochs=2, batch=4, lr=0.01, seed=3, batchnorm=True, weights=str(start))
+    full = tr.train(cfg, tmp_path / "a", splits=splits, stream=None)
+    tr.train(cfg, tmp_path / "b", splits=splits, stream=None, stop_after=1)
+    resumed = tr.train(cfg, tmp_path / "b", resume=True, splits=splits, stream=None)
+    for name, p in full["model"].params.items():
+        for key in p:
+            np.testing.assert_array_equal(p[key], resumed["model"].params[name][key])
+    running = [s.running["var"] for s in full["model"].steps if s.kind == "batchnorm"]
+    assert running and not np.allclose(running[0], 1.0)
+    plain = Model("nin", 4, weights=tmp_path / "a" / "weights.npz")  # the folded, plain NIN
+    x = full["preprocess"](splits["test"].images)
+    assert_close(plain.forward(x), full["model"].forward(x, training=False), rtol=1e-3, atol=1e-4,
+                 what="saved weights = the trained network")
