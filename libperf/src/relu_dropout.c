@@ -38,8 +38,14 @@ perf_status perf_relu_backward(size_t size, const float *y, const float *dy, flo
     PERF_CHECK_NOT_NULL("perf_relu_backward", dy);
     PERF_CHECK_NOT_NULL("perf_relu_backward", dx);
     const long long n = (long long)size;
-#pragma omp parallel for schedule(static) if (n >= PERF_PARALLEL_MIN)
-    for (long long i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    /* dy is read unconditionally so the select becomes a vector blend: the branchy form (dy read
+     * only where y > 0) ran scalar with a mispredicted branch per element, 13x slower than the
+     * forward on NIN's 25M-element conv1 output. dx == dy is fine: each lane reads before it writes. */
+#pragma omp parallel for simd schedule(static) if (n >= PERF_PARALLEL_MIN)
+    for (long long i = 0; i < n; i++) {
+        const float g = dy[i];
+        dx[i] = y[i] > 0.0f ? g : 0.0f;
+    }
     return PERF_STATUS_SUCCESS;
 }
 
