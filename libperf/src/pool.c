@@ -260,6 +260,38 @@ static size_t dense_reduce(const perf_pool_plan *p, const float *x, int oh, int 
     return best;
 }
 
+/* Max backward of one full plane (dx zeroed): the window maxima come from the vectorised forward,
+ * then each window's gradient goes to its first element equal to its maximum, which is the first
+ * maximum of the comparison order (ties keep the earlier element; -0 == +0 finds the first zero
+ * either way). The search is branch-free (a conditional move per element, scanning backwards):
+ * recomputing the running maximum with branches mispredicted on real data and ran 8x slower than
+ * the forward. A NaN maximum (equal to nothing) takes the recomputing path. */
+static void max_backward_dense_plane(const perf_pool_plan *p, const float *x, const float *dy, float *dx) {
+    const perf_pool_desc *d = &p->d;
+    const size_t in_w = (size_t)d->in_w;
+    float ymax[POOL_PLANE_BUFFER], row[POOL_ROW_BUFFER];
+    forward_dense_plane(p, x, ymax, row);
+    for (int oh = 0; oh < p->out_h; oh++) {
+        int hs, he;
+        window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
+        for (int ow = 0; ow < p->out_w; ow++) {
+            const size_t o = (size_t)oh * p->out_w + ow;
+            const float m = ymax[o];
+            if (m != m) {
+                float v;
+                dx[dense_reduce(p, x, oh, ow, &v)] += dy[o];
+                continue;
+            }
+            int ws, we;
+            window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
+            size_t best = 0;
+            for (size_t r = (size_t)he; r-- > (size_t)hs;) /* backwards: the earliest match is kept */
+                for (int c = we - 1; c >= ws; c--) best = x[r * in_w + c] == m ? r * in_w + c : best;
+            dx[best] += dy[o];
+        }
+    }
+}
+
 perf_status perf_pool_forward(const perf_pool_plan *plan, const float *x, float *y) {
     PERF_CHECK_NOT_NULL("perf_pool_forward", plan);
     PERF_CHECK_NOT_NULL("perf_pool_forward", x);
@@ -335,6 +367,10 @@ perf_status perf_pool_backward(const perf_pool_plan *plan, const float *x, const
                     for (int64_t j = a; j < b; j++) dxp[p->idx[j]] += g;
                 }
             }
+            continue;
+        }
+        if (is_max && p->d.in_w <= POOL_ROW_BUFFER && p->out_spatial <= POOL_PLANE_BUFFER) {
+            max_backward_dense_plane(p, xp, dyp, dxp);
             continue;
         }
         const size_t in_w = (size_t)p->d.in_w;
