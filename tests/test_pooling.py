@@ -171,3 +171,17 @@ def test_random_sweep():
         dy = randn(r, n, c, oh, ow)
         assert_close(bwd(x, dy, k, s, p, input_mask=m),
                      ref.perforated_pool2d_backward(x, dy, k, s, p, mode, m), what=msg + " backward")
+
+
+@pytest.mark.parametrize("k, s, p", [(3, 2, 0), (3, 2, 1), (2, 2, 0), (3, 1, 1)])
+def test_max_backward_routes_ties_zeros_and_nans_to_the_first_maximum(rng, k, s, p):
+    """Many equal values (integers 0..2), signed zeros and NaNs: the gradient of each window goes to
+    its first maximum in row-major order, a NaN counting as the maximum (numpy's argmax rule)."""
+    x = rng.integers(0, 3, (2, 3, 9, 11)).astype(np.float32)
+    x[0, 0] = np.where(rng.random((9, 11)) < 0.5, -0.0, 0.0)
+    x[1, 1].reshape(-1)[rng.choice(99, 7, replace=False)] = np.nan
+    y = P.max_pool2d(x, k, s, p)
+    dy = randn(rng, *y.shape)
+    dx = P.max_pool2d_backward(x, dy, k, s, p, out=nan_array(*x.shape))
+    assert_close(dx, ref.pool2d_backward(x, dy, k, s, p, "max"), rtol=1e-6, atol=1e-6,
+                 what="max pool backward")  # a misrouted gradient is off by O(1)
