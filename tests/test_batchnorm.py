@@ -1,10 +1,13 @@
 """Batch normalisation (a training aid): the C kernels against a float64 reference and finite
-differences, argument errors, folding into the conv, identity calibration, SGD and resumable training."""
+differences, argument errors, folding into the conv, identity calibration, SGD and resumable training.
+The CUDA twins are tested in tests/test_cuda.py (functions, _ctx dispatch) and tests/test_cuda_model.py
+(a batch-normalised model on the device code paths)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import perforated as P
 from helpers import assert_close, randn
 from perforated import batchnorm as BN
 from perforated import train as tr
@@ -122,9 +125,14 @@ def test_sgd_skips_weight_decay_on_gamma(rng):
     np.testing.assert_allclose(m.params["c1"]["weight"], 0.5 * before["c1"]["weight"], rtol=1e-6)
 
 
-def test_cuda_model_refuses_batchnorm():
-    with pytest.raises(ValueError, match="batchnorm runs on the CPU only"):
-        tr.TrainConfig(batchnorm=True, device="cuda").check()
+def test_batchnorm_is_not_cpu_only(rng):
+    """The CUDA twins exist (tests/test_cuda.py, tests/test_cuda_model.py): training on CUDA with
+    batchnorm is a valid config, and numpy arrays take a CPU context (not a CUDA one)."""
+    tr.TrainConfig(batchnorm=True, device="cuda").check()
+    x, c = randn(rng, 2, 3, 4), np.ones(3, np.float32)
+    np.testing.assert_array_equal(BN.forward_train(x, c, c, context=P.Context("cpu"))[0], BN.forward_train(x, c, c)[0])
+    with pytest.raises(TypeError, match=r"batchnorm.forward_train: numpy arrays run on the CPU"):
+        BN.forward_train(x, c, c, context="cuda")
 
 
 def test_training_with_batchnorm_resumes_and_saves_the_plain_network(tmp_path, rng):

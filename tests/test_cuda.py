@@ -9,10 +9,13 @@ and GPU-array arguments are validated before any C call.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 import perforated as P
+from perforated import batchnorm as BN
 from perforated._lib import ffi, lib
 from helpers import assert_close, gpu_test, randn
 from test_conv import GEOMETRIES as CONV_GEOMETRIES, OUT_MASKS, setup as conv_setup
@@ -121,6 +124,75 @@ def test_gpu_array_checks():
         P.relu_backward(FakeGpuArray((2, 3)), FakeGpuArray((3, 2)))
 
 
+def _f(a):
+    return ffi.from_buffer("float[]", a)
+
+
+def test_batchnorm_ctx_on_cpu_is_the_cpu_function(rng):
+    """perf_batchnorm_*_ctx with a NULL or CPU context: the CPU functions' results (bit for bit, the
+    backward in place too) and their checks and messages (var >= 0 included)."""
+    x, dy = randn(rng, 3, 4, 5, 6) * 3 + 50, randn(rng, 3, 4, 5, 6)
+    gamma, beta, var = randn(rng, 4), randn(rng, 4), np.abs(randn(rng, 4)) + 0.1
+    y, mean, invstd = BN.forward_train(x, gamma, beta)
+    inf = BN.forward_inference(x, gamma, beta, mean, var)
+    dx, dgamma, dbeta = BN.backward(x, dy, gamma, mean, invstd)
+    n, c, s = 3, 4, 30
+    for ctx in (ffi.NULL, P.Context("cpu")._ptr):
+        got = [np.full_like(a, np.nan) for a in (y, mean, invstd)]
+        assert lib.perf_batchnorm_forward_train_ctx(ctx, n, c, s, BN.EPS, _f(x), _f(gamma), _f(beta),
+                                                    *map(_f, got)) == 0
+        for g, want in zip(got, (y, mean, invstd)):
+            np.testing.assert_array_equal(g, want)
+        in_place = x.copy()  # inference may run in place
+        assert lib.perf_batchnorm_forward_inference_ctx(ctx, n, c, s, BN.EPS, _f(in_place), _f(gamma), _f(beta),
+                                                        _f(mean), _f(var), _f(in_place)) == 0
+        np.testing.assert_array_equal(in_place, inf)
+        grads, g_gamma, g_beta = dy.copy(), np.empty(4, np.float32), np.empty(4, np.float32)
+        assert lib.perf_batchnorm_backward_ctx(ctx, n, c, s, _f(x), _f(grads), _f(gamma), _f(mean), _f(invstd),
+                                               _f(grads), _f(g_gamma), _f(g_beta)) == 0  # dx == dy
+        for g, want in zip((grads, g_gamma, g_beta), (dx, dgamma, dbeta)):
+            np.testing.assert_array_equal(g, want)
+    bad_var = np.array([1, 1, -1, 1], np.float32)
+    assert lib.perf_batchnorm_forward_inference_ctx(ffi.NULL, n, c, s, BN.EPS, _f(x), _f(gamma), _f(beta),
+                                                    _f(mean), _f(bad_var), _f(y)) == lib.PERF_STATUS_INVALID_ARGUMENT
+    assert ffi.string(lib.perf_last_error()).decode() == \
+        "perf_batchnorm_forward_inference: var[2] must be >= 0, got -1"
+    assert lib.perf_batchnorm_forward_train_ctx(ffi.NULL, n, c, s, 0.0, _f(x), _f(gamma), _f(beta), _f(y), _f(mean),
+                                                _f(invstd)) == lib.PERF_STATUS_INVALID_ARGUMENT
+    assert "eps must be finite and > 0, got 0" in ffi.string(lib.perf_last_error()).decode()
+    assert lib.perf_batchnorm_backward_ctx(ffi.NULL, n, 0, s, _f(x), _f(dy), _f(gamma), _f(mean), _f(invstd), _f(dx),
+                                           _f(dgamma), _f(dbeta)) == lib.PERF_STATUS_INVALID_ARGUMENT
+    assert ffi.string(lib.perf_last_error()).decode() == "perf_batchnorm_backward: channels must be >= 1, got 0"
+
+
+def test_batchnorm_gpu_array_checks():
+    """GPU arrays are checked (names, shapes, overlap) before any context is resolved or C call made."""
+    x, v3 = FakeGpuArray((2, 3, 4)), FakeGpuArray((3,))
+    with pytest.raises(ValueError, match=r"batchnorm.forward_train: gamma must have shape \(3,\), got \(4,\)"):
+        BN.forward_train(x, FakeGpuArray((4,)), v3)
+    with pytest.raises(ValueError, match="batchnorm.forward_train: out must not overlap x"):
+        BN.forward_train(x, v3, v3, out=x)
+    with pytest.raises(TypeError, match="batchnorm.forward_train: beta must be a GPU array"):
+        BN.forward_train(x, v3, np.ones(3, np.float32))
+    with pytest.raises(ValueError, match=r"batchnorm.forward_inference: var must have shape \(3,\)"):
+        BN.forward_inference(x, v3, v3, v3, FakeGpuArray((2,)))
+    with pytest.raises(ValueError, match=r"batchnorm.backward: dy must have shape \(2, 3, 4\)"):
+        BN.backward(x, FakeGpuArray((2, 3, 5)), v3, v3, v3)
+    with pytest.raises(ValueError, match=r"batchnorm.backward: x must have 3 or 4 dimensions, got 2"):
+        BN.backward(FakeGpuArray((2, 3)), FakeGpuArray((2, 3)), v3, v3, v3)
+    with pytest.raises(ValueError, match=r"batchnorm.forward_train: GPU arrays need a CUDA context"):
+        BN.forward_train(x, v3, v3, context=P.Context("cpu"))
+
+
+@pytest.mark.skipif(CUDA_BUILD, reason="the loaded library has the CUDA backend")
+def test_cpu_build_batchnorm_on_gpu_arrays_is_unsupported():
+    x, v3 = FakeGpuArray((2, 3, 4)), FakeGpuArray((3,))
+    for call in (lambda: BN.forward_train(x, v3, v3), lambda: BN.forward_inference(x, v3, v3, v3, v3),
+                 lambda: BN.backward(x, x, v3, v3, v3)):
+        with pytest.raises(P.UnsupportedError, match="perf_context_create: " + re.escape(NO_CUDA_MESSAGE)):
+            call()
+
+
 # --- GPU: CUDA vs CPU ---------------------------------------------------------------------------
 
 def close(gpu_value, cpu_value, what=""):
@@ -213,6 +285,33 @@ def test_bias_cuda_matches_cpu(rng, cp, shape):
     x, b = randn(rng, *shape), randn(rng, shape[1])
     close(P.bias_add(cp.asarray(x), cp.asarray(b)), P.bias_add(x, b), "forward")
     close(P.bias_backward(cp.asarray(x)), P.bias_backward(x), "backward")
+
+
+@gpu_test
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (2, 5, 7), (1, 2, 1, 1), (3, 4, 300), (8, 64, 55, 55)])
+def test_batchnorm_cuda_matches_cpu(rng, cp, shape):
+    x, dy = randn(rng, *shape) * 3 + 50, randn(rng, *shape)  # a large mean: the shifted-data variance
+    c = shape[1]
+    gamma, beta, var = randn(rng, c), randn(rng, c), np.abs(randn(rng, c)) + 0.1
+    y, mean, invstd = BN.forward_train(x, gamma, beta)
+    xd, gd, bd = cp.asarray(x), cp.asarray(gamma), cp.asarray(beta)
+    gy, gmean, ginvstd = BN.forward_train(xd, gd, bd, context=P.Context("cuda", 0))
+    for got, want, what in zip((gy, gmean, ginvstd), (y, mean, invstd), ("y", "mean", "invstd")):
+        close(got, want, what)
+    inf = BN.forward_inference(x, gamma, beta, mean, var)
+    close(BN.forward_inference(xd, gd, bd, cp.asarray(mean), cp.asarray(var)), inf, "inference")
+    in_place = xd.copy()
+    BN.forward_inference(in_place, gd, bd, cp.asarray(mean), cp.asarray(var), out=in_place)
+    close(in_place, inf, "inference in place")
+    want = BN.backward(x, dy, gamma, mean, invstd)
+    got = BN.backward(xd, cp.asarray(dy), gd, cp.asarray(mean), cp.asarray(invstd))
+    for g, w, what in zip(got, want, ("dx", "dgamma", "dbeta")):
+        close(g, w, what)
+    dyd = cp.asarray(dy)  # dx == dy: every channel's sums read dy before dx overwrites it
+    same = BN.backward(xd, dyd, gd, cp.asarray(mean), cp.asarray(invstd), out=dyd)
+    assert same[0] is dyd
+    for g, w in zip(same, got):  # the same kernels in the same order: bit for bit
+        np.testing.assert_array_equal(cp.asnumpy(g), cp.asnumpy(w))
 
 
 @gpu_test

@@ -24,6 +24,7 @@ import perforated as P
 from perforated.model import Model
 from perforated.plan import PerforationPlan
 from helpers import gpu_test
+from test_batchnorm import TINY_ROWS
 from test_model import INPUT, ROWS
 
 CUDA_BUILD = "CUDA on" in P.build_info()
@@ -112,6 +113,19 @@ class _FakeGpu:
 
     __rmul__ = __mul__
 
+    # the arithmetic of batch normalisation's running statistics (perforated.batchnorm)
+    def __add__(self, other):
+        return _FakeGpu(np.ascontiguousarray(self.host + _host(other)))
+
+    def __sub__(self, other):
+        return _FakeGpu(np.ascontiguousarray(self.host - _host(other)))
+
+    def __rtruediv__(self, other):
+        return _FakeGpu(np.ascontiguousarray(_host(other) / self.host))
+
+    def astype(self, dtype):
+        return _FakeGpu(self.host.astype(dtype))
+
 
 def _fake_cupy() -> types.ModuleType:
     cp = types.ModuleType("cupy")
@@ -126,10 +140,17 @@ def _fake_cupy() -> types.ModuleType:
         np.copyto(dst.host, src.host, casting=casting)
 
     cp.copyto = copyto
+    cp.float64 = np.float64
+    for name in ("maximum", "square", "sqrt"):  # element-wise functions, computed on the host memory
+        setattr(cp, name, _on_host(getattr(np, name)))
     stream = types.SimpleNamespace(ptr=0, synchronize=lambda: None)
     cp.cuda = types.SimpleNamespace(Device=lambda index=0: contextlib.nullcontext(),
                                     get_current_stream=lambda: stream, is_available=lambda: False)
     return cp
+
+
+def _on_host(f):
+    return lambda *args: _FakeGpu(np.ascontiguousarray(f(*(_host(a) for a in args))))
 
 
 @pytest.fixture
@@ -203,6 +224,64 @@ def test_fake_device_weights_round_trip(tmp_path, fake_device):
     assert dev.activation_bytes() == cpu.activation_bytes()
 
 
+def _assert_same(dev_tree, cpu_tree, what):
+    for name, p in cpu_tree.items():
+        for key, v in p.items():
+            np.testing.assert_array_equal(_host(dev_tree[name][key]), v, err_msg=f"{what} {name}/{key}")
+
+
+def test_fake_device_batchnorm_model_matches_cpu(rng, fake_device):
+    """Model(batchnorm=True) on the device paths (statistics and running averages in device arrays,
+    every call on the model's context): training steps, an inference forward and its backward,
+    calibration and the folded weights give the CPU model's results bit for bit."""
+    from perforated import train as tr
+
+    cpu, dev = _pair(TINY_ROWS, 4, fake_device, input_shape=(3, 6, 6), classes=3, seed=1, batchnorm=True)
+    steps = [s for s in dev.steps if s.kind == "batchnorm"]
+    assert len(steps) == 2 and all(isinstance(a, _FakeGpu) for s in steps
+                                   for a in (s.y, s.mean, s.invstd, *s.running.values()))
+    x, labels = rng.standard_normal((4, 3, 6, 6)).astype(np.float32), np.array([0, 1, 2, 1])
+    for training in (True, True, False):  # the last: running statistics, the affine backward
+        for model in (cpu, dev):
+            model.forward(x, training=training)
+            model.loss(labels)
+            model.backward(labels)
+            tr.SGD(model, 0.0, 0.0).step(0.1)
+        np.testing.assert_array_equal(_host(dev.logits), cpu.logits)
+        _assert_same(dev.params.grads, cpu.params.grads, "grad")
+        _assert_same({s.name: s.running for s in steps}, {s.name: s.running for s in cpu.steps
+                                                           if s.kind == "batchnorm"}, "running")
+    _assert_same(dev.deploy_params(), cpu.deploy_params(), "folded")
+    for model in (cpu, dev):
+        model.calibrate_batchnorm(x)
+    _assert_same(dev.params, cpu.params, "calibrated")
+    np.testing.assert_array_equal(_host(dev.forward(x)), cpu.forward(x))
+
+
+def test_fake_device_batchnorm_training_matches_cpu(tmp_path, rng, fake_device, monkeypatch):
+    """train --batchnorm on the device paths: calibration from plain weights, running statistics in
+    the checkpoint, resume, and the saved (folded) weights, as on the CPU."""
+    import perforated.device as dev_mod
+    from perforated import train as tr
+    from test_train import _tiny_nin_splits
+
+    monkeypatch.setattr(dev_mod, "default_context", lambda index=None: fake_device)
+    splits = _tiny_nin_splits(rng)
+    start = tmp_path / "start.npz"
+    Model("nin", 4, seed=9).save_weights(start)
+    cfg = dict(network="nin", epochs=2, batch=4, lr=0.01, seed=3, batchnorm=True, weights=str(start))
+    cpu = tr.train(tr.TrainConfig(**cfg), tmp_path / "cpu", splits=splits, stream=None)
+    tr.train(tr.TrainConfig(device="cuda", **cfg), tmp_path / "dev", splits=splits, stream=None, stop_after=1)
+    dev = tr.train(tr.TrainConfig(device="cuda"), tmp_path / "dev", resume=True, splits=splits, stream=None)
+    assert isinstance(dev["model"].params["conv1_bn"]["weight"], _FakeGpu)
+    assert [h["train_loss"] for h in dev["history"]] == [h["train_loss"] for h in cpu["history"]]
+    _assert_same(dev["model"].params, cpu["model"].params, "param")
+    with np.load(tmp_path / "dev" / "weights.npz") as got, np.load(tmp_path / "cpu" / "weights.npz") as want:
+        assert got.files == want.files
+        for key in (k for k in want.files if "/" in k):  # the folded weights (not _meta, _preprocess)
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
 def test_model_cuda_without_cupy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
     ctx = P.Context("cpu")
@@ -250,6 +329,40 @@ def test_small_network_on_own_context_matches_cpu(rng, cp):
     got = dev.forward(cp.asarray(x), training=True)
     dev.synchronize()
     np.testing.assert_allclose(cp.asnumpy(got), want, rtol=1e-4, atol=1e-4)
+
+
+@gpu_test
+def test_batchnorm_nin_cuda_matches_cpu(rng, cp):
+    """NIN with batch normalisation on CUDA against the CPU: a training step (logits, gradients of
+    the convs and of gamma / beta, running statistics), then inference and the folded weights."""
+    cpu = Model("nin", 4, seed=2, batchnorm=True)
+    dev = Model("nin", 4, seed=2, batchnorm=True, device="cuda")
+    x = rng.standard_normal((4, 3, 32, 32), dtype=np.float32)
+    labels = np.array([0, 3, 9, 1])
+
+    def near(got, want, what):
+        got = got if isinstance(got, np.ndarray) else cp.asnumpy(got)
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(want).max())),
+                                   err_msg=what)
+
+    near(dev.forward(x, training=True), cpu.forward(x, training=True), "training logits")
+    for model in (cpu, dev):
+        model.loss(labels)
+        model.backward(labels)
+    for name in ("conv1", "conv1_bn", "conv3", "cccp5_bn", "cccp6"):
+        for key in ("weight", "bias"):
+            near(dev.params.grads[name][key], cpu.params.grads[name][key], f"grad {name}/{key}")
+    bn_cpu = [s for s in cpu.steps if s.kind == "batchnorm"]
+    bn_dev = [s for s in dev.steps if s.kind == "batchnorm"]
+    assert isinstance(bn_dev[0].running["var"], cp.ndarray)
+    for a, b in zip(bn_dev, bn_cpu):
+        for key in ("mean", "var"):
+            near(a.running[key], b.running[key], f"{a.name} running {key}")
+    near(dev.forward(x), cpu.forward(x), "inference logits")
+    folded = dev.deploy_params()  # host arrays
+    for name, p in cpu.deploy_params().items():
+        for key, v in p.items():
+            near(folded[name][key], v, f"folded {name}/{key}")
 
 
 def test_fake_device_training_matches_cpu_training(tmp_path, rng, fake_device, monkeypatch):

@@ -443,6 +443,22 @@ PERF_API perf_status perf_bias_forward_ctx(const perf_context *ctx, int batch, i
 PERF_API perf_status perf_bias_backward_ctx(const perf_context *ctx, int batch, int channels,
                                             int spatial, const float *dy, float *dbias);
 
+/* batchnorm: var >= 0 is checked on the CPU only (on CUDA, var is device memory and reading it back
+ * would synchronise the stream; a negative var gives NaN outputs). */
+PERF_API perf_status perf_batchnorm_forward_train_ctx(const perf_context *ctx, int batch, int channels,
+                                                      int spatial, float eps, const float *x,
+                                                      const float *gamma, const float *beta, float *y,
+                                                      float *mean, float *invstd);
+PERF_API perf_status perf_batchnorm_forward_inference_ctx(const perf_context *ctx, int batch, int channels,
+                                                          int spatial, float eps, const float *x,
+                                                          const float *gamma, const float *beta,
+                                                          const float *mean, const float *var, float *y);
+PERF_API perf_status perf_batchnorm_backward_ctx(const perf_context *ctx, int batch, int channels,
+                                                 int spatial, const float *x, const float *dy,
+                                                 const float *gamma, const float *mean,
+                                                 const float *invstd, float *dx, float *dgamma,
+                                                 float *dbeta);
+
 /* </cdef> */
 
 #ifdef __cplusplus

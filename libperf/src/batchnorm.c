@@ -19,7 +19,8 @@
 
 #include "internal.h"
 
-static perf_status bn_check(const char *fn, int batch, int channels, int spatial, float eps) {
+/* The argument rules (sizes, their product, eps), shared with the CUDA entry points (layers_ctx.c). */
+perf_status perf_batchnorm_check_args(const char *fn, int batch, int channels, int spatial, float eps) {
     PERF_CHECK_POSITIVE(fn, batch);
     PERF_CHECK_POSITIVE(fn, channels);
     PERF_CHECK_POSITIVE(fn, spatial);
@@ -53,7 +54,7 @@ perf_status perf_batchnorm_forward_train(int batch, int channels, int spatial, f
                                          const float *gamma, const float *beta, float *y, float *mean,
                                          float *invstd) {
     static const char fn[] = "perf_batchnorm_forward_train";
-    PERF_CHECK(bn_check(fn, batch, channels, spatial, eps));
+    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, eps));
     PERF_CHECK_NOT_NULL(fn, x);
     PERF_CHECK_NOT_NULL(fn, gamma);
     PERF_CHECK_NOT_NULL(fn, beta);
@@ -94,7 +95,7 @@ perf_status perf_batchnorm_forward_inference(int batch, int channels, int spatia
                                              const float *gamma, const float *beta, const float *mean,
                                              const float *var, float *y) {
     static const char fn[] = "perf_batchnorm_forward_inference";
-    PERF_CHECK(bn_check(fn, batch, channels, spatial, eps));
+    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, eps));
     PERF_CHECK_NOT_NULL(fn, x);
     PERF_CHECK_NOT_NULL(fn, gamma);
     PERF_CHECK_NOT_NULL(fn, beta);
@@ -115,7 +116,7 @@ perf_status perf_batchnorm_backward(int batch, int channels, int spatial, const 
                                     const float *gamma, const float *mean, const float *invstd, float *dx,
                                     float *dgamma, float *dbeta) {
     static const char fn[] = "perf_batchnorm_backward";
-    PERF_CHECK(bn_check(fn, batch, channels, spatial, 1.0f));
+    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, 1.0f));
     PERF_CHECK_NOT_NULL(fn, x);
     PERF_CHECK_NOT_NULL(fn, dy);
     PERF_CHECK_NOT_NULL(fn, gamma);

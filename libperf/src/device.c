@@ -192,6 +192,21 @@ PERF_CUDA_STUB(perf_cuda_bias_forward,
 PERF_CUDA_STUB(perf_cuda_bias_backward,
                (const perf_context *c, const char *fn, int n, int ch, int s, const float *dy, float *db),
                ((void)c, (void)n, (void)ch, (void)s, (void)dy, (void)db, fn))
+PERF_CUDA_STUB(perf_cuda_batchnorm_forward_train,
+               (const perf_context *c, int n, int ch, int s, float e, const float *x, const float *g,
+                const float *b, float *y, float *m, float *is),
+               ((void)c, (void)n, (void)ch, (void)s, (void)e, (void)x, (void)g, (void)b, (void)y, (void)m,
+                (void)is, "perf_batchnorm_forward_train_ctx"))
+PERF_CUDA_STUB(perf_cuda_batchnorm_forward_inference,
+               (const perf_context *c, int n, int ch, int s, float e, const float *x, const float *g,
+                const float *b, const float *m, const float *v, float *y),
+               ((void)c, (void)n, (void)ch, (void)s, (void)e, (void)x, (void)g, (void)b, (void)m, (void)v,
+                (void)y, "perf_batchnorm_forward_inference_ctx"))
+PERF_CUDA_STUB(perf_cuda_batchnorm_backward,
+               (const perf_context *c, int n, int ch, int s, const float *x, const float *dy, const float *g,
+                const float *m, const float *is, float *dx, float *dg, float *db),
+               ((void)c, (void)n, (void)ch, (void)s, (void)x, (void)dy, (void)g, (void)m, (void)is, (void)dx,
+                (void)dg, (void)db, "perf_batchnorm_backward_ctx"))
 PERF_CUDA_STUB(perf_cuda_fc_forward,
                (const perf_context *c, int n, int i, int o, const float *x, const float *w, const float *b,
                 float *y),

@@ -93,6 +93,18 @@ perf_status perf_cuda_bias_forward(const perf_context *ctx, const char *fn, int 
 perf_status perf_cuda_bias_backward(const perf_context *ctx, const char *fn, int batch, int channels,
                                     int spatial, const float *dy, float *dbias);
 
+/* cuda/batchnorm.cu: twins of batchnorm.c (arguments validated by layers_ctx.c; var is not checked). */
+perf_status perf_cuda_batchnorm_forward_train(const perf_context *ctx, int batch, int channels, int spatial,
+                                              float eps, const float *x, const float *gamma, const float *beta,
+                                              float *y, float *mean, float *invstd);
+perf_status perf_cuda_batchnorm_forward_inference(const perf_context *ctx, int batch, int channels, int spatial,
+                                                  float eps, const float *x, const float *gamma,
+                                                  const float *beta, const float *mean, const float *var,
+                                                  float *y);
+perf_status perf_cuda_batchnorm_backward(const perf_context *ctx, int batch, int channels, int spatial,
+                                         const float *x, const float *dy, const float *gamma, const float *mean,
+                                         const float *invstd, float *dx, float *dgamma, float *dbeta);
+
 /* cuda/fc.cu */
 perf_status perf_cuda_fc_forward(const perf_context *ctx, int batch, int in_features, int out_features,
                                  const float *x, const float *weight, const float *bias, float *y);

@@ -89,6 +89,7 @@ perf_status perf_mask_count_checked(const char *fn, int h, int w, double rate, i
 /* Argument rules shared by a CPU function and its CUDA (_ctx) twin. */
 perf_status perf_lrn_check_args(const char *fn, int batch, int channels, int spatial, int local_size, float alpha,
                                 float beta, float k);
+perf_status perf_batchnorm_check_args(const char *fn, int batch, int channels, int spatial, float eps);
 
 /* Number of threads for the library's own loops (OpenMP); BLAS itself runs single-threaded. */
 int perf_threads(void);

@@ -198,3 +198,59 @@ perf_status perf_bias_backward_ctx(const perf_context *ctx, int batch, int chann
     PERF_CHECK_NOT_NULL(fn, dbias);
     return perf_cuda_bias_backward(ctx, fn, batch, channels, spatial, dy, dbias);
 }
+
+/* Batch normalisation: the CPU functions' checks in their order, except var >= 0 in inference, which
+ * would need var copied back from the device (a stream synchronisation on every call); the kernel
+ * turns a negative var into NaN outputs instead (sqrtf of a negative number). */
+perf_status perf_batchnorm_forward_train_ctx(const perf_context *ctx, int batch, int channels, int spatial,
+                                             float eps, const float *x, const float *gamma, const float *beta,
+                                             float *y, float *mean, float *invstd) {
+    static const char fn[] = "perf_batchnorm_forward_train_ctx";
+    if (!perf_ctx_is_cuda(ctx))
+        return perf_batchnorm_forward_train(batch, channels, spatial, eps, x, gamma, beta, y, mean, invstd);
+    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, eps));
+    PERF_CHECK_NOT_NULL(fn, x);
+    PERF_CHECK_NOT_NULL(fn, gamma);
+    PERF_CHECK_NOT_NULL(fn, beta);
+    PERF_CHECK_NOT_NULL(fn, y);
+    PERF_CHECK_NOT_NULL(fn, mean);
+    PERF_CHECK_NOT_NULL(fn, invstd);
+    if (y == x) return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: y must not be x (the backward reads x)", fn);
+    return perf_cuda_batchnorm_forward_train(ctx, batch, channels, spatial, eps, x, gamma, beta, y, mean, invstd);
+}
+
+perf_status perf_batchnorm_forward_inference_ctx(const perf_context *ctx, int batch, int channels, int spatial,
+                                                 float eps, const float *x, const float *gamma,
+                                                 const float *beta, const float *mean, const float *var,
+                                                 float *y) {
+    static const char fn[] = "perf_batchnorm_forward_inference_ctx";
+    if (!perf_ctx_is_cuda(ctx))
+        return perf_batchnorm_forward_inference(batch, channels, spatial, eps, x, gamma, beta, mean, var, y);
+    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, eps));
+    PERF_CHECK_NOT_NULL(fn, x);
+    PERF_CHECK_NOT_NULL(fn, gamma);
+    PERF_CHECK_NOT_NULL(fn, beta);
+    PERF_CHECK_NOT_NULL(fn, mean);
+    PERF_CHECK_NOT_NULL(fn, var);
+    PERF_CHECK_NOT_NULL(fn, y);
+    return perf_cuda_batchnorm_forward_inference(ctx, batch, channels, spatial, eps, x, gamma, beta, mean, var, y);
+}
+
+perf_status perf_batchnorm_backward_ctx(const perf_context *ctx, int batch, int channels, int spatial,
+                                        const float *x, const float *dy, const float *gamma, const float *mean,
+                                        const float *invstd, float *dx, float *dgamma, float *dbeta) {
+    static const char fn[] = "perf_batchnorm_backward_ctx";
+    if (!perf_ctx_is_cuda(ctx))
+        return perf_batchnorm_backward(batch, channels, spatial, x, dy, gamma, mean, invstd, dx, dgamma, dbeta);
+    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, 1.0f)); /* no eps in the backward */
+    PERF_CHECK_NOT_NULL(fn, x);
+    PERF_CHECK_NOT_NULL(fn, dy);
+    PERF_CHECK_NOT_NULL(fn, gamma);
+    PERF_CHECK_NOT_NULL(fn, mean);
+    PERF_CHECK_NOT_NULL(fn, invstd);
+    PERF_CHECK_NOT_NULL(fn, dx);
+    PERF_CHECK_NOT_NULL(fn, dgamma);
+    PERF_CHECK_NOT_NULL(fn, dbeta);
+    return perf_cuda_batchnorm_backward(ctx, batch, channels, spatial, x, dy, gamma, mean, invstd, dx, dgamma,
+                                        dbeta);
+}

@@ -8,26 +8,29 @@ normalisation, an affine map per channel with the running statistics, is folded 
 greedy search and low-rank decomposition take as they are.
 
 Functions take ``(N, C, H, W)`` or compact ``(N, C, count)`` float32 arrays (per channel over the
-batch and positions) and run the C library (``perf_batchnorm_*``).
+batch and positions) and run the C library (``perf_batchnorm_*``). Like :mod:`perforated.layers`, they
+also accept GPU arrays (``__cuda_array_interface__``, e.g. CuPy) for all their array arguments and then
+run the CUDA twins on ``context`` (a CUDA :class:`perforated.Context`; by default the default context
+of the current GPU), allocating outputs with CuPy when not given. :func:`update_running` and
+:func:`identity_init` compute with the arrays' own module (numpy or CuPy), so running statistics stay
+on the device; :func:`fold` copies to the host.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from ._arrays import check_array, fptr, output_array
 from ._lib import lib
-from .device import host_context, is_device_array
-from .errors import UnsupportedError, check
+from .device import Context, array_context, check_device_array, device_output, dptr, host_context, is_device_array
+from .errors import check
 
 EPS = 1e-5
 MOMENTUM = 0.1  # running = (1 - MOMENTUM) * running + MOMENTUM * batch statistic (PyTorch's convention)
 
 
 def _layout(fn: str, x: np.ndarray) -> Tuple[int, int, int]:
-    if is_device_array(x):
-        raise UnsupportedError(f"{fn}: batch normalisation runs on the CPU only; got a GPU array")
     check_array(fn, "x", x, ndim=(3, 4))
     n, c = x.shape[:2]
     return n, c, int(np.prod(x.shape[2:]))
@@ -39,11 +42,13 @@ def _channel_vector(fn: str, name: str, v: np.ndarray, c: int, writable: bool = 
 
 def forward_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = EPS,
                   out: Optional[np.ndarray] = None, mean: Optional[np.ndarray] = None,
-                  invstd: Optional[np.ndarray] = None, *, context=None
+                  invstd: Optional[np.ndarray] = None, *, context: Optional[Context] = None
                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(y, mean, invstd)``: ``y = gamma * (x - mean) * invstd + beta`` with the batch's per-channel
     mean and ``invstd = 1 / sqrt(var + eps)`` (biased variance). ``out`` must not be x."""
     fn = "batchnorm.forward_train"
+    if is_device_array(x):
+        return _dev_forward_train(x, gamma, beta, eps, out, mean, invstd, context)
     n, c, s = _layout(fn, x)
     host_context(fn, context)
     _channel_vector(fn, "gamma", gamma, c)
@@ -59,9 +64,12 @@ def forward_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
 
 
 def forward_inference(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray,
-                      eps: float = EPS, out: Optional[np.ndarray] = None, *, context=None) -> np.ndarray:
+                      eps: float = EPS, out: Optional[np.ndarray] = None, *,
+                      context: Optional[Context] = None) -> np.ndarray:
     """``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with given statistics; ``out`` may be x."""
     fn = "batchnorm.forward_inference"
+    if is_device_array(x):
+        return _dev_forward_inference(x, gamma, beta, mean, var, eps, out, context)
     n, c, s = _layout(fn, x)
     host_context(fn, context)
     for name, v in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)):
@@ -74,10 +82,13 @@ def forward_inference(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: 
 
 def backward(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, mean: np.ndarray, invstd: np.ndarray,
              out: Optional[np.ndarray] = None, dgamma: Optional[np.ndarray] = None,
-             dbeta: Optional[np.ndarray] = None, *, context=None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+             dbeta: Optional[np.ndarray] = None, *, context: Optional[Context] = None
+             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(dx, dgamma, dbeta)`` of :func:`forward_train` given its input ``x`` and its ``mean`` and
     ``invstd``; ``out`` may be ``dy`` (in place)."""
     fn = "batchnorm.backward"
+    if is_device_array(x):
+        return _dev_backward(x, dy, gamma, mean, invstd, out, dgamma, dbeta, context)
     n, c, s = _layout(fn, x)
     host_context(fn, context)
     check_array(fn, "dy", dy, shape=x.shape)
@@ -94,27 +105,121 @@ def backward(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, mean: np.ndarray,
 def fold(weight: np.ndarray, bias: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
          var: np.ndarray, eps: float = EPS) -> Tuple[np.ndarray, np.ndarray]:
     """The conv ``(weight, bias)`` that computes ``batchnorm(conv(x))`` at inference: each output
-    channel scaled by ``gamma / sqrt(var + eps)``, the bias shifted. Computed in float64."""
+    channel scaled by ``gamma / sqrt(var + eps)``, the bias shifted. Computed in float64 on the host
+    (GPU arrays are copied there; the result is numpy)."""
+    weight, bias, gamma, beta, mean, var = (_to_host(a) for a in (weight, bias, gamma, beta, mean, var))
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
     w = weight.astype(np.float64) * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
     b = (bias.astype(np.float64) - mean) * scale + beta
     return w.astype(np.float32), b.astype(np.float32)
 
 
+def batch_variance(invstd: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """The biased batch variance (float64, >= 0) back from :func:`forward_train`'s ``invstd``, with
+    the array's own module (numpy, or CuPy for a GPU array)."""
+    xp = _module(invstd)
+    v = xp.asarray(invstd).astype(xp.float64)
+    return xp.maximum(1.0 / xp.square(v) - eps, 0.0)
+
+
 def update_running(running_mean: np.ndarray, running_var: np.ndarray, mean: np.ndarray, invstd: np.ndarray,
                    count: int, eps: float = EPS, momentum: float = MOMENTUM) -> None:
     """Running averages after one training batch of ``count`` values per channel (the variance
-    unbiased, as PyTorch keeps it), in place."""
-    var = 1.0 / np.square(invstd.astype(np.float64)) - eps
-    var = np.maximum(var, 0.0) * (count / max(count - 1, 1))
-    running_mean *= 1 - momentum
-    running_mean += momentum * mean
-    running_var *= 1 - momentum
-    running_var += (momentum * var).astype(np.float32)
+    unbiased, as PyTorch keeps it), in place. numpy or GPU arrays (all four on the same device; on
+    the GPU the arithmetic runs there, on CuPy's current stream)."""
+    xp = _module(running_mean)
+    rm, rv = xp.asarray(running_mean), xp.asarray(running_var)  # the caller's arrays (views), updated in place
+    var = batch_variance(invstd, eps) * (count / max(count - 1, 1))
+    rm *= 1 - momentum
+    rm += momentum * xp.asarray(mean)
+    rv *= 1 - momentum
+    rv += (momentum * var).astype(xp.float32)
 
 
 def identity_init(x_mean: np.ndarray, x_var: np.ndarray, eps: float = EPS) -> Dict[str, np.ndarray]:
     """``gamma``, ``beta`` that make the normalisation the identity on data with these channel
-    statistics: a network with trained weights keeps its function when normalisation is added."""
-    return {"weight": np.sqrt(x_var.astype(np.float64) + eps).astype(np.float32),
-            "bias": x_mean.astype(np.float32)}
+    statistics: a network with trained weights keeps its function when normalisation is added.
+    numpy or GPU arrays (the result is on the same device)."""
+    xp = _module(x_var)
+    return {"weight": xp.sqrt(xp.asarray(x_var).astype(xp.float64) + eps).astype(xp.float32),
+            "bias": xp.asarray(x_mean).astype(xp.float32)}
+
+
+def _module(a: Any) -> Any:
+    """numpy for a host array; CuPy for a GPU array (any ``__cuda_array_interface__`` array becomes a
+    CuPy view with ``cupy.asarray``, so its operations run on the GPU)."""
+    if not is_device_array(a):
+        return np
+    import cupy
+
+    return cupy
+
+
+def _to_host(a: Any) -> np.ndarray:
+    if is_device_array(a):
+        import cupy
+
+        return cupy.asnumpy(cupy.asarray(a))
+    return np.asarray(a)
+
+
+# --- GPU arrays: the CUDA twins on the given (or default) context -------------------------------
+# (arguments are checked before the context is resolved, as in layers.py)
+
+def _dev_layout(fn: str, x: Any) -> Tuple[Tuple[int, ...], int, int, int]:
+    shape = check_device_array(fn, "x", x, ndim=(3, 4))
+    return shape, shape[0], shape[1], int(np.prod(shape[2:]))
+
+
+def _dev_channel_vectors(fn: str, c: int, **vectors: Any) -> None:
+    for name, v in vectors.items():
+        check_device_array(fn, name, v, shape=(c,))
+
+
+def _dev_overlap(a: Any, b: Any, nbytes: int) -> bool:
+    """Do two device arrays of ``nbytes`` each share memory?"""
+    pa, pb = (int(v.__cuda_array_interface__["data"][0]) for v in (a, b))
+    return abs(pa - pb) < nbytes
+
+
+def _dev_forward_train(x: Any, gamma: Any, beta: Any, eps: float, out: Any, mean: Any, invstd: Any,
+                       context: Optional[Context]) -> Tuple[Any, Any, Any]:
+    fn = "batchnorm.forward_train"
+    shape, n, c, s = _dev_layout(fn, x)
+    _dev_channel_vectors(fn, c, gamma=gamma, beta=beta)
+    if out is not None and _dev_overlap(x, out, n * c * s * 4):
+        raise ValueError(f"{fn}: out must not overlap x (the backward reads x)")
+    ctx = array_context(fn, context)
+    y = device_output(fn, "out", out, shape, ctx)
+    mean = device_output(fn, "mean", mean, (c,), ctx)
+    invstd = device_output(fn, "invstd", invstd, (c,), ctx)
+    check(lib.perf_batchnorm_forward_train_ctx(ctx._ptr, n, c, s, float(eps), dptr(x), dptr(gamma), dptr(beta),
+                                               dptr(y), dptr(mean), dptr(invstd)))
+    return y, mean, invstd
+
+
+def _dev_forward_inference(x: Any, gamma: Any, beta: Any, mean: Any, var: Any, eps: float, out: Any,
+                           context: Optional[Context]) -> Any:
+    fn = "batchnorm.forward_inference"
+    shape, n, c, s = _dev_layout(fn, x)
+    _dev_channel_vectors(fn, c, gamma=gamma, beta=beta, mean=mean, var=var)
+    ctx = array_context(fn, context)
+    y = device_output(fn, "out", out, shape, ctx)
+    check(lib.perf_batchnorm_forward_inference_ctx(ctx._ptr, n, c, s, float(eps), dptr(x), dptr(gamma),
+                                                   dptr(beta), dptr(mean), dptr(var), dptr(y)))
+    return y
+
+
+def _dev_backward(x: Any, dy: Any, gamma: Any, mean: Any, invstd: Any, out: Any, dgamma: Any, dbeta: Any,
+                  context: Optional[Context]) -> Tuple[Any, Any, Any]:
+    fn = "batchnorm.backward"
+    shape, n, c, s = _dev_layout(fn, x)
+    check_device_array(fn, "dy", dy, shape=shape)
+    _dev_channel_vectors(fn, c, gamma=gamma, mean=mean, invstd=invstd)
+    ctx = array_context(fn, context)
+    dx = device_output(fn, "out", out, shape, ctx)
+    dgamma = device_output(fn, "dgamma", dgamma, (c,), ctx)
+    dbeta = device_output(fn, "dbeta", dbeta, (c,), ctx)
+    check(lib.perf_batchnorm_backward_ctx(ctx._ptr, n, c, s, dptr(x), dptr(dy), dptr(gamma), dptr(mean),
+                                          dptr(invstd), dptr(dx), dptr(dgamma), dptr(dbeta)))
+    return dx, dgamma, dbeta

@@ -26,7 +26,6 @@ from . import layers as L
 from .buffers import HOST, Buffers, buffers_for
 from .conv import ConvPlan
 from .device import Context
-from .errors import UnsupportedError
 from .files import save_params_npz
 from .interp import interpolate, interpolate_backward
 from .masks import Mask
@@ -205,19 +204,19 @@ class BatchNormStep(Step):
     """Batch normalisation of a conv's output (``Model(batchnorm=True)``, a training aid; see
     :mod:`perforated.batchnorm`): batch statistics in training, running averages otherwise.
     gamma and beta are the parameters ``<conv>_bn`` ("weight", "bias"); the running averages are
-    ``running["mean"]`` and ``running["var"]``."""
+    ``running["mean"]`` and ``running["var"]``. On a CUDA model every array (statistics and running
+    averages too) is on the GPU, and every call runs on the model's context."""
 
     kind = "batchnorm"
 
     def __init__(self, name, x, layout: Layout, batch: int, params, buf: Buffers = HOST):
-        if buf.device != "cpu":
-            raise UnsupportedError(f"Model: batchnorm=True runs on the CPU only, not on {buf.device!r}")
-        self.name, self.x, self.layout, self.params = name, x, layout, params
+        self.name, self.x, self.layout, self.params, self.context = name, x, layout, params, buf.context
         self.y = buf.zeros_like(x)
         c = layout.channels
         self.count = batch * layout.positions
-        self.mean, self.invstd = np.zeros(c, np.float32), np.ones(c, np.float32)
-        self.running = {"mean": np.zeros(c, np.float32), "var": np.ones(c, np.float32)}
+        self.mean, self.invstd = buf.zeros((c,)), buf.put(np.ones(c, np.float32))
+        self.running = {"mean": buf.zeros((c,)), "var": buf.put(np.ones(c, np.float32))}
+        self._zeros = buf.zeros((c,))  # mean and beta of the inference backward (see backward)
         self.active = False  # the last forward used batch statistics
         self.calibrate = False  # the next forward sets gamma, beta so that it is the identity
 
@@ -226,17 +225,19 @@ class BatchNormStep(Step):
         self.active = training or self.calibrate
         if not self.active:
             BN.forward_inference(self.x, p["weight"], p["bias"], self.running["mean"], self.running["var"],
-                                 out=self.y)
+                                 out=self.y, context=self.context)
             return
-        BN.forward_train(self.x, p["weight"], p["bias"], out=self.y, mean=self.mean, invstd=self.invstd)
+        BN.forward_train(self.x, p["weight"], p["bias"], out=self.y, mean=self.mean, invstd=self.invstd,
+                         context=self.context)
         if self.calibrate:
-            var = np.maximum(1.0 / np.square(self.invstd.astype(np.float64)) - BN.EPS, 0.0)
+            var = BN.batch_variance(self.invstd)
             for key, v in BN.identity_init(self.mean, var).items():
                 p[key][...] = v
             self.running["mean"][...] = self.mean
             self.running["var"][...] = var
             self.calibrate = False
-            BN.forward_train(self.x, p["weight"], p["bias"], out=self.y, mean=self.mean, invstd=self.invstd)
+            BN.forward_train(self.x, p["weight"], p["bias"], out=self.y, mean=self.mean, invstd=self.invstd,
+                             context=self.context)
         elif training:
             BN.update_running(self.running["mean"], self.running["var"], self.mean, self.invstd, self.count)
 
@@ -244,11 +245,13 @@ class BatchNormStep(Step):
         p, grad = self.params[self.name], self.params.grads[self.name]
         if self.active:
             BN.backward(self.x, dy, p["weight"], self.mean, self.invstd, out=dx, dgamma=grad["weight"],
-                        dbeta=grad["bias"])
+                        dbeta=grad["bias"], context=self.context)
             return
-        # after an inference forward the map is affine per channel: dx = dy * scale
-        scale = p["weight"] / np.sqrt(self.running["var"] + np.float32(BN.EPS))
-        np.multiply(dy, scale.reshape((1, -1) + (1,) * (dy.ndim - 2)), out=dx)
+        # after an inference forward the map is affine per channel: dx = dy * gamma / sqrt(var + eps),
+        # which is the inference map itself with mean = beta = 0 (the same float operations as
+        # dy * scale), so it runs on either device without array arithmetic here
+        BN.forward_inference(dy, p["weight"], self._zeros, self._zeros, self.running["var"], out=dx,
+                             context=self.context)
         grad["weight"][...] = 0
         grad["bias"][...] = 0
 
@@ -320,8 +323,8 @@ class Model:
         ``pip install 'perforated[cuda]'``); random weights are drawn on the host with the same seed
         as on the CPU, so both devices start from the same network. A build without CUDA raises
         ``UnsupportedError``, a machine without a GPU ``InvalidArgumentError``, both naming the device.
-      batchnorm: add a batch normalisation after every conv but the last (a training aid, CPU only;
-        :mod:`perforated.batchnorm`). Its parameters are ``<conv>_bn``; :meth:`deploy_params` and
+      batchnorm: add a batch normalisation after every conv but the last (a training aid, on either
+        device; :mod:`perforated.batchnorm`). Its parameters are ``<conv>_bn``; :meth:`deploy_params` and
         :meth:`save_weights` fold it into the convs, giving weights of the plain network.
 
     On the GPU, :meth:`forward` returns the logits as a CuPy array on the device (``cupy.asnumpy``
@@ -493,8 +496,8 @@ class Model:
                 conv = step.name[:-len("_bn")]
                 bn = self.params[step.name]
                 out[conv]["weight"], out[conv]["bias"] = BN.fold(
-                    out[conv]["weight"], out[conv]["bias"], bn["weight"], bn["bias"], step.running["mean"],
-                    step.running["var"])
+                    out[conv]["weight"], out[conv]["bias"], to_host(bn["weight"]), to_host(bn["bias"]),
+                    to_host(step.running["mean"]), to_host(step.running["var"]))
         return out
 
     def calibrate_batchnorm(self, x: np.ndarray) -> None:

@@ -13,6 +13,7 @@
   (not part of NIN / AlexNet / VGG-16; it lets the net train at higher rates in fewer epochs). Saved
   weights fold it into the convs: they are the plain network's. From ``--weights`` of the plain network
   the normalisations start as the identity on a first batch, so training goes on from that network.
+  It runs on either device (``--device cuda`` keeps its statistics on the GPU too).
 - A progress line every ``--progress`` batches (stderr and ``out/train.log``): loss, accuracy, lr,
   images/s and ETA. After each epoch: top-1 / top-5 error on the test split (``--eval-subset`` for a
   quicker estimate), an atomic checkpoint ``out/checkpoint.npz`` (weights, momentum buffers, epoch,
@@ -85,8 +86,6 @@ class TrainConfig:
         if self.checkpoint_every < 0:
             raise ValueError(f"TrainConfig: checkpoint_every must be >= 0 (0: only after each epoch), "
                              f"got {self.checkpoint_every}")
-        if self.batchnorm and self.device != "cpu":
-            raise ValueError(f"TrainConfig: batchnorm runs on the CPU only, got device {self.device!r}")
         if self.plan and self.lowrank:
             raise ValueError("TrainConfig: give plan or lowrank, not both (a low-rank plan holds its own "
                              "perforation rates)")
@@ -213,7 +212,7 @@ def save_checkpoint(path: Path, model: Model, sgd: SGD, state: dict) -> None:
             arrays[f"momentum/{n}/{k}"] = model.buffers.to_host(sgd.velocity[n][k])
     for s in _batchnorms(model):
         for k, v in s.running.items():
-            arrays[f"running/{s.name}/{k}"] = v
+            arrays[f"running/{s.name}/{k}"] = model.buffers.to_host(v)
     state = dict(state, dropout_calls={s.name: s.calls for s in _dropouts(model)})
     arrays["state"] = np.array(json.dumps(state))
     save_npz_atomic(path, arrays)
@@ -241,7 +240,7 @@ def _restore(model: Model, sgd: SGD, state: dict) -> None:
         s.calls = int(state["dropout_calls"][s.name])
     for s in _batchnorms(model):
         for k, v in s.running.items():
-            v[...] = arrays[f"running/{s.name}/{k}"]
+            model.buffers.copy_into(v, arrays[f"running/{s.name}/{k}"])
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -465,8 +464,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: the CUDA backend (a CUDA build, a GPU and CuPy); data stays on the host")
     p.add_argument("--batchnorm", action="store_true",
-                   help="normalise every conv's output but the last's while training (CPU; faster "
-                   "convergence); saved weights fold it into the convs (the plain network)")
+                   help="normalise every conv's output but the last's while training (faster "
+                   "convergence; CPU or CUDA); saved weights fold it into the convs (the plain network)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="also checkpoint every N batches within an epoch (0: only after each epoch)")
     p.add_argument("--stop-after", type=int, default=None,
