@@ -347,3 +347,27 @@ def test_lowrank_command_fits_on_a_dataset_and_keeps_the_normalisation(tmp_path,
     assert ev.main(["--network", "nin", "--weights", str(dec), "--lowrank", str(plan), "--data", str(tmp_path),
                     "--batch", "4"]) == 0
     assert re.search(r"^top-1 error: \d+\.\d\d%$", capsys.readouterr().out, re.M)
+
+
+def test_resume_reports_only_arguments_the_command_line_changed(tmp_path, rng, capsys):
+    make_batches(tmp_path / "cifar-10-batches-py", rng)
+    out = str(tmp_path / "run")
+    common = ["--data", str(tmp_path), "--batch", "4", "--out", out]
+    assert tr.main(common + ["--epochs", "1", "--lr", "0.01"]) == 0
+    capsys.readouterr()
+    assert tr.main(["--out", out, "--resume", "--data", str(tmp_path)]) == 0  # the defaults are not "given"
+    assert "ignoring differing arguments" not in capsys.readouterr().err
+    assert tr.main(["--out", out, "--resume", "--data", str(tmp_path), "--lr", "0.5"]) == 0
+    assert "ignoring differing arguments {'lr': 0.5}" in capsys.readouterr().err
+
+
+def test_resume_can_change_the_number_of_epochs(tmp_path, rng):
+    splits = _tiny_nin_splits(rng)
+    cfg = tr.TrainConfig(network="nin", epochs=3, batch=4, lr=0.01, seed=3)
+    tr.train(cfg, tmp_path / "a", splits=splits, stream=None, stop_after=1)
+    with pytest.raises(ValueError, match="set_epochs must be >= 1"):
+        tr.train(cfg, tmp_path / "a", resume=True, splits=splits, stream=None, set_epochs=0)
+    done = tr.train(cfg, tmp_path / "a", resume=True, splits=splits, stream=None, set_epochs=2)
+    assert len(done["history"]) == 2 and done["config"].epochs == 2
+    assert done["history"][-1]["lr"] == pytest.approx(tr.learning_rate(done["config"], 2 - 1 / 2))
+    assert "epochs changed from 3 to 2" in (tmp_path / "a" / "train.log").read_text()

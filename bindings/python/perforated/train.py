@@ -267,14 +267,19 @@ _STDERR = object()
 
 def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
           splits: Optional[Dict[str, Split]] = None, stop_after: Optional[int] = None,
-          stop_after_batches: Optional[int] = None) -> dict:
+          stop_after_batches: Optional[int] = None, given: Optional[set] = None,
+          set_epochs: Optional[int] = None) -> dict:
     """Train (or resume) into directory ``out``; returns the final state (history of epoch metrics).
 
     splits: the dataset already loaded (tests); else ``load_dataset(cfg.data)``.
     stop_after: end this session after that many epochs (a later ``resume=True`` goes on exactly).
     stop_after_batches: end it after that many batches instead, with a mid-epoch checkpoint (tests of
     the mid-epoch resume; a killed run resumes the same way from its last ``checkpoint_every``).
-    stream: where progress lines go (``sys.stderr`` at call time by default; None: only ``out/train.log``)."""
+    stream: where progress lines go (``sys.stderr`` at call time by default; None: only ``out/train.log``).
+    set_epochs: on resume, change the run's number of epochs (its schedule is recomputed from where it
+    is: a cosine run shortened early in its course changes its rate little); logged in train.log.
+    given: on resume, the config fields the user set (the command line's); only those are reported
+    when they differ from the checkpoint's (None: every differing field)."""
     if stream is _STDERR:
         stream = sys.stderr
     out = Path(out)
@@ -284,13 +289,18 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     if resume:
         state = load_checkpoint(ckpt_path)
         saved = TrainConfig(**state["config"])
-        if dataclasses.asdict(saved) != dataclasses.asdict(cfg):
-            diff = {k: (v, getattr(cfg, k)) for k, v in dataclasses.asdict(saved).items()
-                    if getattr(cfg, k) != v and k not in ("device", "threads")}
-            if diff and stream is not None:
-                print(f"resume: using the checkpoint's config; ignoring differing arguments "
-                      f"{ {k: b for k, (a, b) in diff.items()} }", file=stream)
+        diff = {k: getattr(cfg, k) for k, v in dataclasses.asdict(saved).items()
+                if getattr(cfg, k) != v and k not in ("device", "threads") and (given is None or k in given)}
+        if diff and stream is not None:
+            print(f"resume: using the checkpoint's config; ignoring differing arguments {diff}", file=stream)
         saved.device, saved.threads = cfg.device, cfg.threads  # where it runs now, not part of the run
+        if set_epochs is not None:
+            done = int(state["epoch"]) + (1 if state.get("batch") else 0)
+            if set_epochs < done:
+                raise ValueError(f"train: set_epochs must be >= {done} (the epochs this run has reached), "
+                                 f"got {set_epochs}")
+            changed_epochs = (saved.epochs, set_epochs)
+            saved.epochs = set_epochs
         cfg = saved
     cfg.check()
     log = _Log(stream, out / "train.log")
@@ -341,6 +351,8 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
             rng.bit_generator.state = state["epoch_rng"]
             running = tuple(state["running"])
         log(f"resumed from {ckpt_path} after epoch {start_epoch}" + (f" batch {skip}" if skip else ""))
+        if set_epochs is not None and changed_epochs[0] != changed_epochs[1]:
+            log(f"epochs changed from {changed_epochs[0]} to {changed_epochs[1]} (schedule recomputed from here)")
     else:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
@@ -468,17 +480,25 @@ def parser() -> argparse.ArgumentParser:
                    "convergence; CPU or CUDA); saved weights fold it into the convs (the plain network)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="also checkpoint every N batches within an epoch (0: only after each epoch)")
+    p.add_argument("--set-epochs", type=int, default=None,
+                   help="with --resume: change the run's number of epochs (its schedule follows from here)")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many epochs in this session (continue later with --resume)")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = vars(parser().parse_args(argv))
+    p = parser()
+    args = vars(p.parse_args(argv))
     out, resume, stop_after = args.pop("out"), args.pop("resume"), args.pop("stop_after")
+    set_epochs = args.pop("set_epochs")
+    if set_epochs is not None and not resume:
+        print("--set-epochs changes a resumed run; without --resume give --epochs", file=sys.stderr)
+        return 2
+    given = {k for k, v in args.items() if v != p.get_default(k)}  # what the command line set
     cfg = TrainConfig(**args)
     try:
-        result = train(cfg, out, resume=resume, stop_after=stop_after)
+        result = train(cfg, out, resume=resume, stop_after=stop_after, given=given, set_epochs=set_epochs)
     except KeyboardInterrupt:
         print(f"interrupted; resume with the same command and --resume (checkpoint: {out}/checkpoint.npz)",
               file=sys.stderr)
