@@ -155,3 +155,32 @@ def test_training_with_batchnorm_resumes_and_saves_the_plain_network(tmp_path, r
     x = full["preprocess"](splits["test"].images)
     assert_close(plain.forward(x), full["model"].forward(x, training=False), rtol=1e-3, atol=1e-4,
                  what="saved weights = the trained network")
+
+
+def test_model_backward_with_batchnorm_matches_finite_differences(rng):
+    """Training-mode gradients of a normalised model (batch statistics) against central differences."""
+    m = Model(TINY_ROWS, 4, input_shape=(3, 6, 6), classes=3, seed=2, batchnorm=True)
+    x, labels = randn(rng, 4, 3, 6, 6), np.array([0, 1, 2, 1])
+    for n in m.params.batchnorms:  # away from the identity, so gamma and beta matter
+        m.params[n]["weight"][...] = rng.uniform(0.5, 2.0, m.params[n]["weight"].shape)
+        m.params[n]["bias"][...] = randn(rng, *m.params[n]["bias"].shape)
+
+    def loss() -> float:
+        m.forward(x, training=True)
+        return float(m.loss(labels)[0].astype(np.float64).mean())
+
+    loss()
+    m.backward(labels)
+    for name, key in [("c1", "weight"), ("c1_bn", "weight"), ("c1_bn", "bias"), ("c2", "weight"),
+                      ("c2_bn", "bias"), ("c3", "weight")]:
+        grad = m.params.grads[name][key].copy()
+        index = np.unravel_index(np.argmax(np.abs(grad)), grad.shape)
+        arr, eps = m.params[name][key], 1e-3  # small: a shift of a whole channel moves many ReLU inputs
+        old = float(arr[index])
+        arr[index] = old + eps
+        plus = loss()
+        arr[index] = old - eps
+        minus = loss()
+        arr[index] = old
+        num = (plus - minus) / (2 * eps)
+        assert abs(num - grad[index]) <= 0.05 * abs(num) + 1e-3, (name, key, num, grad[index])
