@@ -1138,6 +1138,84 @@ static void op_bias(reader *r) {
     free(y), free(y0), free(b), free(db);
 }
 
+/* Batch normalisation: argument rules (sizes, eps, NULLs, y == x, var < 0) and, on clean data with a
+ * sane eps, the forward's statistics and output and the backward's sums against double references,
+ * and the in-place backward (dx == dy) against the out-of-place one. */
+static void op_batchnorm(reader *r) {
+    const int batch = rd_int(r, 3), channels = rd_int(r, 5), spatial = rd_int(r, 30);
+    const float eps = rd_float_param(r, 1e-3f);
+    const int64_t f[3] = {batch, channels, spatial};
+    const int dims_ok = batch >= 1 && channels >= 1 && spatial >= 1 && fits(3, f);
+    const int eps_ok = isfinite(eps) && eps > 0.0f;
+    const int64_t n64 = dims_ok ? prod(3, f) : 4;
+    if (n64 < 0 || (dims_ok && n64 * 4 * 5 > BUF_CAP)) return;
+    const size_t n = (size_t)n64, c = dims_ok ? (size_t)channels : 4;
+    if (trace)
+        fprintf(stderr, "fuzz_api: batchnorm batch %d channels %d spatial %d eps %g\n", batch, channels, spatial, eps);
+    float *x = alloc_floats(n), *y = nan_floats(n), *dy = alloc_floats(n), *dx = nan_floats(n), *dx2 = alloc_floats(n);
+    float *gamma = alloc_floats(c), *beta = alloc_floats(c), *mean = nan_floats(c), *invstd = nan_floats(c),
+          *var = alloc_floats(c), *dg = nan_floats(c), *db = nan_floats(c);
+    const int mode = u8(r) % 8;
+    const int clean = fill(r, mode, x, n) & fill(r, mode, dy, n) & fill(r, mode, gamma, c) & fill(r, mode, beta, c);
+    for (size_t i = 0; i < c; i++) var[i] = fabsf(gamma[i]);
+    if (u8(r) % 4 == 0) var[c - 1] = -1.0f;
+    int var_ok = 1; /* the rule is var >= 0, so NaN (from a NaN gamma) fails it too */
+    for (size_t i = 0; i < c; i++) var_ok &= var[i] >= 0.0f;
+    const int nul = u8(r) % 10;
+    const int ok = dims_ok && eps_ok;
+    const perf_status st = CALL(ok && nul > 3 ? EXPECT_OK : EXPECT_INVALID,
+         perf_batchnorm_forward_train(batch, channels, spatial, eps, nul == 0 ? NULL : x, nul == 1 ? NULL : gamma,
+                                      beta, nul == 2 ? NULL : y, nul == 3 ? NULL : mean, invstd));
+    CALL(EXPECT_INVALID, perf_batchnorm_forward_train(batch, channels, spatial, eps, x, gamma, beta, x, mean, invstd));
+    if (st == PERF_STATUS_SUCCESS && clean && eps >= 1e-6f) {
+        const double count = (double)batch * spatial;
+        for (int ch = 0; ch < channels; ch++) {
+            double s = 0.0, sq = 0.0, m = 0.0;
+            for (int b = 0; b < batch; b++)
+                for (int sp = 0; sp < spatial; sp++) s += x[((size_t)b * channels + ch) * spatial + sp];
+            m = s / count;
+            for (int b = 0; b < batch; b++)
+                for (int sp = 0; sp < spatial; sp++) {
+                    const double d = x[((size_t)b * channels + ch) * spatial + sp] - m;
+                    sq += d * d;
+                }
+            const double is = 1.0 / sqrt(sq / count + eps);
+            check_close("perf_batchnorm_forward_train mean", (size_t)ch, mean[ch], m, 4.0);
+            if (!(fabs(invstd[ch] - is) <= 1e-3 * is)) FAIL("perf_batchnorm_forward_train invstd[%d] = %g, reference %g", ch, invstd[ch], is);
+            for (int b = 0; b < batch; b++)
+                for (int sp = 0; sp < spatial; sp++) {
+                    const size_t i = ((size_t)b * channels + ch) * spatial + sp;
+                    const double want = gamma[ch] * (x[i] - m) * is + beta[ch];
+                    const double scale = fabs(gamma[ch]) * (fabs(x[i]) + fabs(m)) * is + fabs(beta[ch]);
+                    check_close("perf_batchnorm_forward_train y", i, y[i], want, scale);
+                }
+        }
+    }
+    CALL(ok && var_ok ? EXPECT_OK : EXPECT_INVALID,
+         perf_batchnorm_forward_inference(batch, channels, spatial, eps, x, gamma, beta, gamma, var, dx2));
+    if (st == PERF_STATUS_SUCCESS) {
+        CALL(EXPECT_OK, perf_batchnorm_backward(batch, channels, spatial, x, dy, gamma, mean, invstd, dx, dg, db));
+        if (clean && eps >= 1e-6f) {
+            for (int ch = 0; ch < channels; ch++) {
+                double s = 0.0, a = 0.0;
+                for (int b = 0; b < batch; b++)
+                    for (int sp = 0; sp < spatial; sp++) {
+                        const double v = dy[((size_t)b * channels + ch) * spatial + sp];
+                        s += v, a += fabs(v);
+                    }
+                check_close("perf_batchnorm_backward dbeta", (size_t)ch, db[ch], s, a);
+            }
+        }
+        memcpy(dx2, dy, n * sizeof *dx2);
+        CALL(EXPECT_OK, perf_batchnorm_backward(batch, channels, spatial, x, dx2, gamma, mean, invstd, dx2, dg, db));
+        if (memcmp(dx, dx2, n * sizeof *dx) != 0 && all_finite(dx, n))
+            FAIL("perf_batchnorm_backward in place (dx == dy) differs from out of place");
+    }
+    CALL(EXPECT_INVALID, perf_batchnorm_backward(batch, channels, spatial, x, NULL, gamma, mean, invstd, dx, dg, db));
+    free(x), free(y), free(dy), free(dx), free(dx2);
+    free(gamma), free(beta), free(mean), free(invstd), free(var), free(dg), free(db);
+}
+
 static void op_misc(reader *r) {
     static const int ST[6] = {-1, 0, 3, 5, 6, 1000};
     const char *s = perf_status_string((perf_status)ST[u8(r) % 6]);
@@ -1186,8 +1264,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case 8: op_fc(&r); break;
         case 9: op_softmax(&r); break;
         default:
-            if (u8(&r) & 1) op_bias(&r);
-            else op_misc(&r);
+            switch (u8(&r) % 3) {
+            case 0: op_bias(&r); break;
+            case 1: op_batchnorm(&r); break;
+            default: op_misc(&r);
+            }
         }
     }
     for (int i = 0; i < NSLOTS; i++) perf_mask_destroy(s.masks[i]);
