@@ -19,8 +19,7 @@
 
 #include "internal.h"
 
-/* The argument rules (sizes, their product, eps), shared with the CUDA entry points (layers_ctx.c). */
-perf_status perf_batchnorm_check_args(const char *fn, int batch, int channels, int spatial, float eps) {
+static perf_status dims_eps_check(const char *fn, int batch, int channels, int spatial, float eps) {
     PERF_CHECK_POSITIVE(fn, batch);
     PERF_CHECK_POSITIVE(fn, channels);
     PERF_CHECK_POSITIVE(fn, spatial);
@@ -28,6 +27,52 @@ perf_status perf_batchnorm_check_args(const char *fn, int batch, int channels, i
     PERF_CHECK(perf_checked_product(fn, "batch*channels*spatial", dims, 3, &total));
     if (!(eps > 0.0f) || !isfinite(eps))
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: eps must be finite and > 0, got %g", fn, (double)eps);
+    return PERF_STATUS_SUCCESS;
+}
+
+/* The argument rules of each function, shared with the CUDA entry points (layers_ctx.c), which name
+ * their own function in the messages. Only var >= 0 is checked by the CPU function alone (on the GPU,
+ * var is device memory). */
+perf_status perf_batchnorm_train_args(const char *fn, int batch, int channels, int spatial, float eps,
+                                      const float *x, const float *gamma, const float *beta, const float *y,
+                                      const float *mean, const float *invstd) {
+    PERF_CHECK(dims_eps_check(fn, batch, channels, spatial, eps));
+    PERF_CHECK_NOT_NULL(fn, x);
+    PERF_CHECK_NOT_NULL(fn, gamma);
+    PERF_CHECK_NOT_NULL(fn, beta);
+    PERF_CHECK_NOT_NULL(fn, y);
+    PERF_CHECK_NOT_NULL(fn, mean);
+    PERF_CHECK_NOT_NULL(fn, invstd);
+    if (y == x) return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: y must not be x (the backward reads x)", fn);
+    return PERF_STATUS_SUCCESS;
+}
+
+perf_status perf_batchnorm_inference_args(const char *fn, int batch, int channels, int spatial, float eps,
+                                          const float *x, const float *gamma, const float *beta,
+                                          const float *mean, const float *var, const float *y) {
+    PERF_CHECK(dims_eps_check(fn, batch, channels, spatial, eps));
+    PERF_CHECK_NOT_NULL(fn, x);
+    PERF_CHECK_NOT_NULL(fn, gamma);
+    PERF_CHECK_NOT_NULL(fn, beta);
+    PERF_CHECK_NOT_NULL(fn, mean);
+    PERF_CHECK_NOT_NULL(fn, var);
+    PERF_CHECK_NOT_NULL(fn, y);
+    return PERF_STATUS_SUCCESS;
+}
+
+perf_status perf_batchnorm_backward_args(const char *fn, int batch, int channels, int spatial, const float *x,
+                                         const float *dy, const float *gamma, const float *mean,
+                                         const float *invstd, const float *dx, const float *dgamma,
+                                         const float *dbeta) {
+    PERF_CHECK(dims_eps_check(fn, batch, channels, spatial, 1.0f)); /* the backward takes no eps */
+    PERF_CHECK_NOT_NULL(fn, x);
+    PERF_CHECK_NOT_NULL(fn, dy);
+    PERF_CHECK_NOT_NULL(fn, gamma);
+    PERF_CHECK_NOT_NULL(fn, mean);
+    PERF_CHECK_NOT_NULL(fn, invstd);
+    PERF_CHECK_NOT_NULL(fn, dx);
+    PERF_CHECK_NOT_NULL(fn, dgamma);
+    PERF_CHECK_NOT_NULL(fn, dbeta);
     return PERF_STATUS_SUCCESS;
 }
 
@@ -54,14 +99,7 @@ perf_status perf_batchnorm_forward_train(int batch, int channels, int spatial, f
                                          const float *gamma, const float *beta, float *y, float *mean,
                                          float *invstd) {
     static const char fn[] = "perf_batchnorm_forward_train";
-    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, eps));
-    PERF_CHECK_NOT_NULL(fn, x);
-    PERF_CHECK_NOT_NULL(fn, gamma);
-    PERF_CHECK_NOT_NULL(fn, beta);
-    PERF_CHECK_NOT_NULL(fn, y);
-    PERF_CHECK_NOT_NULL(fn, mean);
-    PERF_CHECK_NOT_NULL(fn, invstd);
-    if (y == x) return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: y must not be x (the backward reads x)", fn);
+    PERF_CHECK(perf_batchnorm_train_args(fn, batch, channels, spatial, eps, x, gamma, beta, y, mean, invstd));
     const double count = (double)batch * (double)spatial;
 #pragma omp parallel for schedule(static) if ((size_t)batch * channels * (size_t)spatial >= PERF_PARALLEL_MIN)
     for (int c = 0; c < channels; c++) {
@@ -95,13 +133,7 @@ perf_status perf_batchnorm_forward_inference(int batch, int channels, int spatia
                                              const float *gamma, const float *beta, const float *mean,
                                              const float *var, float *y) {
     static const char fn[] = "perf_batchnorm_forward_inference";
-    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, eps));
-    PERF_CHECK_NOT_NULL(fn, x);
-    PERF_CHECK_NOT_NULL(fn, gamma);
-    PERF_CHECK_NOT_NULL(fn, beta);
-    PERF_CHECK_NOT_NULL(fn, mean);
-    PERF_CHECK_NOT_NULL(fn, var);
-    PERF_CHECK_NOT_NULL(fn, y);
+    PERF_CHECK(perf_batchnorm_inference_args(fn, batch, channels, spatial, eps, x, gamma, beta, mean, var, y));
     for (int c = 0; c < channels; c++)
         if (!(var[c] >= 0.0f))
             return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: var[%d] must be >= 0, got %g", fn, c, (double)var[c]);
@@ -116,15 +148,8 @@ perf_status perf_batchnorm_backward(int batch, int channels, int spatial, const 
                                     const float *gamma, const float *mean, const float *invstd, float *dx,
                                     float *dgamma, float *dbeta) {
     static const char fn[] = "perf_batchnorm_backward";
-    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, 1.0f));
-    PERF_CHECK_NOT_NULL(fn, x);
-    PERF_CHECK_NOT_NULL(fn, dy);
-    PERF_CHECK_NOT_NULL(fn, gamma);
-    PERF_CHECK_NOT_NULL(fn, mean);
-    PERF_CHECK_NOT_NULL(fn, invstd);
-    PERF_CHECK_NOT_NULL(fn, dx);
-    PERF_CHECK_NOT_NULL(fn, dgamma);
-    PERF_CHECK_NOT_NULL(fn, dbeta);
+    PERF_CHECK(perf_batchnorm_backward_args(fn, batch, channels, spatial, x, dy, gamma, mean, invstd, dx, dgamma,
+                                            dbeta));
     const double count = (double)batch * (double)spatial;
 #pragma omp parallel for schedule(static) if ((size_t)batch * channels * (size_t)spatial >= PERF_PARALLEL_MIN)
     for (int c = 0; c < channels; c++) {

@@ -89,7 +89,16 @@ perf_status perf_mask_count_checked(const char *fn, int h, int w, double rate, i
 /* Argument rules shared by a CPU function and its CUDA (_ctx) twin. */
 perf_status perf_lrn_check_args(const char *fn, int batch, int channels, int spatial, int local_size, float alpha,
                                 float beta, float k);
-perf_status perf_batchnorm_check_args(const char *fn, int batch, int channels, int spatial, float eps);
+perf_status perf_batchnorm_train_args(const char *fn, int batch, int channels, int spatial, float eps,
+                                      const float *x, const float *gamma, const float *beta, const float *y,
+                                      const float *mean, const float *invstd);
+perf_status perf_batchnorm_inference_args(const char *fn, int batch, int channels, int spatial, float eps,
+                                          const float *x, const float *gamma, const float *beta,
+                                          const float *mean, const float *var, const float *y);
+perf_status perf_batchnorm_backward_args(const char *fn, int batch, int channels, int spatial, const float *x,
+                                         const float *dy, const float *gamma, const float *mean,
+                                         const float *invstd, const float *dx, const float *dgamma,
+                                         const float *dbeta);
 
 /* Number of threads for the library's own loops (OpenMP); BLAS itself runs single-threaded. */
 int perf_threads(void);

@@ -208,14 +208,7 @@ perf_status perf_batchnorm_forward_train_ctx(const perf_context *ctx, int batch,
     static const char fn[] = "perf_batchnorm_forward_train_ctx";
     if (!perf_ctx_is_cuda(ctx))
         return perf_batchnorm_forward_train(batch, channels, spatial, eps, x, gamma, beta, y, mean, invstd);
-    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, eps));
-    PERF_CHECK_NOT_NULL(fn, x);
-    PERF_CHECK_NOT_NULL(fn, gamma);
-    PERF_CHECK_NOT_NULL(fn, beta);
-    PERF_CHECK_NOT_NULL(fn, y);
-    PERF_CHECK_NOT_NULL(fn, mean);
-    PERF_CHECK_NOT_NULL(fn, invstd);
-    if (y == x) return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: y must not be x (the backward reads x)", fn);
+    PERF_CHECK(perf_batchnorm_train_args(fn, batch, channels, spatial, eps, x, gamma, beta, y, mean, invstd));
     return perf_cuda_batchnorm_forward_train(ctx, batch, channels, spatial, eps, x, gamma, beta, y, mean, invstd);
 }
 
@@ -226,13 +219,7 @@ perf_status perf_batchnorm_forward_inference_ctx(const perf_context *ctx, int ba
     static const char fn[] = "perf_batchnorm_forward_inference_ctx";
     if (!perf_ctx_is_cuda(ctx))
         return perf_batchnorm_forward_inference(batch, channels, spatial, eps, x, gamma, beta, mean, var, y);
-    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, eps));
-    PERF_CHECK_NOT_NULL(fn, x);
-    PERF_CHECK_NOT_NULL(fn, gamma);
-    PERF_CHECK_NOT_NULL(fn, beta);
-    PERF_CHECK_NOT_NULL(fn, mean);
-    PERF_CHECK_NOT_NULL(fn, var);
-    PERF_CHECK_NOT_NULL(fn, y);
+    PERF_CHECK(perf_batchnorm_inference_args(fn, batch, channels, spatial, eps, x, gamma, beta, mean, var, y));
     return perf_cuda_batchnorm_forward_inference(ctx, batch, channels, spatial, eps, x, gamma, beta, mean, var, y);
 }
 
@@ -242,15 +229,8 @@ perf_status perf_batchnorm_backward_ctx(const perf_context *ctx, int batch, int 
     static const char fn[] = "perf_batchnorm_backward_ctx";
     if (!perf_ctx_is_cuda(ctx))
         return perf_batchnorm_backward(batch, channels, spatial, x, dy, gamma, mean, invstd, dx, dgamma, dbeta);
-    PERF_CHECK(perf_batchnorm_check_args(fn, batch, channels, spatial, 1.0f)); /* no eps in the backward */
-    PERF_CHECK_NOT_NULL(fn, x);
-    PERF_CHECK_NOT_NULL(fn, dy);
-    PERF_CHECK_NOT_NULL(fn, gamma);
-    PERF_CHECK_NOT_NULL(fn, mean);
-    PERF_CHECK_NOT_NULL(fn, invstd);
-    PERF_CHECK_NOT_NULL(fn, dx);
-    PERF_CHECK_NOT_NULL(fn, dgamma);
-    PERF_CHECK_NOT_NULL(fn, dbeta);
+    PERF_CHECK(perf_batchnorm_backward_args(fn, batch, channels, spatial, x, dy, gamma, mean, invstd, dx, dgamma,
+                                            dbeta));
     return perf_cuda_batchnorm_backward(ctx, batch, channels, spatial, x, dy, gamma, mean, invstd, dx, dgamma,
                                         dbeta);
 }

@@ -132,7 +132,6 @@ class SGD:
     def __init__(self, model: Model, momentum: float, weight_decay: float,
                  lr_mult: Optional[Dict[str, float]] = None, bias_lr_mult: float = 1.0):
         self.params, self.momentum, self.weight_decay = model.params, momentum, weight_decay
-        self.decay = {n: n not in model.params.batchnorms for n in model.params}  # not on gamma, beta
         unknown = set(lr_mult or {}) - set(model.params)
         if unknown:
             raise ValueError(f"SGD: lr_mult names unknown layers {sorted(unknown)}; layers: {list(model.params)}")
@@ -148,7 +147,7 @@ class SGD:
                 v = vel[key]
                 v *= self.momentum
                 v += grads[key]
-                if key == "weight" and self.weight_decay and self.decay[name]:
+                if key == "weight" and self.weight_decay and name not in self.params.batchnorms:  # not gamma
                     v += self.weight_decay * w
                 scale = lr * self.mult[name] * (self.bias_lr_mult if key == "bias" else 1.0)
                 w -= np.float32(scale) * v
