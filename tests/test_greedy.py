@@ -100,3 +100,16 @@ def test_write_report(setup):
     assert "Command: `cmd`" in text and text.count("| uniform |") == 2 and "- 1.01x: step" in text
     with pytest.raises(ValueError, match="no step_"):
         write_report(s.out / "nothing", path)
+
+
+def test_resume_refuses_a_folder_from_other_inputs(setup):
+    weights, x, y, tmp = setup
+    search(setup, "f").run(1)
+    other = Model("nin", 1, seed=4).params
+    with pytest.raises(ValueError, match="other weights, images"):
+        GreedySearch("nin", other, x, y, tmp / "f", impact_x=x[:4], impact_y=y[:4], eval_batch=6,
+                     timer="macs", seed=5, log=lambda m: None)
+    with pytest.raises(ValueError, match="other weights, images"):
+        GreedySearch("nin", weights, x[::-1].copy(), y, tmp / "f", impact_x=x[:4], impact_y=y[:4],
+                     eval_batch=6, timer="macs", seed=5, log=lambda m: None)
+    assert search(setup, "f").step == 1  # the same inputs still resume

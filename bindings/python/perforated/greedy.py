@@ -16,6 +16,7 @@ started again with the same folder resumes after the last saved step.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -57,6 +58,7 @@ class GreedySearch:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.rng = np.random.default_rng(seed)
+        self.fingerprint = self._fingerprint()
         state_path = self.out / "state.json"
         if state_path.is_file():
             self._resume(json.loads(state_path.read_text()))
@@ -67,6 +69,22 @@ class GreedySearch:
             self.L0, self.t0 = self.evaluate({}), self.time({})
             self._save(None)
         self.impact = self._impact() if "impact" in self.kinds else {}
+
+    def _fingerprint(self) -> str:
+        """What a saved search depends on: network, weights, held-out and impact images, mask kinds,
+        timer. A folder written with other inputs must not be resumed as if it were this search."""
+        h = hashlib.sha256(json.dumps([self.network, self.kinds, self.timer, self.timing_batch,
+                                       self.eval_batch]).encode())
+        params = Model(self.network, 1, weights=self.weights).params
+        for name in sorted(params):
+            for key in sorted(params[name]):
+                h.update(f"{name}/{key}".encode())
+                h.update(np.ascontiguousarray(params[name][key]).tobytes())
+        for arr in (self.eval_x, self.eval_y, self.impact_x, self.impact_y):
+            if arr is not None:
+                h.update(repr(arr.shape).encode())
+                h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
 
     # -- measurements --------------------------------------------------------------------------
 
@@ -163,7 +181,7 @@ class GreedySearch:
         return PerforationPlan.from_masks(self.network, self.masks).to_dict()
 
     def _save(self, best: Optional[dict]) -> None:
-        record = {"step": self.step, "L0": self.L0, "t0": self.t0, "timer": self.timer, "level": self.level,
+        record = {"fingerprint": self.fingerprint, "step": self.step, "L0": self.L0, "t0": self.t0, "timer": self.timer, "level": self.level,
                   "plan": self.plan_dict(), "rng": self.rng.bit_generator.state}
         if best is not None:
             record.update(loss=best["loss"], time=best["time"], cost=best["cost"], layer=best["layer"],
@@ -172,6 +190,10 @@ class GreedySearch:
         write_json_atomic(self.out / "state.json", record)
 
     def _resume(self, record: dict) -> None:
+        if record.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"GreedySearch: {self.out} holds a search with other weights, images, mask kinds "
+                             f"or timer (fingerprint {record.get('fingerprint')}, this search "
+                             f"{self.fingerprint}); use a new --out folder, or delete this one to start over")
         self.step, self.L0, self.t0 = record["step"], record["L0"], record["t0"]
         self.level = {l: record["level"].get(l, 0) for l in self.layers}
         self.masks = {}
