@@ -21,7 +21,7 @@
 # CPU); bench.conv_layers (per-layer GPU table: 0.8 x ideal check) and bench.tables --quick
 # --no-lowrank (GPU columns, cuDNN peer); then NIN training on the GPU from the committed weights for
 # TRAIN_SECONDS (default 180; with batch normalisation, folded into the saved weights, TRAIN_EPOCHS
-# epochs of cosine schedule, default 15, from nin_bn_cifar10.npz). Every step is cut to what is left of BUDGET (default 560 s).
+# epochs of cosine schedule, default 15, from nin_cifar10.npz). Every step is cut to what is left of BUDGET (default 560 s).
 set -uo pipefail
 out="${OUT:-/tmp/gpu_out}"
 mkdir -p "$out"
@@ -74,7 +74,7 @@ train=(python3 -m perforated.train --device cuda --out "$work/nin_gpu")
 if [[ -f .data/nin_gpu/checkpoint.npz ]]; then
     cp -r .data/nin_gpu "$work/" && train+=(--resume)
 else
-    train+=(--network nin --batchnorm --weights results/models/nin_bn_cifar10.npz --epochs "${TRAIN_EPOCHS:-15}"
+    train+=(--network nin --batchnorm --weights results/models/nin_cifar10.npz --epochs "${TRAIN_EPOCHS:-15}"
             --batch 128 --lr 0.05 --warmup 0.3 --weight-decay 5e-4 --schedule cosine --eval-every 5 --progress 50)
 fi
 train+=(--data "${CIFAR:-.data/cifar10-jpeg.tar.gz}")

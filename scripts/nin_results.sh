@@ -41,7 +41,7 @@ if want 3; then
 fi
 if want 4; then
     log "4/6 mask_comparison"
-    python -m bench.mask_comparison --weights "$weights" --rounds 3
+    python -m bench.mask_comparison --weights "$weights" --rounds 3 --images "${MASK_IMAGES:-2000}"
 fi
 if want 5; then
     # lowrank_tables reads results/models/nin_cifar10.npz; it writes lowrank.* for the networks it ran,
