@@ -44,19 +44,22 @@ PAPER_NOTE = ("The paper's NIN rows (its Table 2, CIFAR-10, greedy impact plans)
 
 
 def finetune(plan_path: Optional[Path], weights: Path, out: Path, epochs: int, lr: float, subset: Optional[int],
-             data: Optional[str], test_images: Optional[int], lowrank: Optional[Path] = None) -> dict:
+             data: Optional[str], test_images: Optional[int], lowrank: Optional[Path] = None,
+             batchnorm: bool = False) -> dict:
     """Fine-tune the perforated network (masks fixed; plan None: the dense network, the control), or
     with ``lowrank`` (a LowRankPlan JSON) the decomposed network whose decomposed ``weights`` are
-    given; resumes from out/checkpoint.npz if present."""
+    given; resumes from out/checkpoint.npz if present. ``batchnorm``: with a batch normalisation after
+    every conv but the last, starting as the identity and folded back when saved (for weights that
+    were trained that way: it re-centres the activations that perforation shifted)."""
     cfg = TrainConfig(network="nin", data=data, epochs=epochs, lr=lr, warmup=0.0, schedule="cosine",
                       plan=str(plan_path) if plan_path else None, lowrank=str(lowrank) if lowrank else None,
                       weights=str(weights), subset=subset, eval_every=epochs,
                       eval_subset=test_images,  # the same seeded test subset as run() (seed 0 + 1)
-                      lr_mult={"cccp6": 0.1}, progress=50)
+                      lr_mult={"cccp6": 0.1}, progress=50, batchnorm=batchnorm)
     resume = (out / "checkpoint.npz").is_file()
     result = train(cfg, out, resume=resume)
     last = result["history"][-1]
-    return {"epochs": epochs, "lr": lr, "images_per_epoch": subset or 50000,
+    return {"epochs": epochs, "lr": lr, "images_per_epoch": subset or 50000, "batchnorm": batchnorm,
             "top1_error": last["test_top1_error"], "seconds": sum(h["seconds"] for h in result["history"])}
 
 
@@ -84,8 +87,11 @@ def row_plans(args, impact: Dict[str, np.ndarray], plans_dir: Path):
 
 
 def run(args) -> dict:
-    # finished rows and fine-tuning runs are kept per weights file: new weights start afresh
-    runs = Path(args.runs) / hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()[:12]
+    # finished rows and fine-tuning runs are kept per weights file and fine-tuning settings: new
+    # weights or settings start afresh
+    runs = (Path(args.runs) / hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()[:12]
+            / f"ft{args.finetune_epochs}_lr{args.finetune_lr:g}_n{args.finetune_subset or 'all'}"
+              f"{'_bn' if args.finetune_batchnorm else ''}")
     runs.mkdir(parents=True, exist_ok=True)
     state_path = runs / "rows.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -118,7 +124,7 @@ def run(args) -> dict:
         if "tuned_error" not in row and args.finetune_epochs > 0:
             measure.progress(f"{key}: fine-tuning {args.finetune_epochs} epoch(s)")
             tuned = finetune(plan_path, args.weights, runs / key, args.finetune_epochs, args.finetune_lr,
-                             args.finetune_subset, args.data, args.test_images)
+                             args.finetune_subset, args.data, args.test_images, batchnorm=args.finetune_batchnorm)
             row.update(tuned_error=tuned["top1_error"], finetune=tuned)
         state["rows"][key] = row
         write_json_atomic(state_path, state)
@@ -127,7 +133,7 @@ def run(args) -> dict:
         # so tuned rows are compared with the original fine-tuned alike as well
         measure.progress(f"original network: the same fine-tuning ({args.finetune_epochs} epoch(s))")
         tuned = finetune(None, args.weights, runs / "dense", args.finetune_epochs, args.finetune_lr,
-                         args.finetune_subset, args.data, args.test_images)
+                         args.finetune_subset, args.data, args.test_images, batchnorm=args.finetune_batchnorm)
         state["dense_tuned_error"] = tuned["top1_error"]
         write_json_atomic(state_path, state)
     return state
@@ -184,7 +190,8 @@ def table(raw: dict) -> tuple:
                      f"{r['tuned_error']:.2f}%" if r.get("tuned_error") is not None else "not measured",
                      f"{r['tuned_error_increase']:+.2f}" if r.get("tuned_error_increase") is not None else "not measured",
                      f"{alike:+.2f}" if alike is not None else "not measured",
-                     f"{ft['epochs']} x {ft['images_per_epoch']} images, lr {ft['lr']:g}" if ft else "none"])
+                     f"{ft['epochs']} x {ft['images_per_epoch']} images, lr {ft['lr']:g}"
+                     f"{', batch norm' if ft.get('batchnorm') else ''}" if ft else "none"])
     return header, rows
 
 
@@ -215,6 +222,9 @@ def main(argv=None) -> None:
                    "plan_<t>x.json plans (masks chosen by the search against measured time)")
     p.add_argument("--finetune-epochs", type=int, default=1, help="0: no fine-tuning")
     p.add_argument("--finetune-lr", type=float, default=0.005)
+    p.add_argument("--finetune-batchnorm", action="store_true",
+                   help="fine-tune with batch normalisation after every conv but the last (identity at the start, "
+                        "folded back): for weights trained with perforated.train --batchnorm")
     p.add_argument("--finetune-subset", type=int, default=None, help="training images per fine-tuning epoch")
     p.add_argument("--test-images", type=int, default=None, help="evaluate on this many test images "
                    "(default: all 10,000; fine-tuning runs report on all of them)")

@@ -97,7 +97,8 @@ def test_ranking_counts_rates(rng):
 
 def run_dir_of(tmp_path):
     [run_dir] = (tmp_path / "runs").iterdir()  # one folder per weights file
-    return run_dir
+    [settings] = run_dir.iterdir()  # and in it one per fine-tuning settings
+    return settings
 
 
 def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
@@ -133,6 +134,12 @@ def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
     assert len(rows) == 2 and "tuned error+" in header
     assert report._dense_error("nin", raw) == f"{raw['dense_error']:.2f}%"
     assert report._dense_error("vgg16", raw) == report.NOT_MEASURED
+    # other fine-tuning settings start afresh in their own folder: here with batch normalisation
+    na.main(argv + ["--finetune-batchnorm"])
+    bn = json.loads((tmp_path / "out" / "nin_accuracy.json").read_text())
+    assert all(r["finetune"]["batchnorm"] for r in bn["rows"]) and not raw["rows"][0]["finetune"]["batchnorm"]
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == [run_dir.name, run_dir.name + "_bn"]
+    assert "batch norm" in na.table(bn)[1][0][-1]
 
 
 def test_tables_report_only_adds_the_nin_accuracy_section(tmp_path):
