@@ -129,7 +129,7 @@ def run(args) -> dict:
         state["rows"][key] = row
         write_json_atomic(state_path, state)
     if "dense_tuned_error" not in state and args.finetune_epochs > 0:
-        # the control: an under-trained original network also improves with the same extra training,
+        # the control: the same extra training changes the original network too (for better or worse),
         # so tuned rows are compared with the original fine-tuned alike as well
         measure.progress(f"original network: the same fine-tuning ({args.finetune_epochs} epoch(s))")
         tuned = finetune(None, args.weights, runs / "dense", args.finetune_epochs, args.finetune_lr,
@@ -205,8 +205,8 @@ def markdown(raw: dict) -> List[str]:
             f"Weights: {m['weights']}; original network top-1 error {raw['dense_error']:.2f}% "
             f"({raw['test_images']} test images; every error below is on the same images)  ",
             f"Speedup: whole-network forward time at batch 128, median of {m['rounds']} alternating rounds.  ",
-            "Original network fine-tuned alike (the control: it is under-trained, so extra training helps it "
-            "too): " + (f"{raw['dense_tuned_error']:.2f}%." if raw.get("dense_tuned_error") is not None
+            "Original network fine-tuned alike (the control: the same extra training changes the original "
+            "network too, for better or worse): " + (f"{raw['dense_tuned_error']:.2f}%." if raw.get("dense_tuned_error") is not None
                         else "not measured."), "",
            ] + _md(header, rows) + ["", raw["note"]]
 
