@@ -217,7 +217,9 @@ static void forward_dense_plane(const perf_pool_plan *p, const float *x, float *
         hi = hi > lo ? hi : lo;
         float *yr = y + (size_t)oh * p->out_w;
         for (int ow = lo; ow < hi; ow++) yr[ow] = row[ow * sw + off];
-        for (int j = 1; j < kw; j++) {
+        /* only with an interior window (then kw <= in_w): a huge kernel over a padded row has none,
+         * and kw empty passes would take seconds (found by the fuzzer: kernel_w INT32_MAX) */
+        for (int j = 1; hi > lo && j < kw; j++) {
             if (is_max)
                 for (int ow = lo; ow < hi; ow++)
                     yr[ow] = PERF_MAX_WINS(row[ow * sw + off + j], yr[ow]) ? row[ow * sw + off + j] : yr[ow];
