@@ -206,8 +206,9 @@ def markdown(raw: dict) -> List[str]:
             f"({raw['test_images']} test images; every error below is on the same images)  ",
             f"Speedup: whole-network forward time at batch 128, median of {m['rounds']} alternating rounds.  ",
             "Original network fine-tuned alike (the control: the same extra training changes the original "
-            "network too, for better or worse): " + (f"{raw['dense_tuned_error']:.2f}%." if raw.get("dense_tuned_error") is not None
-                        else "not measured."), "",
+            "network too, for better or worse): "
+            + (f"{raw['dense_tuned_error']:.2f}%." if raw.get("dense_tuned_error") is not None else "not measured."),
+            "",
            ] + _md(header, rows) + ["", raw["note"]]
 
 

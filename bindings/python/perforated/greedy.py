@@ -181,8 +181,9 @@ class GreedySearch:
         return PerforationPlan.from_masks(self.network, self.masks).to_dict()
 
     def _save(self, best: Optional[dict]) -> None:
-        record = {"fingerprint": self.fingerprint, "step": self.step, "L0": self.L0, "t0": self.t0, "timer": self.timer, "level": self.level,
-                  "plan": self.plan_dict(), "rng": self.rng.bit_generator.state}
+        record = {"fingerprint": self.fingerprint, "step": self.step, "L0": self.L0, "t0": self.t0,
+                  "timer": self.timer, "level": self.level, "plan": self.plan_dict(),
+                  "rng": self.rng.bit_generator.state}
         if best is not None:
             record.update(loss=best["loss"], time=best["time"], cost=best["cost"], layer=best["layer"],
                           kind=best["kind"], rate=best["rate"], speedup=self.t0 / best["time"])
