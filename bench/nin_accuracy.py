@@ -21,7 +21,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -79,14 +79,18 @@ def row_plans(args, impact: Dict[str, np.ndarray], plans_dir: Path):
             if not source.is_file():
                 measure.progress(f"greedy: no {source} (the search did not reach {target:g}x); row skipped")
                 continue
-            made = sorted({spec.get("made_as", "indices") for spec in json.loads(source.read_text())["layers"].values()})
+            layers = json.loads(source.read_text())["layers"]
+            made = sorted({spec.get("made_as", "indices") for spec in layers.values()})
             kind = "greedy " + "+".join(made)
-            out.append((f"greedy_{target:g}x", kind, target, plans_dir / f"nin_greedy_{target:g}x.json",
+            # keyed by the masks too: a search re-picked (or another search) gets its own row and run
+            digest = hashlib.sha256(json.dumps(layers, sort_keys=True).encode()).hexdigest()[:8]
+            out.append((f"greedy_{target:g}x_{digest}", kind, target, plans_dir / f"nin_greedy_{target:g}x.json",
                         lambda path, source=source: path.write_text(source.read_text())))
     return out
 
 
-def run(args) -> dict:
+def run(args) -> Tuple[dict, List[str]]:
+    """(the state of finished rows, the keys of this invocation's rows in table order)."""
     # finished rows and fine-tuning runs are kept per weights file and fine-tuning settings: new
     # weights or settings start afresh
     runs = (Path(args.runs) / hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()[:12]
@@ -113,7 +117,9 @@ def run(args) -> dict:
         impact = estimate_impact(Model("nin", 100, weights=args.weights), ix, iy)
     plans_dir = args.out / "plans"
     plans_dir.mkdir(parents=True, exist_ok=True)
+    keys = []
     for key, kind, target, plan_path, make in row_plans(args, impact, plans_dir):
+        keys.append(key)
         row = state.setdefault("rows", {}).get(key, {})
         if "error" not in row:
             make(plan_path)  # (re)written for these weights
@@ -136,12 +142,11 @@ def run(args) -> dict:
                          args.finetune_subset, args.data, args.test_images, batchnorm=args.finetune_batchnorm)
         state["dense_tuned_error"] = tuned["top1_error"]
         write_json_atomic(state_path, state)
-    return state
+    return state, keys
 
 
-def measure_speed(state: dict, rounds: int) -> None:
+def measure_speed(state: dict, keys: List[str], rounds: int) -> None:
     batch = NETWORKS["nin"]["timing_batch"]
-    keys = list(state["rows"])
     models = [Model("nin", batch)] + [Model("nin", batch, plan=state["rows"][k]["plan"]) for k in keys]
     measure.progress(f"timing {len(models)} networks at batch {batch}, {rounds} alternating rounds")
     times = interleaved_times(models, rounds)
@@ -156,11 +161,11 @@ def measure_speed(state: dict, rounds: int) -> None:
     state["dense_time"] = times[0]
 
 
-def write(state: dict, args, seconds: float) -> dict:
+def write(state: dict, keys: List[str], args, seconds: float) -> dict:
     meta = measure.machine_metadata()
     meta.update(threads=perforated.get_num_threads(), rounds=args.rounds, seconds=seconds, weights=str(args.weights))
     rows = []
-    for r in state["rows"].values():
+    for r in (state["rows"][k] for k in keys):
         r = dict(r, error_increase=r["error"] - state["dense_error"])
         if r.get("tuned_error") is not None:
             r["tuned_error_increase"] = r["tuned_error"] - state["dense_error"]
@@ -240,9 +245,9 @@ def main(argv=None) -> None:
     if unknown:
         p.error(f"--kinds: unknown {unknown}")
     start = time.perf_counter()
-    state = run(args)
-    measure_speed(state, args.rounds)
-    raw = write(state, args, time.perf_counter() - start)
+    state, keys = run(args)
+    measure_speed(state, keys, args.rounds)
+    raw = write(state, keys, args, time.perf_counter() - start)
     print("\n".join(markdown(raw)))
 
 

@@ -134,6 +134,13 @@ def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
     assert len(rows) == 2 and "tuned error+" in header
     assert report._dense_error("nin", raw) == f"{raw['dense_error']:.2f}%"
     assert report._dense_error("vgg16", raw) == report.NOT_MEASURED
+    # the search re-picked (other masks): a new greedy row and run; the old row leaves the table
+    (greedy / "plan_2x.json").write_text(json.dumps(dict(
+        PerforationPlan.from_masks("nin", layer_masks("nin", "uniform", 0.5, ["conv1"])).to_dict(), speedup=2.0)))
+    na.main(argv)
+    again = json.loads((tmp_path / "out" / "nin_accuracy.json").read_text())
+    assert len(again["rows"]) == 2 and again["rows"][1]["rates"] == {"conv1": 0.5, "conv2": 0.0, "conv3": 0.0}
+    assert len([d for d in run_dir.iterdir() if d.name.startswith("greedy_2x_")]) == 2
     # other fine-tuning settings start afresh in their own folder: here with batch normalisation
     na.main(argv + ["--finetune-batchnorm"])
     bn = json.loads((tmp_path / "out" / "nin_accuracy.json").read_text())

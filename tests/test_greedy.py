@@ -113,3 +113,47 @@ def test_resume_refuses_a_folder_from_other_inputs(setup):
         GreedySearch("nin", weights, x[::-1].copy(), y, tmp / "f", impact_x=x[:4], impact_y=y[:4],
                      eval_batch=6, timer="macs", seed=5, log=lambda m: None)
     assert search(setup, "f").step == 1  # the same inputs still resume
+
+
+def test_retime_feeds_pick_and_report(setup):
+    from perforated.greedy import write_report
+
+    s = search(setup, "retime")
+    s.run(3)
+    steps = [json.loads((s.out / f"step_{i:03d}.json").read_text()) for i in (1, 2, 3)]
+    record = s.retime(rounds=2, repeat=1)  # the macs timer: re-timing reproduces the search's speedups
+    assert [r["step"] for r in record["steps"]] == [1, 2, 3]
+    assert [r["speedup"] for r in record["steps"]] == pytest.approx([r["speedup"] for r in steps])
+    # a drifting clock: the re-timed speedups, not the search's, decide the pick
+    retimed = json.loads((s.out / "retimed.json").read_text())
+    retimed["steps"][0]["speedup"], retimed["steps"][1]["speedup"] = 0.9, 1.0 + 1e-9
+    (s.out / "retimed.json").write_text(json.dumps(retimed))
+    plan = json.loads(s.pick((1.0,))[1.0].read_text())
+    assert plan["step"] == 2 and plan["speedup_from"].startswith("re-timed, median of 2")
+    assert plan["search_speedup"] == pytest.approx(steps[1]["speedup"])
+    # a target no step reaches removes the plan an earlier pick left
+    (s.out / "plan_100x.json").write_text("{}")
+    assert 100.0 not in s.pick((100.0,)) and not (s.out / "plan_100x.json").exists()
+    path = s.out / "report.md"
+    write_report(s.out, path)
+    text = path.read_text()
+    assert "re-timed speedup |" in text and "speedups: re-timed" in text
+    # a step saved after the re-timing: pick and report fall back to the search's timings
+    s.run(4)
+    plan = json.loads(s.pick((1.0,))[1.0].read_text())
+    assert plan["speedup_from"] == "the search's timer"
+    write_report(s.out, path)
+    assert "re-timed speedup" not in path.read_text()
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        s.retime(rounds=0)
+
+
+def test_retime_measures_forward_time(setup):
+    weights, x, y, tmp = setup
+    s = GreedySearch("nin", weights, x, y, tmp / "measured", eval_batch=6, timing_batch=1, repeat=1, seed=5,
+                     log=lambda m: None)
+    s.run(1)
+    state = s.rng.bit_generator.state
+    record = s.retime(rounds=2, repeat=1)
+    assert record["t0"] > 0 and record["steps"][0]["time"] > 0 and record["timing_batch"] == 1
+    assert s.rng.bit_generator.state == state  # re-timing leaves the search's draws alone

@@ -102,18 +102,46 @@ class GreedySearch:
             total += float(model.loss(y)[0][:real].sum())
         return total / n
 
-    def time(self, masks: Dict[str, Mask]) -> float:
-        model = Model(self.network, self.timing_batch if self.timer == "measured" else 1, masks=masks)
+    def time(self, masks: Optional[Dict[str, Mask]] = None, plan: Optional[PerforationPlan] = None,
+             repeat: Optional[int] = None, rng: Optional[np.random.Generator] = None) -> float:
+        """Forward time (median of `repeat` passes after a warm-up) of the network perforated by
+        `masks` or `plan`, on random input from `rng` (default: the search's); multiply-adds with
+        ``timer="macs"``."""
+        model = Model(self.network, self.timing_batch if self.timer == "measured" else 1, masks=masks, plan=plan)
         if self.timer == "macs":
             return float(model.multiply_adds())
-        model.x[...] = self.rng.standard_normal(model.x.shape, dtype=np.float32)
+        model.x[...] = (rng or self.rng).standard_normal(model.x.shape, dtype=np.float32)
         model.forward()
         times = []
-        for _ in range(self.repeat):
+        for _ in range(repeat or self.repeat):
             start = time.perf_counter()
             model.forward()
             times.append(time.perf_counter() - start)
         return float(np.median(times))
+
+    def retime(self, rounds: int = 5, repeat: int = 2) -> dict:
+        """Time the original network and every saved step again, in alternating rounds (round r times
+        each network once), and keep the median per network in retimed.json; pick() then uses these
+        speedups. Why: during the search each candidate is timed once, minutes after t0, so a drift
+        of this shared machine moves its speedup (one NIN search read 2.46x for a plan that measures
+        2.25x in alternating rounds); alternation exposes every plan to the same drift."""
+        if rounds < 1:
+            raise ValueError(f"GreedySearch.retime: rounds must be >= 1, got {rounds}")
+        steps = self._steps()
+        plans = [None] + [PerforationPlan(self.network, r["plan"]["layers"]) for r in steps]
+        self.log(f"greedy: re-timing the original network and {len(steps)} steps, {rounds} alternating rounds")
+        times: List[List[float]] = [[] for _ in plans]
+        rng = np.random.default_rng(0)  # not the search's generator: a resumed search draws the same masks
+        for _ in range(rounds):
+            for i, plan in enumerate(plans):
+                times[i].append(self.time(plan=plan, repeat=repeat, rng=rng))
+        t0 = float(np.median(times[0]))
+        record = {"fingerprint": self.fingerprint, "timer": self.timer, "rounds": rounds, "repeat": repeat,
+                  "timing_batch": self.timing_batch, "t0": t0,
+                  "steps": [{"step": r["step"], "time": float(np.median(t)), "speedup": t0 / float(np.median(t))}
+                            for r, t in zip(steps, times[1:])]}
+        write_json_atomic(self.out / "retimed.json", record)
+        return record
 
     def _impact(self) -> Dict[str, np.ndarray]:
         model = Model(self.network, self.eval_batch, masks=self.masks, weights=self.weights)
@@ -205,39 +233,73 @@ class GreedySearch:
         self.rng.bit_generator.state = record["rng"]
         self.log(f"greedy: resumed after step {self.step} from {self.out}")
 
+    def _steps(self) -> List[dict]:
+        return [json.loads(p.read_text()) for p in sorted(self.out.glob("step_*.json"))]
+
+    def speedups(self) -> Tuple[List[dict], List[float], str]:
+        """(saved steps, their speedups, where the speedups come from): the re-timed ones when
+        retimed.json covers every saved step of this search, else the search's own timings."""
+        steps = self._steps()
+        path = self.out / "retimed.json"
+        if path.is_file():
+            retimed = json.loads(path.read_text())
+            if (retimed.get("fingerprint") == self.fingerprint
+                    and [r["step"] for r in retimed["steps"]] == [r["step"] for r in steps]):
+                return steps, [r["speedup"] for r in retimed["steps"]], \
+                    f"re-timed, median of {retimed['rounds']} alternating rounds"
+        return steps, [r["t0"] / r["time"] for r in steps], "the search's timer"
+
     def pick(self, speedups: Sequence[float] = (2.0, 3.0, 4.0)) -> Dict[float, Path]:
-        """Write plan_<s>x.json: the first saved step reaching each speedup (by the search's timer)."""
-        steps = sorted(self.out.glob("step_*.json"))
+        """Write plan_<s>x.json: the first saved step reaching each speedup (re-timed speedups when
+        retime() has run since the last step, else the search's timings). A target no step reaches
+        gets no plan, and a plan left from an earlier pick is removed."""
+        steps, measured, source = self.speedups()
         picked = {}
         for target in speedups:
-            for path in steps:
-                record = json.loads(path.read_text())
-                if record["t0"] / record["time"] >= target:
-                    dest = self.out / f"plan_{target:g}x.json"
-                    write_json_atomic(dest, dict(record["plan"], step=record["step"], speedup=record["speedup"],
-                                           nll=record["loss"]))
-                    picked[target] = dest
-                    break
+            dest = self.out / f"plan_{target:g}x.json"
+            hit = next((i for i, s in enumerate(measured) if s >= target), None)
+            if hit is None:
+                dest.unlink(missing_ok=True)
+                continue
+            record = steps[hit]
+            write_json_atomic(dest, dict(record["plan"], step=record["step"], speedup=measured[hit],
+                                         speedup_from=source, search_speedup=record["speedup"],
+                                         nll=record["loss"]))
+            picked[target] = dest
         return picked
 
 
 def write_report(folder: Path, path: Path, command: str = "") -> None:
-    """A Markdown table of a search's saved steps (layer, rate, NLL, speedup, cost) and its picked plans."""
+    """A Markdown table of a search's saved steps (layer, rate, NLL, speedup, cost; the re-timed
+    speedup when retimed.json covers them) and its picked plans."""
     folder = Path(folder)
     steps = [json.loads(p.read_text()) for p in sorted(folder.glob("step_*.json"))]
     if not steps:
         raise ValueError(f"write_report: no step_*.json in {folder}")
+    retimed_path = folder / "retimed.json"
+    retimed = json.loads(retimed_path.read_text()) if retimed_path.is_file() else None
+    if retimed and [r["step"] for r in retimed["steps"]] != [r["step"] for r in steps]:
+        retimed = None  # from before the last steps: pick() did not use it either
     lines = [f"# Greedy perforation search: {folder.name}", ""]
     if command:
         lines += [f"Command: `{command}`  "]
     lines += [f"Original network: NLL {steps[0]['L0']:.4f}, forward {steps[0]['t0'] * 1e3:.1f} ms "
-              f"(timer: {steps[0]['timer']}).", "",
-              "| step | layer | rate | mask | NLL | speedup | cost |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['step']} | {r['layer']} | {r['rate']:.3f} | {r['kind']} | {r['loss']:.4f} | {r['speedup']:.2f} "
-              f"| {r['cost']:.3g} |" for r in steps]
+              f"(timer: {steps[0]['timer']})."]
+    header = "| step | layer | rate | mask | NLL | speedup | cost |"
+    if retimed:
+        lines += [f"Re-timed: the original network and every step at batch {retimed['timing_batch']}, median of "
+                  f"{retimed['rounds']} alternating rounds (each round times every network once, median of "
+                  f"{retimed['repeat']} passes); the original network: {retimed['t0'] * 1e3:.1f} ms."]
+        header += " re-timed speedup |"
+    lines += ["", header, "|" + "---|" * (header.count("|") - 1)]
+    for i, r in enumerate(steps):
+        line = (f"| {r['step']} | {r['layer']} | {r['rate']:.3f} | {r['kind']} "
+                f"| {r['loss']:.4f} | {r['speedup']:.2f} | {r['cost']:.3g} |")
+        lines.append(line + (f" {retimed['steps'][i]['speedup']:.2f} |" if retimed else ""))
     picked = sorted(folder.glob("plan_*x.json"), key=lambda p: float(p.stem[5:-1]))
     if picked:
-        lines += ["", "Picked (first step reaching each speedup):", ""]
+        source = json.loads(picked[0].read_text()).get("speedup_from", "the search's timer")
+        lines += ["", f"Picked (first step reaching each speedup; speedups: {source}):", ""]
         for p in picked:
             plan = json.loads(p.read_text())
             rates = ", ".join(f"{n} {spec['rate']:.3f}" for n, spec in sorted(plan["layers"].items()))
@@ -264,6 +326,9 @@ def main(argv=None) -> None:
     parser.add_argument("--until", type=float, default=None,
                         help="stop once a step reaches this speedup (e.g. 4: enough for the 2x/3x/4x plans)")
     parser.add_argument("--eval-batch", type=int, default=100)
+    parser.add_argument("--retime-rounds", type=int, default=5,
+                        help="re-time every step in this many alternating rounds before picking the 2x/3x/4x "
+                             "plans (0: pick by the search's own timings; ignored with --timer macs)")
     parser.add_argument("--report", default=None, help="also write a Markdown summary of the steps here")
     args = parser.parse_args(argv)
     (ev_x, ev_y), (im_x, im_y) = D.training_subsets(args.data, args.weights,
@@ -272,6 +337,8 @@ def main(argv=None) -> None:
                           impact_x=im_x, impact_y=im_y, timer=args.timer, eval_batch=args.eval_batch,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     search.run(args.steps, until=args.until)
+    if args.timer == "measured" and args.retime_rounds > 0:
+        search.retime(args.retime_rounds)
     for target, path in search.pick().items():
         print(f"{target:g}x: {path}")
     if args.report:
