@@ -11,7 +11,6 @@ fine-tuning of every row, and the "faster at equal accuracy loss" comparison.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -24,7 +23,7 @@ from bench import measure
 from bench.nin_accuracy import finetune
 from perforated import lowrank as LR
 from perforated.data import load_dataset, preprocess_for
-from perforated.files import write_json_atomic
+from perforated.files import file_digest, write_json_atomic
 from perforated.train import evaluate_split, save_weights
 
 FIT_IMAGES = 128
@@ -57,7 +56,7 @@ def _fresh_folder(folder: Path, what: dict) -> None:
 def finetune_rows(net: dict, weights_path: Path, weights: LR.Weights, images: np.ndarray, args) -> None:
     """Fine-tune every row of ``net`` (NIN) and the original network; adds ``tuned_error`` and
     ``tuned_error_increase`` to the rows and ``dense_tuned_error`` to ``net``. Resumable."""
-    runs = Path(args.runs) / hashlib.sha256(Path(weights_path).read_bytes()).hexdigest()[:12]
+    runs = Path(args.runs) / file_digest(weights_path)
     runs.mkdir(parents=True, exist_ok=True)
     state_path = runs / "rows.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}

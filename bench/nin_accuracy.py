@@ -31,7 +31,7 @@ from bench.paths import RESULTS
 from bench.report import _md
 from bench.tables import interleaved_times, rate_for_reduction
 from perforated.data import load_dataset, preprocess_for, training_subsets
-from perforated.files import write_json_atomic
+from perforated.files import file_digest, write_json_atomic
 from perforated.impact import estimate_impact
 from perforated.model import Model
 from perforated.networks import NETWORKS
@@ -93,7 +93,7 @@ def run(args) -> Tuple[dict, List[str]]:
     """(the state of finished rows, the keys of this invocation's rows in table order)."""
     # finished rows and fine-tuning runs are kept per weights file and fine-tuning settings: new
     # weights or settings start afresh
-    runs = (Path(args.runs) / hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()[:12]
+    runs = (Path(args.runs) / file_digest(args.weights)
             / f"ft{args.finetune_epochs}_lr{args.finetune_lr:g}_n{args.finetune_subset or 'all'}"
               f"{'_bn' if args.finetune_batchnorm else ''}")
     runs.mkdir(parents=True, exist_ok=True)

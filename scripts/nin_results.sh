@@ -26,7 +26,7 @@ steps="${STEPS:-1 2 3 4 5 6}"
 eval_images="${GREEDY_EVAL:-10000}"
 impact_images="${GREEDY_IMPACT:-5000}"
 [[ -f "$weights" ]] || { echo "nin_results.sh: no weights file $weights" >&2; exit 2; }
-hash="$(sha256sum "$weights" | cut -c1-12)"
+hash="$(sha256sum "$weights" | cut -c1-12)"  # = perforated.files.file_digest: the runs/ keys
 greedy="runs/greedy_nin_${hash}_${eval_images}_${impact_images}"
 log() { echo "[nin_results $(date +%H:%M:%S)] $*" >&2; }
 want() { [[ " $steps " == *" $1 "* ]]; }

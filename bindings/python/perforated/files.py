@@ -2,6 +2,7 @@
 run never sees half a file) and the plan-file reader shared by perforation and low-rank plans."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -10,6 +11,12 @@ from typing import Dict, Mapping, Union
 import numpy as np
 
 PathLike = Union[str, os.PathLike]
+
+
+def file_digest(path: PathLike, length: int = 12) -> str:
+    """The first `length` hex digits of the file's SHA-256: the key under which runs made from a
+    weights file are kept (``sha256sum FILE | cut -c1-12`` in the shell scripts gives the same)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:length]
 
 
 def write_json_atomic(path: PathLike, data: object, indent: int = 2, sort_keys: bool = False) -> None:
