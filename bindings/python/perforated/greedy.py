@@ -10,7 +10,9 @@ are drawn twice and the better draw kept; impact maps are re-estimated on the cu
 network after every commit (iterative impact, SPEC §4.5), so impact masks are nested.
 
 Each step is saved atomically (``step_NNN.json`` and ``state.json`` in the output folder); a search
-started again with the same folder resumes after the last saved step.
+started again with the same folder resumes after the last saved step. At the end every saved step is
+re-timed in alternating rounds (``retimed.json``) and the networks at about 2x / 3x / 4x are picked
+by those speedups (``plan_<t>x.json``).
 
     python -m perforated.greedy --network nin --weights W.npz --data D --out runs/greedy_nin
 """
@@ -123,8 +125,9 @@ class GreedySearch:
         """Time the original network and every saved step again, in alternating rounds (round r times
         each network once), and keep the median per network in retimed.json; pick() then uses these
         speedups. Why: during the search each candidate is timed once, minutes after t0, so a drift
-        of this shared machine moves its speedup (one NIN search read 2.46x for a plan that measures
-        2.25x in alternating rounds); alternation exposes every plan to the same drift."""
+        of this shared machine moves its speedup (one NIN search read 3.25x for a plan that measures
+        2.5-2.6x in alternating rounds); alternation exposes every plan to the same drift. It narrows
+        the noise, it does not remove it: two re-timings of one NIN search differed by up to 10%."""
         if rounds < 1:
             raise ValueError(f"GreedySearch.retime: rounds must be >= 1, got {rounds}")
         steps = self._steps()
@@ -324,7 +327,8 @@ def main(argv=None) -> None:
     parser.add_argument("--impact-images", type=int, default=5000)
     parser.add_argument("--timer", default="measured", choices=("measured", "macs"))
     parser.add_argument("--until", type=float, default=None,
-                        help="stop once a step reaches this speedup (e.g. 4: enough for the 2x/3x/4x plans)")
+                        help="stop once a step reaches this speedup by the search's own timer (e.g. 4.5: "
+                             "that timer drifts, so stop a little past the last plan wanted)")
     parser.add_argument("--eval-batch", type=int, default=100)
     parser.add_argument("--retime-rounds", type=int, default=5,
                         help="re-time every step in this many alternating rounds before picking the 2x/3x/4x "
