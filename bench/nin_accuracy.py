@@ -121,6 +121,10 @@ def run(args) -> Tuple[dict, List[str]]:
     for key, kind, target, plan_path, make in row_plans(args, impact, plans_dir):
         keys.append(key)
         row = state.setdefault("rows", {}).get(key, {})
+        if "error" in row and Path(row["plan"]) != plan_path:
+            # a finished row from a run with another --out: its masks go with the table written now
+            plan_path.write_text(Path(row["plan"]).read_text())
+            row["plan"] = str(plan_path)
         if "error" not in row:
             make(plan_path)  # (re)written for these weights
             measure.progress(f"{key}: error before fine-tuning")
@@ -235,7 +239,8 @@ def main(argv=None) -> None:
     p.add_argument("--finetune-subset", type=int, default=None, help="training images per fine-tuning epoch")
     p.add_argument("--test-images", type=int, default=None, help="evaluate on this many test images "
                    "(default: all 10,000; fine-tuning runs report on all of them)")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=15, help="alternating timing rounds (cheap beside the "
+                   "fine-tuning; 5 left about 10%% noise on this shared machine)")
     p.add_argument("--runs", default="runs/nin_accuracy", help="fine-tuning runs and finished rows (resumable)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)

@@ -43,7 +43,7 @@ fi
 if want 3; then
     log "3/6 nin_accuracy (fine-tuning every row)"
     bn=(); [[ "${FINETUNE_BN:-0}" == 1 ]] && bn=(--finetune-batchnorm)
-    python -m bench.nin_accuracy --weights "$weights" --greedy "$greedy" --finetune-subset 10000 --finetune-lr "${FINETUNE_LR:-0.001}" --rounds 5 "${bn[@]}"
+    python -m bench.nin_accuracy --weights "$weights" --greedy "$greedy" --finetune-lr "${FINETUNE_LR:-0.001}" --rounds 15 "${bn[@]}"
 fi
 if want 4; then
     log "4/6 mask_comparison"
