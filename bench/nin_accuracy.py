@@ -138,7 +138,7 @@ def run(args) -> Tuple[dict, List[str]]:
             row.update(tuned_error=tuned["top1_error"], finetune=tuned)
         state["rows"][key] = row
         write_json_atomic(state_path, state)
-    if "dense_tuned_error" not in state and args.finetune_epochs > 0:
+    if "dense_tuned_error" not in state and args.finetune_epochs > 0 and args.control:
         # the control: the same extra training changes the original network too (for better or worse),
         # so tuned rows are compared with the original fine-tuned alike as well
         measure.progress(f"original network: the same fine-tuning ({args.finetune_epochs} epoch(s))")
@@ -236,6 +236,9 @@ def main(argv=None) -> None:
     p.add_argument("--finetune-batchnorm", action="store_true",
                    help="fine-tune with batch normalisation after every conv but the last (identity at the start, "
                         "folded back): for weights trained with perforated.train --batchnorm")
+    p.add_argument("--no-control", dest="control", action="store_false",
+                   help="do not fine-tune the original network alike (the control column then reads "
+                        "'not measured'; a later run without this flag adds it)")
     p.add_argument("--finetune-subset", type=int, default=None, help="training images per fine-tuning epoch")
     p.add_argument("--test-images", type=int, default=None, help="evaluate on this many test images "
                    "(default: all 10,000; fine-tuning runs report on all of them)")

@@ -142,13 +142,17 @@ def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
     again = json.loads((tmp_path / "out" / "nin_accuracy.json").read_text())
     assert len(again["rows"]) == 2 and again["rows"][1]["rates"] == {"conv1": 0.5, "conv2": 0.0, "conv3": 0.0}
     assert len([d for d in run_dir.iterdir() if d.name.startswith("greedy_2x_")]) == 2
-    # finished rows written to another --out take their masks along
-    i = argv.index("--out")
-    na.main(argv[:i] + ["--out", str(tmp_path / "out2")] + argv[i + 2:])
+    # finished rows written to another --out take their masks along (the last --out counts)
+    na.main(argv + ["--out", str(tmp_path / "out2")])
     moved = json.loads((tmp_path / "out2" / "nin_accuracy.json").read_text())
     assert [Path(r["plan"]).parent for r in moved["rows"]] == [tmp_path / "out2" / "plans"] * 2
     assert all(Path(r["plan"]).is_file() for r in moved["rows"])
     assert (run_dir / "grid_2x" / "checkpoint.npz").stat().st_mtime_ns == stamp  # still no fine-tuning
+    # --no-control: the perforated rows only; the control column says so
+    na.main(argv + ["--out", str(tmp_path / "out3"), "--runs", str(tmp_path / "runs3"), "--no-control"])
+    alone = json.loads((tmp_path / "out3" / "nin_accuracy.json").read_text())
+    assert alone["dense_tuned_error"] is None and "not measured" in na.table(alone)[1][0][-2]
+    assert list((tmp_path / "runs3").glob("*/*/grid_2x")) and not list((tmp_path / "runs3").glob("*/*/dense"))
     # other fine-tuning settings start afresh in their own folder: here with batch normalisation
     na.main(argv + ["--finetune-batchnorm"])
     bn = json.loads((tmp_path / "out" / "nin_accuracy.json").read_text())
