@@ -8,9 +8,9 @@ count) is 2x / 3x / 4x (Grid keeps n x n positions, so its reduction comes out a
 with ``--greedy DIR``, the plans a ``perforated.greedy`` search picked at 2x / 3x / 4x. The
 masks are written as self-contained plans to results/plans/nin_<kind>_<t>x.json. Each perforated
 network is fine-tuned from the original weights with its masks fixed (``perforated.train`` with
-``--plan``), in runs/nin_accuracy/<weights hash>/<settings>/<kind>_<t>x/ (greedy rows: greedy_<t>x_<mask digest>/), which resumes if interrupted; finished rows are kept
-in runs/nin_accuracy/<weights hash>/rows.json, so a stopped run starts again where it was. Errors are on the whole
-test set; speedups are whole-network forward times at batch 128 in alternating rounds.
+``--plan``), in runs/nin_accuracy/<weights hash>/<settings>/<kind>_<t>x/ (greedy rows:
+greedy_<t>x_<mask digest>/), which resumes if interrupted; finished rows are kept in rows.json
+beside them, so a stopped run starts again where it was. Errors are on the whole test set; speedups are whole-network forward times at batch 128 in alternating rounds.
 
 Writes results/nin_accuracy.{json,md}; ``python -m bench.tables`` reads the JSON (it never retrains).
 """
