@@ -130,7 +130,7 @@ class GreedySearch:
         the noise, it does not remove it: two re-timings of one NIN search differed by up to 10%."""
         if rounds < 1:
             raise ValueError(f"GreedySearch.retime: rounds must be >= 1, got {rounds}")
-        steps = self._steps()
+        steps = saved_steps(self.out)
         plans = [None] + [PerforationPlan(self.network, r["plan"]["layers"]) for r in steps]
         self.log(f"greedy: re-timing the original network and {len(steps)} steps, {rounds} alternating rounds")
         times: List[List[float]] = [[] for _ in plans]
@@ -236,20 +236,14 @@ class GreedySearch:
         self.rng.bit_generator.state = record["rng"]
         self.log(f"greedy: resumed after step {self.step} from {self.out}")
 
-    def _steps(self) -> List[dict]:
-        return [json.loads(p.read_text()) for p in sorted(self.out.glob("step_*.json"))]
-
     def speedups(self) -> Tuple[List[dict], List[float], str]:
         """(saved steps, their speedups, where the speedups come from): the re-timed ones when
         retimed.json covers every saved step of this search, else the search's own timings."""
-        steps = self._steps()
-        path = self.out / "retimed.json"
-        if path.is_file():
-            retimed = json.loads(path.read_text())
-            if (retimed.get("fingerprint") == self.fingerprint
-                    and [r["step"] for r in retimed["steps"]] == [r["step"] for r in steps]):
-                return steps, [r["speedup"] for r in retimed["steps"]], \
-                    f"re-timed, median of {retimed['rounds']} alternating rounds"
+        steps = saved_steps(self.out)
+        retimed = current_retiming(self.out, steps)
+        if retimed:
+            return steps, [r["speedup"] for r in retimed["steps"]], \
+                f"re-timed, median of {retimed['rounds']} alternating rounds"
         return steps, [r["t0"] / r["time"] for r in steps], "the search's timer"
 
     def pick(self, speedups: Sequence[float] = (2.0, 3.0, 4.0)) -> Dict[float, Path]:
@@ -272,17 +266,31 @@ class GreedySearch:
         return picked
 
 
+def saved_steps(folder: Path) -> List[dict]:
+    """The step_NNN.json records of a search folder, in order."""
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("step_*.json"))]
+
+
+def current_retiming(folder: Path, steps: List[dict]) -> Optional[dict]:
+    """retimed.json when it re-timed exactly these saved steps of the same search, else None (a step
+    saved after the re-timing, or a folder reused by another search, makes it stale)."""
+    path = Path(folder) / "retimed.json"
+    if not steps or not path.is_file():
+        return None
+    retimed = json.loads(path.read_text())
+    same = (retimed.get("fingerprint") == steps[0].get("fingerprint")
+            and [r["step"] for r in retimed["steps"]] == [r["step"] for r in steps])
+    return retimed if same else None
+
+
 def write_report(folder: Path, path: Path, command: str = "") -> None:
     """A Markdown table of a search's saved steps (layer, rate, NLL, speedup, cost; the re-timed
     speedup when retimed.json covers them) and its picked plans."""
     folder = Path(folder)
-    steps = [json.loads(p.read_text()) for p in sorted(folder.glob("step_*.json"))]
+    steps = saved_steps(folder)
     if not steps:
         raise ValueError(f"write_report: no step_*.json in {folder}")
-    retimed_path = folder / "retimed.json"
-    retimed = json.loads(retimed_path.read_text()) if retimed_path.is_file() else None
-    if retimed and [r["step"] for r in retimed["steps"]] != [r["step"] for r in steps]:
-        retimed = None  # from before the last steps: pick() did not use it either
+    retimed = current_retiming(folder, steps)  # the speedups pick() used, when they were re-timed
     lines = [f"# Greedy perforation search: {folder.name}", ""]
     if command:
         lines += [f"Command: `{command}`  "]
