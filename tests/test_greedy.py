@@ -157,3 +157,24 @@ def test_retime_measures_forward_time(setup):
     record = s.retime(rounds=2, repeat=1)
     assert record["t0"] > 0 and record["steps"][0]["time"] > 0 and record["timing_batch"] == 1
     assert s.rng.bit_generator.state == state  # re-timing leaves the search's draws alone
+
+
+def test_run_retimed_goes_on_until_a_retimed_step_reaches_until(setup):
+    class SlowerWhenRetimed(GreedySearch):  # re-timing reads 10% slower than the search's timer
+        def retime(self, rounds=5, repeat=2):
+            record = super().retime(rounds, repeat)
+            for r in record["steps"]:
+                r["speedup"] *= 0.9
+            return record
+
+    weights, x, y, tmp = setup
+    plain = search(setup, "plain")
+    plain.run(50, until=1.3)
+    s = SlowerWhenRetimed("nin", weights, x, y, tmp / "slower", impact_x=x[:4], impact_y=y[:4], eval_batch=6,
+                          timer="macs", seed=5, log=lambda m: None)
+    s.run_retimed(50, until=1.3, rounds=1)
+    speedups = [json.loads((s.out / f"step_{i:03d}.json").read_text())["speedup"] * 0.9 for i in range(1, s.step + 1)]
+    assert s.step > plain.step and max(speedups) >= 1.3 and max(speedups[:-1]) < 1.3
+    before = s.step
+    s.run_retimed(50, until=1.3, rounds=1)  # already there: re-timed, nothing more
+    assert s.step == before
