@@ -178,3 +178,30 @@ def test_run_retimed_goes_on_until_a_retimed_step_reaches_until(setup):
     before = s.step
     s.run_retimed(50, until=1.3, rounds=1)  # already there: re-timed, nothing more
     assert s.step == before
+
+
+
+def test_costs_ignore_a_drift_of_the_machine(setup):
+    """A machine that gets 2% slower at every timing: t0 is timed beside each candidate, so the
+    search commits what it commits with exact (macs) times. With t0 timed once at the start, the
+    drift would exceed the gains of the later steps (infinite costs, a layer picked by position)."""
+    class Drifting(GreedySearch):
+        calls = 0
+
+        def times(self, variants, repeat=None, rng=None):
+            Drifting.calls += 1
+            macs = [Model("nin", 1, masks=v).multiply_adds() for v in variants]
+            return [m * (1 + 0.02 * Drifting.calls) for m in macs]
+
+    weights, x, y, tmp = setup
+    exact = search(setup, "exact")
+    exact.run(4)
+    drifting = Drifting("nin", weights, x, y, tmp / "drifting", eval_batch=6, timer="measured", seed=5,
+                        log=lambda m: None)
+    drifting.run(4)
+    assert Drifting.calls > 10
+    assert drifting.level == exact.level and drifting.plan_dict() == exact.plan_dict()
+    for i in range(1, 5):
+        a, b = (json.loads((s.out / f"step_{i:03d}.json").read_text()) for s in (exact, drifting))
+        assert b["cost"] == pytest.approx(a["cost"] * a["t0"] / b["t0_beside"])
+        assert b["speedup"] == pytest.approx(a["speedup"])

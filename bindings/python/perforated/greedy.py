@@ -5,7 +5,11 @@ candidate's NLL on held-out images and its forward time, and commits the candida
 
     cost = (L - L0) / (t0 - t)        (infinite when t >= t0)
 
-where L0 and t0 belong to the ORIGINAL network. Committed masks stay fixed (quirk Q5); random kinds
+where L0 and t0 belong to the ORIGINAL network. t0 is timed again beside every candidate, in
+alternating passes (original, candidate, original, ...): a drift of this shared machine then scales
+a candidate's time and its t0 alike, so it scales the gain t0 - t instead of shifting it (with t0
+timed once at the start, a drift of a few percent wipes out a one-notch gain, which is a few percent
+of t0 itself). Committed masks stay fixed (quirk Q5); random kinds
 are drawn twice and the better draw kept; impact maps are re-estimated on the current perforated
 network after every commit (iterative impact, SPEC §4.5), so impact masks are nested.
 
@@ -24,7 +28,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -106,20 +110,31 @@ class GreedySearch:
 
     def time(self, masks: Optional[Dict[str, Mask]] = None, plan: Optional[PerforationPlan] = None,
              repeat: Optional[int] = None, rng: Optional[np.random.Generator] = None) -> float:
-        """Forward time (median of `repeat` passes after a warm-up) of the network perforated by
-        `masks` or `plan`, on random input from `rng` (default: the search's); multiply-adds with
-        ``timer="macs"``."""
-        model = Model(self.network, self.timing_batch if self.timer == "measured" else 1, masks=masks, plan=plan)
+        """Forward time of the network perforated by `masks` or `plan` (see times())."""
+        return self.times([plan if plan is not None else masks], repeat, rng)[0]
+
+    def times(self, variants: Sequence[Union[None, Dict[str, Mask], PerforationPlan]],
+              repeat: Optional[int] = None, rng: Optional[np.random.Generator] = None) -> List[float]:
+        """Forward times of the network perforated by each variant (masks, a plan, or None for the
+        original), in alternating passes after a warm-up (pass p times every variant once; the median
+        of `repeat` passes each), on one random input from `rng` (default: the search's);
+        multiply-adds with ``timer="macs"``."""
+        batch = self.timing_batch if self.timer == "measured" else 1
+        models = [Model(self.network, batch, plan=v) if isinstance(v, PerforationPlan)
+                  else Model(self.network, batch, masks=v) for v in variants]
         if self.timer == "macs":
-            return float(model.multiply_adds())
-        model.x[...] = (rng or self.rng).standard_normal(model.x.shape, dtype=np.float32)
-        model.forward()
-        times = []
-        for _ in range(repeat or self.repeat):
-            start = time.perf_counter()
+            return [float(m.multiply_adds()) for m in models]
+        x = (rng or self.rng).standard_normal(models[0].x.shape, dtype=np.float32)
+        for model in models:
+            model.x[...] = x
             model.forward()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
+        times: List[List[float]] = [[] for _ in models]
+        for _ in range(repeat or self.repeat):
+            for model, runs in zip(models, times):
+                start = time.perf_counter()
+                model.forward()
+                runs.append(time.perf_counter() - start)
+        return [float(np.median(runs)) for runs in times]
 
     def retime(self, rounds: int = 5, repeat: int = 2) -> dict:
         """Time the original network and every saved step again, in alternating rounds (round r times
@@ -191,8 +206,8 @@ class GreedySearch:
                     loss = self.evaluate(masks)
                     if best is None or loss < best["loss"]:
                         best = {"layer": layer, "kind": kind, "rate": rate, "masks": masks, "loss": loss}
-                best["time"] = self.time(best["masks"])
-                gain = self.t0 - best["time"]
+                best["t0"], best["time"] = self.times([None, best["masks"]])
+                gain = best["t0"] - best["time"]
                 best["cost"] = (best["loss"] - self.L0) / gain if gain > 0 else math.inf
                 out.append(best)
         return out
@@ -216,7 +231,7 @@ class GreedySearch:
             self.step += 1
             self._save(best)
             self.log(f"greedy step {self.step}/{steps}: {best['layer']} -> rate {best['rate']:.3f} ({best['kind']}), "
-                     f"NLL {best['loss']:.4f} (L0 {self.L0:.4f}), speedup {self.t0 / best['time']:.2f}x, "
+                     f"NLL {best['loss']:.4f} (L0 {self.L0:.4f}), speedup {best['t0'] / best['time']:.2f}x, "
                      f"cost {best['cost']:.3g}")
             if "impact" in self.kinds:
                 self.impact = self._impact()
@@ -232,7 +247,8 @@ class GreedySearch:
                   "rng": self.rng.bit_generator.state}
         if best is not None:
             record.update(loss=best["loss"], time=best["time"], cost=best["cost"], layer=best["layer"],
-                          kind=best["kind"], rate=best["rate"], speedup=self.t0 / best["time"])
+                          kind=best["kind"], rate=best["rate"], t0_beside=best["t0"],
+                          speedup=best["t0"] / best["time"])
             write_json_atomic(self.out / f"step_{self.step:03d}.json", record)
         write_json_atomic(self.out / "state.json", record)
 
@@ -259,7 +275,7 @@ class GreedySearch:
         if retimed:
             return steps, [r["speedup"] for r in retimed["steps"]], \
                 f"re-timed, median of {retimed['rounds']} alternating rounds"
-        return steps, [r["t0"] / r["time"] for r in steps], "the search's timer"
+        return steps, [r["speedup"] for r in steps], "the search's timer"
 
     def pick(self, speedups: Sequence[float] = (2.0, 3.0, 4.0)) -> Dict[float, Path]:
         """Write plan_<s>x.json: the first saved step reaching each speedup (re-timed speedups when
