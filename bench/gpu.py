@@ -21,6 +21,7 @@ import numpy as np
 
 import perforated
 from bench import measure
+from perforated.timing import alternating_times
 
 # GPU runs are cheap next to the CPU's: at least this many timed rounds, whatever --repeat says.
 MIN_ROUNDS = 10
@@ -62,13 +63,14 @@ def interleaved_times(models, repeat: int) -> List[Dict[str, float]]:
     for model in models:  # warm-up: cuBLAS's first calls, CuPy's memory pool
         model.forward(x)
         model.synchronize()
-    runs: List[List[float]] = [[] for _ in models]
-    for _ in range(max(repeat, MIN_ROUNDS)):
-        for i, model in enumerate(models):
-            def run(model=model):
-                model.forward()
-                model.synchronize()
-            runs[i].append(measure.time_call(run, warmup=0, repeat=1)["median"])
+
+    def synchronised(model):
+        def run():
+            model.forward()
+            model.synchronize()
+        return run
+
+    runs = alternating_times([synchronised(m) for m in models], max(repeat, MIN_ROUNDS), warmup=False)
     return [measure.summarize(r) for r in runs]
 
 

@@ -35,6 +35,7 @@ from bench.paper import PAPER_ROWS, PAPER_TABLE1
 from perforated.model import Model
 from perforated.networks import NETWORKS, perforable_layers
 from perforated.plan import PerforationPlan
+from perforated.timing import alternating_times
 
 from bench.paths import RESULTS
 NIN_TARGETS = (2.0, 3.0, 4.0)
@@ -88,11 +89,7 @@ def interleaved_times(models: List[Model], repeat: int) -> List[Dict[str, float]
     rng = np.random.default_rng(0)
     for model in models:
         model.x[...] = rng.standard_normal(model.x.shape, dtype=np.float32)
-        model.forward()  # warm-up: first-touch page faults, caches
-    runs: List[List[float]] = [[] for _ in models]
-    for _ in range(repeat):
-        for i, model in enumerate(models):
-            runs[i].append(measure.time_call(model.forward, warmup=0, repeat=1)["median"])
+    runs = alternating_times([model.forward for model in models], repeat)
     return [measure.summarize(r) for r in runs]
 
 

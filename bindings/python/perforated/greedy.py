@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -37,6 +36,7 @@ from .impact import estimate_impact
 from .masks import Mask, make_mask
 from .model import Model
 from .plan import PerforationPlan
+from .timing import alternating_times
 from .networks import NETWORKS, perforable_layers, pool_window
 
 RATES: Tuple[float, ...] = (0.0, 1 / 3) + tuple(1 - 1 / k for k in range(2, 21))  # 21 values
@@ -127,13 +127,7 @@ class GreedySearch:
         x = (rng or self.rng).standard_normal(models[0].x.shape, dtype=np.float32)
         for model in models:
             model.x[...] = x
-            model.forward()
-        times: List[List[float]] = [[] for _ in models]
-        for _ in range(repeat or self.repeat):
-            for model, runs in zip(models, times):
-                start = time.perf_counter()
-                model.forward()
-                runs.append(time.perf_counter() - start)
+        times = alternating_times([model.forward for model in models], repeat or self.repeat)
         return [float(np.median(runs)) for runs in times]
 
     def retime(self, rounds: int = 5, repeat: int = 2) -> dict:
