@@ -45,21 +45,24 @@ PAPER_NOTE = ("The paper's NIN rows (its Table 2, CIFAR-10, greedy impact plans)
 
 def finetune(plan_path: Optional[Path], weights: Path, out: Path, epochs: int, lr: float, subset: Optional[int],
              data: Optional[str], test_images: Optional[int], lowrank: Optional[Path] = None,
-             batchnorm: bool = False) -> dict:
+             batchnorm: bool = False, teacher: Optional[Path] = None) -> dict:
     """Fine-tune the perforated network (masks fixed; plan None: the dense network, the control), or
     with ``lowrank`` (a LowRankPlan JSON) the decomposed network whose decomposed ``weights`` are
     given; resumes from out/checkpoint.npz if present. ``batchnorm``: with a batch normalisation after
     every conv but the last, starting as the identity and folded back when saved (for weights that
-    were trained that way: it re-centres the activations that perforation shifted)."""
+    were trained that way: it re-centres the activations that perforation shifted). ``teacher``: the
+    original network's weights, to fine-tune by distillation from it (perforated.distill)."""
     cfg = TrainConfig(network="nin", data=data, epochs=epochs, lr=lr, warmup=0.0, schedule="cosine",
                       plan=str(plan_path) if plan_path else None, lowrank=str(lowrank) if lowrank else None,
                       weights=str(weights), subset=subset, eval_every=epochs,
                       eval_subset=test_images,  # the same seeded test subset as run() (seed 0 + 1)
-                      lr_mult={"cccp6": 0.1}, progress=50, batchnorm=batchnorm)
+                      lr_mult={"cccp6": 0.1}, progress=50, batchnorm=batchnorm,
+                      teacher=str(teacher) if teacher else None)
     resume = (out / "checkpoint.npz").is_file()
     result = train(cfg, out, resume=resume)
     last = result["history"][-1]
     return {"epochs": epochs, "lr": lr, "images_per_epoch": subset or 50000, "batchnorm": batchnorm,
+            "distilled": bool(teacher),
             "top1_error": last["test_top1_error"], "seconds": sum(h["seconds"] for h in result["history"])}
 
 
@@ -95,7 +98,7 @@ def run(args) -> Tuple[dict, List[str]]:
     # weights or settings start afresh
     runs = (Path(args.runs) / file_digest(args.weights)
             / f"ft{args.finetune_epochs}_lr{args.finetune_lr:g}_n{args.finetune_subset or 'all'}"
-              f"{'_bn' if args.finetune_batchnorm else ''}")
+              f"{'_bn' if args.finetune_batchnorm else ''}{'_kd' if args.finetune_distill else ''}")
     runs.mkdir(parents=True, exist_ok=True)
     state_path = runs / "rows.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -134,7 +137,8 @@ def run(args) -> Tuple[dict, List[str]]:
         if "tuned_error" not in row and args.finetune_epochs > 0:
             measure.progress(f"{key}: fine-tuning {args.finetune_epochs} epoch(s)")
             tuned = finetune(plan_path, args.weights, runs / key, args.finetune_epochs, args.finetune_lr,
-                             args.finetune_subset, args.data, args.test_images, batchnorm=args.finetune_batchnorm)
+                             args.finetune_subset, args.data, args.test_images, batchnorm=args.finetune_batchnorm,
+                             teacher=args.weights if args.finetune_distill else None)
             row.update(tuned_error=tuned["top1_error"], finetune=tuned)
         state["rows"][key] = row
         write_json_atomic(state_path, state)
@@ -143,7 +147,8 @@ def run(args) -> Tuple[dict, List[str]]:
         # so tuned rows are compared with the original fine-tuned alike as well
         measure.progress(f"original network: the same fine-tuning ({args.finetune_epochs} epoch(s))")
         tuned = finetune(None, args.weights, runs / "dense", args.finetune_epochs, args.finetune_lr,
-                         args.finetune_subset, args.data, args.test_images, batchnorm=args.finetune_batchnorm)
+                         args.finetune_subset, args.data, args.test_images, batchnorm=args.finetune_batchnorm,
+                         teacher=args.weights if args.finetune_distill else None)
         state["dense_tuned_error"] = tuned["top1_error"]
         write_json_atomic(state_path, state)
     return state, keys
@@ -200,7 +205,8 @@ def table(raw: dict) -> tuple:
                      f"{r['tuned_error_increase']:+.2f}" if r.get("tuned_error_increase") is not None else "not measured",
                      f"{alike:+.2f}" if alike is not None else "not measured",
                      f"{ft['epochs']} x {ft['images_per_epoch']} images, lr {ft['lr']:g}"
-                     f"{', batch norm' if ft.get('batchnorm') else ''}" if ft else "none"])
+                     f"{', batch norm' if ft.get('batchnorm') else ''}"
+                     f"{', distilled from the original' if ft.get('distilled') else ''}" if ft else "none"])
     return header, rows
 
 
@@ -236,6 +242,9 @@ def main(argv=None) -> None:
     p.add_argument("--finetune-batchnorm", action="store_true",
                    help="fine-tune with batch normalisation after every conv but the last (identity at the start, "
                         "folded back): for weights trained with perforated.train --batchnorm")
+    p.add_argument("--finetune-distill", action="store_true",
+                   help="fine-tune by distillation from the original network (its softened outputs as extra "
+                        "targets, perforated.distill; not the paper's protocol)")
     p.add_argument("--no-control", dest="control", action="store_false",
                    help="do not fine-tune the original network alike (the control column then reads "
                         "'not measured'; a later run without this flag adds it)")

@@ -159,6 +159,14 @@ def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
     assert all(r["finetune"]["batchnorm"] for r in bn["rows"]) and not raw["rows"][0]["finetune"]["batchnorm"]
     assert sorted(p.name for p in run_dir.parent.iterdir()) == [run_dir.name, run_dir.name + "_bn"]
     assert "batch norm" in na.table(bn)[1][0][-1]
+    # ... and by distillation from the original network
+    na.main(argv + ["--finetune-distill", "--no-control"])
+    kd = json.loads((tmp_path / "out" / "nin_accuracy.json").read_text())
+    assert all(r["finetune"]["distilled"] for r in kd["rows"])
+    assert (run_dir.parent / (run_dir.name + "_kd") / "grid_2x" / "checkpoint.npz").is_file()
+    assert json.loads((run_dir.parent / (run_dir.name + "_kd") / "grid_2x" / "config.json").read_text())["teacher"] \
+        == str(weights)
+    assert "distilled from the original" in na.table(kd)[1][0][-1]
 
 
 def test_tables_report_only_adds_the_nin_accuracy_section(tmp_path):

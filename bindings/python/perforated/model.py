@@ -458,11 +458,23 @@ class Model:
         """Gradients of the mean cross-entropy of the last forward pass into ``model.params.grads``
         (call :meth:`loss` first). ``hook(step, dy)``, if given, sees each step's output gradient
         before the step runs its backward (e.g. impact estimation reads conv outputs' gradients)."""
+        labels = self.buffers.labels("Model.backward", labels, self.batch)
+        self.backward_logits(L.softmax_cross_entropy_backward(self._prob, labels, 1.0 / self.batch,
+                                                              context=self.context), hook)
+
+    def backward_logits(self, dlogits: np.ndarray, hook=None) -> None:
+        """Gradients into ``model.params.grads`` from a gradient of some loss with respect to the last
+        forward pass's logits (batch x classes; a host array is copied to the GPU on a CUDA model), for
+        losses other than the cross-entropy with labels (e.g. distillation). ``hook`` as in
+        :meth:`backward`."""
+        shape = (self.batch, self.classes)
+        if tuple(dlogits.shape) != shape:
+            raise ValueError(f"Model.backward_logits: dlogits must have shape {shape}, got {tuple(dlogits.shape)}")
         if not hasattr(self, "_grad_buffers"):
             self._grad_buffers: Dict[int, np.ndarray] = {}
-        labels = self.buffers.labels("Model.backward", labels, self.batch)
-        dy = L.softmax_cross_entropy_backward(self._prob, labels, 1.0 / self.batch, context=self.context)
-        dy = dy.reshape(self.steps[-1].y.shape)
+        if isinstance(dlogits, np.ndarray):  # a copy: the backward rewrites gradients in place
+            dlogits = self.buffers.put(np.array(dlogits, dtype=np.float32))
+        dy = dlogits.reshape(self.steps[-1].y.shape)
         for step in reversed(self.steps):
             if step.in_place:  # ReLU / dropout: the gradient is rewritten in place, like the activation
                 dx = dy

@@ -9,6 +9,8 @@
 - Learning rate per iteration: linear warm-up over ``--warmup`` epochs, then ``cosine`` to zero or
   ``step`` (times ``--gamma`` at each epoch of ``--steps``).
 - Dropout is on in training (``model.forward(x, training=True)``).
+- ``--teacher W.npz`` fine-tunes by knowledge distillation from that (original, dense) network:
+  its softened outputs on the same batches are extra targets (``perforated.distill``).
 - ``--batchnorm`` normalises every conv's output but the last's with batch statistics while training
   (not part of NIN / AlexNet / VGG-16; it lets the net train at higher rates in fewer epochs). Saved
   weights fold it into the convs: they are the plain network's. From ``--weights`` of the plain network
@@ -40,6 +42,7 @@ from typing import Dict, List, Optional, TextIO
 
 import numpy as np
 
+from . import distill
 from .data import Preprocess, Split, batches, load_dataset, num_batches
 from .files import save_npz_atomic, save_params_npz
 from .model import BatchNormStep, DropoutStep, Model
@@ -76,6 +79,9 @@ class TrainConfig:
     threads: Optional[int] = None
     checkpoint_every: int = 50
     batchnorm: bool = False
+    teacher: Optional[str] = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
 
     def check(self) -> None:
         if self.schedule not in ("cosine", "step"):
@@ -89,6 +95,8 @@ class TrainConfig:
         if self.plan and self.lowrank:
             raise ValueError("TrainConfig: give plan or lowrank, not both (a low-rank plan holds its own "
                              "perforation rates)")
+        if self.teacher:
+            distill.check(self.distill_weight, self.distill_temperature)
         if self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ValueError(f"TrainConfig: need lr > 0, 0 <= momentum < 1, weight_decay >= 0; got "
                              f"{self.lr}, {self.momentum}, {self.weight_decay}")
@@ -339,6 +347,9 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
                 raise ValueError(f"train: init_scale names unknown layer {name!r}; layers: {list(model.params)}")
             model.params[name]["weight"] *= np.float32(factor)  # in place, on either device
     sgd = SGD(model, cfg.momentum, cfg.weight_decay, cfg.lr_mult, cfg.bias_lr_mult)
+    teacher = None
+    if cfg.teacher:  # the original network, in inference mode, on the same (augmented) batches
+        teacher = Model(cfg.network, cfg.batch, weights=cfg.teacher, device=cfg.device)
     rng = np.random.default_rng(cfg.seed)
     start_epoch, history, skip, running = 0, [], 0, (0.0, 0, 0)
     if state is not None:
@@ -359,7 +370,9 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     nb = num_batches(len(train_split), cfg.batch, last)
     log(f"training {cfg.network} on {len(train_split)} images ({nb} batches of {cfg.batch}/epoch), "
         f"epochs {start_epoch + 1}..{cfg.epochs}, preprocess {cfg.normalize}, augment {cfg.augment}"
-        + (f", plan {cfg.plan}" if cfg.plan else "") + (f", low-rank plan {cfg.lowrank}" if cfg.lowrank else ""))
+        + (f", plan {cfg.plan}" if cfg.plan else "") + (f", low-rank plan {cfg.lowrank}" if cfg.lowrank else "")
+        + (f", distilled from {cfg.teacher} (weight {cfg.distill_weight:g}, temperature {cfg.distill_temperature:g})"
+           if cfg.teacher else ""))
     session_start, session_images = time.perf_counter(), 0
     meta = {"network": cfg.network, "plan": cfg.plan, "lowrank": cfg.lowrank, "config": dataclasses.asdict(cfg)}
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
@@ -374,8 +387,15 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
                 continue
             lr = learning_rate(cfg, epoch + i / nb)
             model.forward(b.x, training=True)
-            loss, prob = model.loss(b.labels)
-            model.backward(b.labels)
+            loss, prob = model.loss(b.labels)  # the cross-entropy: the progress line reads the same either way
+            if teacher is None:
+                model.backward(b.labels)
+            else:
+                teacher.forward(b.x)
+                host = model.buffers.to_host
+                _, dlogits = distill.distillation_loss(host(model.logits), host(teacher.logits), b.labels,
+                                                       cfg.distill_weight, cfg.distill_temperature)
+                model.backward_logits(dlogits)
             loss, prob = model.buffers.to_host(loss), model.buffers.to_host(prob)  # small: batch x classes
             sgd.step(lr)
             v = b.valid
@@ -477,6 +497,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batchnorm", action="store_true",
                    help="normalise every conv's output but the last's while training (faster "
                    "convergence; CPU or CUDA); saved weights fold it into the convs (the plain network)")
+    p.add_argument("--teacher", default=None,
+                   help="weights .npz of the original network: fine-tune by distillation from it (its softened "
+                   "outputs as extra targets; perforated.distill)")
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                   help="weight of the teacher's soft targets against the labels, in (0, 1]")
+    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="also checkpoint every N batches within an epoch (0: only after each epoch)")
     p.add_argument("--set-epochs", type=int, default=None,
