@@ -63,6 +63,7 @@ def finetune(plan_path: Optional[Path], weights: Path, out: Path, epochs: int, l
     last = result["history"][-1]
     return {"epochs": epochs, "lr": lr, "images_per_epoch": subset or 50000, "batchnorm": batchnorm,
             "distilled": bool(teacher),
+            **({"distill_weight": cfg.distill_weight, "distill_temperature": cfg.distill_temperature} if teacher else {}),
             "top1_error": last["test_top1_error"], "seconds": sum(h["seconds"] for h in result["history"])}
 
 
@@ -98,7 +99,8 @@ def run(args) -> Tuple[dict, List[str]]:
     # weights or settings start afresh
     runs = (Path(args.runs) / file_digest(args.weights)
             / f"ft{args.finetune_epochs}_lr{args.finetune_lr:g}_n{args.finetune_subset or 'all'}"
-              f"{'_bn' if args.finetune_batchnorm else ''}{'_kd' if args.finetune_distill else ''}")
+              f"{'_bn' if args.finetune_batchnorm else ''}"
+              f"{f'_kd{TrainConfig.distill_weight:g}_T{TrainConfig.distill_temperature:g}' if args.finetune_distill else ''}")
     runs.mkdir(parents=True, exist_ok=True)
     state_path = runs / "rows.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}

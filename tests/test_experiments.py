@@ -163,8 +163,8 @@ def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
     na.main(argv + ["--finetune-distill", "--no-control"])
     kd = json.loads((tmp_path / "out" / "nin_accuracy.json").read_text())
     assert all(r["finetune"]["distilled"] for r in kd["rows"])
-    assert (run_dir.parent / (run_dir.name + "_kd") / "grid_2x" / "checkpoint.npz").is_file()
-    assert json.loads((run_dir.parent / (run_dir.name + "_kd") / "grid_2x" / "config.json").read_text())["teacher"] \
+    assert (run_dir.parent / (run_dir.name + "_kd0.5_T4") / "grid_2x" / "checkpoint.npz").is_file()
+    assert json.loads((run_dir.parent / (run_dir.name + "_kd0.5_T4") / "grid_2x" / "config.json").read_text())["teacher"] \
         == str(weights)
     assert "distilled from the original" in na.table(kd)[1][0][-1]
 

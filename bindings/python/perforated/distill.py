@@ -12,9 +12,12 @@ label does; this is not part of the paper, which fine-tunes with labels only.
 """
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import numpy as np
+
+from ._arrays import to_labels
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -24,9 +27,10 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 def check(weight: float, temperature: float) -> None:
     if not 0.0 < weight <= 1.0:
-        raise ValueError(f"distillation: weight (of the teacher's soft targets) must be in (0, 1], got {weight}")
-    if not temperature > 0:
-        raise ValueError(f"distillation: temperature must be > 0, got {temperature}")
+        raise ValueError(f"distillation: distill_weight (of the teacher's soft targets) must be in (0, 1], "
+                         f"got {weight}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"distillation: distill_temperature must be a finite number > 0, got {temperature}")
 
 
 def distillation_loss(logits: np.ndarray, teacher_logits: np.ndarray, labels: np.ndarray, weight: float,
@@ -38,9 +42,10 @@ def distillation_loss(logits: np.ndarray, teacher_logits: np.ndarray, labels: np
     if z.shape != t.shape or z.ndim != 2:
         raise ValueError(f"distillation: logits and teacher_logits must be the same batch x classes shape, "
                          f"got {z.shape} and {t.shape}")
-    labels = np.asarray(labels)
-    if labels.shape != (len(z),):
-        raise ValueError(f"distillation: labels must have shape ({len(z)},), got {labels.shape}")
+    labels = to_labels("distillation_loss", labels, len(z))
+    if labels.size and (labels.min() < 0 or labels.max() >= z.shape[1]):
+        raise ValueError(f"distillation_loss: labels must be in [0, {z.shape[1]}) (the classes), got values in "
+                         f"[{labels.min()}, {labels.max()}]")
     n, T = len(z), temperature
     rows = np.arange(n)
     log_p = _log_softmax(z)

@@ -5,11 +5,11 @@ candidate's NLL on held-out images and its forward time, and commits the candida
 
     cost = (L - L0) / (t0 - t)        (infinite when t >= t0)
 
-where L0 and t0 belong to the ORIGINAL network. t0 is timed again beside every candidate, in
-alternating passes (original, candidate, original, ...): a drift of this shared machine then scales
-a candidate's time and its t0 alike, so it scales the gain t0 - t instead of shifting it (with t0
-timed once at the start, a drift of a few percent wipes out a one-notch gain, which is a few percent
-of t0 itself). Committed masks stay fixed (quirk Q5); random kinds
+where L0 and t0 belong to the ORIGINAL network. The original is timed again beside every candidate,
+in alternating passes (original, candidate, original, ...), and the gain is taken as a fraction of
+that time: t0 - t = t0 * (1 - t / t0_beside). A drift of this shared machine scales t and t0_beside
+alike, so it leaves the gain and the cost unchanged (with t0 timed once at the start, a drift of a
+few percent wipes out a one-notch gain, which is a few percent of t0 itself). Committed masks stay fixed (quirk Q5); random kinds
 are drawn twice and the better draw kept; impact maps are re-estimated on the current perforated
 network after every commit (iterative impact, SPEC §4.5), so impact masks are nested.
 
@@ -39,6 +39,7 @@ from .plan import PerforationPlan
 from .timing import alternating_times
 from .networks import NETWORKS, perforable_layers, pool_window
 
+GAIN_RULE = "relative to the original timed beside"  # recorded in state.json: older folders used t0 alone
 RATES: Tuple[float, ...] = (0.0, 1 / 3) + tuple(1 - 1 / k for k in range(2, 21))  # 21 values
 
 
@@ -200,8 +201,8 @@ class GreedySearch:
                     loss = self.evaluate(masks)
                     if best is None or loss < best["loss"]:
                         best = {"layer": layer, "kind": kind, "rate": rate, "masks": masks, "loss": loss}
-                best["t0"], best["time"] = self.times([None, best["masks"]])
-                gain = best["t0"] - best["time"]
+                best["t0_beside"], best["time"] = self.times([None, best["masks"]])
+                gain = self.t0 * (1 - best["time"] / best["t0_beside"])
                 best["cost"] = (best["loss"] - self.L0) / gain if gain > 0 else math.inf
                 out.append(best)
         return out
@@ -225,7 +226,7 @@ class GreedySearch:
             self.step += 1
             self._save(best)
             self.log(f"greedy step {self.step}/{steps}: {best['layer']} -> rate {best['rate']:.3f} ({best['kind']}), "
-                     f"NLL {best['loss']:.4f} (L0 {self.L0:.4f}), speedup {best['t0'] / best['time']:.2f}x, "
+                     f"NLL {best['loss']:.4f} (L0 {self.L0:.4f}), speedup {best['t0_beside'] / best['time']:.2f}x, "
                      f"cost {best['cost']:.3g}")
             if "impact" in self.kinds:
                 self.impact = self._impact()
@@ -237,12 +238,12 @@ class GreedySearch:
 
     def _save(self, best: Optional[dict]) -> None:
         record = {"fingerprint": self.fingerprint, "step": self.step, "L0": self.L0, "t0": self.t0,
-                  "timer": self.timer, "level": self.level, "plan": self.plan_dict(),
+                  "timer": self.timer, "gain": GAIN_RULE, "level": self.level, "plan": self.plan_dict(),
                   "rng": self.rng.bit_generator.state}
         if best is not None:
             record.update(loss=best["loss"], time=best["time"], cost=best["cost"], layer=best["layer"],
-                          kind=best["kind"], rate=best["rate"], t0_beside=best["t0"],
-                          speedup=best["t0"] / best["time"])
+                          kind=best["kind"], rate=best["rate"], t0_beside=best["t0_beside"],
+                          speedup=best["t0_beside"] / best["time"])
             write_json_atomic(self.out / f"step_{self.step:03d}.json", record)
         write_json_atomic(self.out / "state.json", record)
 
@@ -260,6 +261,9 @@ class GreedySearch:
             self.masks[name] = mask
         self.rng.bit_generator.state = record["rng"]
         self.log(f"greedy: resumed after step {self.step} from {self.out}")
+        if self.step and record.get("gain") != GAIN_RULE:
+            self.log(f"greedy: note: steps 1-{self.step} of this folder took their gains against a t0 timed once "
+                     f"at the start; the next steps take them against the original timed beside each candidate")
 
     def speedups(self) -> Tuple[List[dict], List[float], str]:
         """(saved steps, their speedups, where the speedups come from): the re-timed ones when

@@ -25,7 +25,7 @@ from . import batchnorm as BN
 from . import layers as L
 from .buffers import HOST, Buffers, buffers_for
 from .conv import ConvPlan
-from .device import Context
+from .device import Context, is_device_array
 from .files import save_params_npz
 from .interp import interpolate, interpolate_backward
 from .masks import Mask
@@ -467,14 +467,19 @@ class Model:
         forward pass's logits (batch x classes; a host array is copied to the GPU on a CUDA model), for
         losses other than the cross-entropy with labels (e.g. distillation). ``hook`` as in
         :meth:`backward`."""
+        if is_device_array(dlogits):
+            if self.buffers is HOST:
+                raise TypeError("Model.backward_logits: dlogits is a GPU array, this model runs on the CPU "
+                                "(give a numpy array)")
+            dlogits = self.buffers.to_host(dlogits)  # batch x classes: a tiny copy, checked like a host array
         shape = (self.batch, self.classes)
-        if tuple(dlogits.shape) != shape:
-            raise ValueError(f"Model.backward_logits: dlogits must have shape {shape}, got {tuple(dlogits.shape)}")
+        if not isinstance(dlogits, np.ndarray) or dlogits.shape != shape:
+            raise ValueError(f"Model.backward_logits: dlogits must be an array of shape {shape}, got "
+                             f"{getattr(dlogits, 'shape', type(dlogits).__name__)}")
         if not hasattr(self, "_grad_buffers"):
             self._grad_buffers: Dict[int, np.ndarray] = {}
-        if isinstance(dlogits, np.ndarray):  # a copy: the backward rewrites gradients in place
-            dlogits = self.buffers.put(np.array(dlogits, dtype=np.float32))
-        dy = dlogits.reshape(self.steps[-1].y.shape)
+        # a float32 copy: the backward rewrites gradients in place, and must not touch the caller's array
+        dy = self.buffers.put(np.array(dlogits, dtype=np.float32)).reshape(self.steps[-1].y.shape)
         for step in reversed(self.steps):
             if step.in_place:  # ReLU / dropout: the gradient is rewritten in place, like the activation
                 dx = dy

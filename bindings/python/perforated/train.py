@@ -203,6 +203,20 @@ def read_preprocess(path) -> Optional[str]:
         return str(data["_preprocess"]) if "_preprocess" in data.files else None
 
 
+def check_same_preprocess(teacher: str, preprocess: Preprocess) -> None:
+    """A teacher sees the student's batches: refuse one whose weights file says it was trained on
+    other input normalisation (its soft targets would be wrong without any error)."""
+    stored = read_preprocess(teacher)
+    if stored is None:
+        return
+    theirs, ours = json.loads(stored), json.loads(preprocess.to_json())
+    same = theirs.get("mode") == ours.get("mode") and all(
+        np.allclose(theirs.get(k, 0), ours.get(k, 0), rtol=1e-5) for k in ("mean", "std", "epsilon", "gcn_scale"))
+    if not same:
+        raise ValueError(f"train: the teacher {teacher} was trained with preprocessing {stored}, the student's "
+                         f"batches use {preprocess.to_json()} (give the student --weights with the teacher's)")
+
+
 def _dropouts(model: Model) -> List[DropoutStep]:
     return [s for s in model.steps if isinstance(s, DropoutStep)]
 
@@ -349,6 +363,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     sgd = SGD(model, cfg.momentum, cfg.weight_decay, cfg.lr_mult, cfg.bias_lr_mult)
     teacher = None
     if cfg.teacher:  # the original network, in inference mode, on the same (augmented) batches
+        check_same_preprocess(cfg.teacher, preprocess)
         teacher = Model(cfg.network, cfg.batch, weights=cfg.teacher, device=cfg.device)
     rng = np.random.default_rng(cfg.seed)
     start_epoch, history, skip, running = 0, [], 0, (0.0, 0, 0)
@@ -392,8 +407,8 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
                 model.backward(b.labels)
             else:
                 teacher.forward(b.x)
-                host = model.buffers.to_host
-                _, dlogits = distill.distillation_loss(host(model.logits), host(teacher.logits), b.labels,
+                _, dlogits = distill.distillation_loss(model.buffers.to_host(model.logits),
+                                                       teacher.buffers.to_host(teacher.logits), b.labels,
                                                        cfg.distill_weight, cfg.distill_temperature)
                 model.backward_logits(dlogits)
             loss, prob = model.buffers.to_host(loss), model.buffers.to_host(prob)  # small: batch x classes
@@ -502,7 +517,9 @@ def parser() -> argparse.ArgumentParser:
                    "outputs as extra targets; perforated.distill)")
     p.add_argument("--distill-weight", type=float, default=d.distill_weight,
                    help="weight of the teacher's soft targets against the labels, in (0, 1]")
-    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature)
+    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
+                   help="softening of both networks' outputs (Hinton et al.); the progress line's loss stays the "
+                        "cross-entropy with the labels")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="also checkpoint every N batches within an epoch (0: only after each epoch)")
     p.add_argument("--set-epochs", type=int, default=None,
@@ -521,6 +538,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("--set-epochs changes a resumed run; without --resume give --epochs", file=sys.stderr)
         return 2
     given = {k for k, v in args.items() if v != p.get_default(k)}  # what the command line set
+    if not resume and not args["teacher"] and given & {"distill_weight", "distill_temperature"}:
+        print("--distill-weight / --distill-temperature need --teacher (the network to distil from)", file=sys.stderr)
+        return 2
+    if args["teacher"]:  # resumable from another working directory
+        args["teacher"] = str(Path(args["teacher"]).resolve())
     cfg = TrainConfig(**args)
     try:
         result = train(cfg, out, resume=resume, stop_after=stop_after, given=given, set_epochs=set_epochs)
