@@ -30,7 +30,7 @@ import gc
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from perforated import lowrank as LR
 from perforated.model import Model
 from perforated.networks import NETWORKS
 from perforated.plan import PerforationPlan
+from perforated.timing import alternating_times
 
 QUICK_BATCH = {"vgg16": 2, "alexnet": 16, "nin": 8}
 from bench.paths import RESULTS
@@ -61,9 +62,13 @@ CLAIM = ("The paper (Figurnov et al. 2016) presents perforation as complementary
          "is fastest at equal error increase.")
 
 
-def _time(model: Model, x: np.ndarray, repeat: int) -> Dict[str, float]:
-    model.x[...] = x
-    return measure.time_call(model.forward, warmup=1, repeat=repeat)
+def _time_beside(dense: Model, model: Model, x: np.ndarray, repeat: int) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """(dense, model) forward times from `repeat` alternating rounds (dense, model, dense, ...): the
+    plan's speedup then comes from timings exposed to the same drift of this shared machine (the
+    dense network timed once before every plan gave measured/theoretical ratios that wandered)."""
+    for m in (dense, model):
+        m.x[...] = x
+    return tuple(measure.summarize(r) for r in alternating_times([dense.forward, model.forward], repeat))
 
 
 def plans_for(network: str, weights, images: Optional[np.ndarray] = None):
@@ -108,13 +113,12 @@ def run_network(network: str, batch: int, repeat: int, weights, evaluate=None,
     stored: a stored run of this network whose plans are timed again and whose accuracy is kept."""
     x = np.random.default_rng(0).standard_normal((batch,) + tuple(NETWORKS[network]["input"]), np.float32)
     measure.progress(f"{network}: dense, batch {batch}")
-    dense = Model(network, batch, weights=weights)
-    dense_time = _time(dense, x, repeat)
+    dense = Model(network, batch, weights=weights)  # kept: every plan is timed beside it
+    dense.x[...] = x
+    dense_time = measure.summarize(alternating_times([dense.forward], repeat)[0])
     ref = dense.forward().copy()
     dense_macs = dense.multiply_adds()
     dense_error = evaluate(dense) if evaluate else None
-    del dense
-    gc.collect()
     rows: List[Dict[str, object]] = []
     plans = stored_plans(stored) if stored else plans_for(network, weights, images)
     for i, (label, target, plan) in enumerate(plans):
@@ -122,11 +126,11 @@ def run_network(network: str, batch: int, repeat: int, weights, evaluate=None,
             model = Model(network, batch, plan=plan, weights=weights)
         else:
             model, _ = LR.apply_plan(plan, batch, weights, images)
-        t = _time(model, x, repeat)
+        beside, t = _time_beside(dense, model, x, repeat)
         logits = model.forward()
-        r = {"method": label, "target": target, "plan": plan.to_dict(), "time": t,
+        r = {"method": label, "target": target, "plan": plan.to_dict(), "time": t, "dense_time_beside": beside,
              "theoretical_speedup": dense_macs / model.multiply_adds(),
-             "measured_speedup": dense_time["median"] / t["median"],
+             "measured_speedup": beside["median"] / t["median"],
              "logits_relative_change": float(np.linalg.norm(logits - ref) / np.linalg.norm(ref))}
         if evaluate:
             r["top1_error"] = evaluate(model)
@@ -182,8 +186,11 @@ def write(raw: dict, out: Path, suffix: str) -> str:
              f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
              f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs (shared with other jobs: one run, "
              f"noisy), {meta['platform']}  ", f"Library: {meta['perforated_build']}  ",
-             f"Timing: whole forward pass, median of {meta['repeat']} runs after a warm-up; speedups against "
-             f"the dense network timed in the same run.  ",
+             (f"Timing: whole forward pass; each plan timed in {meta['repeat']} alternating rounds with the dense "
+              f"network after a warm-up, speedup = median dense / median plan of those rounds.  "
+              if meta.get("timing") == "alternating" else
+              f"Timing: whole forward pass, median of {meta['repeat']} runs after a warm-up; speedups against "
+              f"the dense network timed in the same run.  "),
              f"Weights: {meta['weights']}. VGG-16 / AlexNet accuracy is not measured (no ImageNet); NIN: "
              f"{meta['nin_weights']}.  ", f"NIN accuracy columns: {meta.get('nin_accuracy_source', 'this run')}.  ",
              *([f"Note: {meta['note']}"] if meta.get("note") else []), "",
@@ -272,7 +279,7 @@ def main(argv=None) -> None:
 
 def _metadata(args, repeat: int) -> dict:
     meta = measure.machine_metadata()
-    meta.update(threads=perforated.get_num_threads(), repeat=repeat, quick=args.quick,
+    meta.update(threads=perforated.get_num_threads(), repeat=repeat, quick=args.quick, timing="alternating",
                 weights="random He initialisation, seed 0 (NIN: trained weights when present)",
                 nin_weights=(f"trained weights results/models/nin_cifar10.npz, error+ = top-1 error increase on "
                              f"{args.nin_test_images} CIFAR-10 test images (seeded random subset); channel "

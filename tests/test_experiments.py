@@ -211,7 +211,11 @@ def test_lowrank_tables_nin_rows_carry_the_error(tmp_path):
     meta = dict(command="c", date="d", cpu="x", logical_cpus=2, platform="p", perforated_build="b", repeat=1,
                 weights="w", nin_weights="n")
     text = lt.write({"metadata": meta, "networks": [net]}, tmp_path, "_t")
-    assert "| +1.00 | not measured |" in text
+    assert "| +1.00 | not measured |" in text and "median of 1 runs after a warm-up" in text  # an older run
+    for r in net["rows"]:  # each plan timed beside the dense network
+        assert r["measured_speedup"] == pytest.approx(r["dense_time_beside"]["median"] / r["time"]["median"])
+    text = lt.write({"metadata": dict(meta, timing="alternating"), "networks": [net]}, tmp_path, "_t")
+    assert "each plan timed in 1 alternating rounds with the dense network" in text
 
 
 def test_lowrank_equal_loss_names_the_fastest_method_within_each_threshold():
