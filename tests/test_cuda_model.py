@@ -282,6 +282,28 @@ def test_fake_device_batchnorm_training_matches_cpu(tmp_path, rng, fake_device, 
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
+def test_fake_device_distillation_matches_cpu(tmp_path, rng, fake_device, monkeypatch):
+    """train --teacher on the device paths (the teacher on the device too, the gradient of the
+    distillation loss copied to it through Model.backward_logits), as on the CPU."""
+    import perforated.device as dev_mod
+    from perforated import train as tr
+    from test_train import _tiny_nin_splits
+
+    monkeypatch.setattr(dev_mod, "default_context", lambda index=None: fake_device)
+    splits = _tiny_nin_splits(rng)
+    teacher, start = tmp_path / "teacher.npz", tmp_path / "start.npz"
+    Model("nin", 4, seed=8).save_weights(teacher)
+    Model("nin", 4, seed=9).save_weights(start)
+    cfg = dict(network="nin", epochs=1, batch=4, lr=0.01, seed=3, weights=str(start), teacher=str(teacher))
+    cpu = tr.train(tr.TrainConfig(**cfg), tmp_path / "cpu", splits=splits, stream=None)
+    dev = tr.train(tr.TrainConfig(device="cuda", **cfg), tmp_path / "dev", splits=splits, stream=None)
+    assert isinstance(dev["model"].params["conv1"]["weight"], _FakeGpu)
+    assert [h["train_loss"] for h in dev["history"]] == [h["train_loss"] for h in cpu["history"]]
+    _assert_same(dev["model"].params, cpu["model"].params, "param")
+    with pytest.raises(TypeError, match="dlogits is a GPU array, this model runs on the CPU"):
+        Model("nin", 4).backward_logits(dev["model"].logits)
+
+
 def test_model_cuda_without_cupy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
     ctx = P.Context("cpu")
