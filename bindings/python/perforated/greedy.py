@@ -9,9 +9,10 @@ where L0 and t0 belong to the ORIGINAL network. The original is timed again besi
 in alternating passes (original, candidate, original, ...), and the gain is taken as a fraction of
 that time: t0 - t = t0 * (1 - t / t0_beside). A drift of this shared machine scales t and t0_beside
 alike, so it leaves the gain and the cost unchanged (with t0 timed once at the start, a drift of a
-few percent wipes out a one-notch gain, which is a few percent of t0 itself). Committed masks stay fixed (quirk Q5); random kinds
-are drawn twice and the better draw kept; impact maps are re-estimated on the current perforated
-network after every commit (iterative impact, SPEC §4.5), so impact masks are nested.
+few percent wipes out a one-notch gain, which is a few percent of t0 itself). Committed masks stay
+fixed (quirk Q5); random kinds are drawn twice and the better draw kept; impact maps are
+re-estimated on the current perforated network after every commit (iterative impact, SPEC §4.5),
+so impact masks are nested.
 
 Each step is saved atomically (``step_NNN.json`` and ``state.json`` in the output folder); a search
 started again with the same folder resumes after the last saved step. At the end every saved step is

@@ -459,8 +459,8 @@ class Model:
         (call :meth:`loss` first). ``hook(step, dy)``, if given, sees each step's output gradient
         before the step runs its backward (e.g. impact estimation reads conv outputs' gradients)."""
         labels = self.buffers.labels("Model.backward", labels, self.batch)
-        self.backward_logits(L.softmax_cross_entropy_backward(self._prob, labels, 1.0 / self.batch,
-                                                              context=self.context), hook)
+        self._backward_from(L.softmax_cross_entropy_backward(self._prob, labels, 1.0 / self.batch,
+                                                             context=self.context), hook)
 
     def backward_logits(self, dlogits: np.ndarray, hook=None) -> None:
         """Gradients into ``model.params.grads`` from a gradient of some loss with respect to the last
@@ -476,10 +476,15 @@ class Model:
         if not isinstance(dlogits, np.ndarray) or dlogits.shape != shape:
             raise ValueError(f"Model.backward_logits: dlogits must be an array of shape {shape}, got "
                              f"{getattr(dlogits, 'shape', type(dlogits).__name__)}")
+        # a float32 copy: the backward rewrites gradients in place, and must not touch the caller's array
+        self._backward_from(self.buffers.put(np.array(dlogits, dtype=np.float32)), hook)
+
+    def _backward_from(self, dy, hook) -> None:
+        """The backward pass from ``dy``, the logits' gradient already on the model's device (the
+        cross-entropy's stays there: no check, copy or synchronisation in the training step)."""
         if not hasattr(self, "_grad_buffers"):
             self._grad_buffers: Dict[int, np.ndarray] = {}
-        # a float32 copy: the backward rewrites gradients in place, and must not touch the caller's array
-        dy = self.buffers.put(np.array(dlogits, dtype=np.float32)).reshape(self.steps[-1].y.shape)
+        dy = dy.reshape(self.steps[-1].y.shape)
         for step in reversed(self.steps):
             if step.in_place:  # ReLU / dropout: the gradient is rewritten in place, like the activation
                 dx = dy
