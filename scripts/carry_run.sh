@@ -1,49 +1,60 @@
 #!/usr/bin/env bash
-# Carry a training run's folder across machines through git, for runs longer than one session.
+# Carry a run folder (training, greedy search, fine-tuning rows) across machines through git, for
+# runs longer than one session.
 #
-#   bash scripts/carry_run.sh save    runs/nin_bn3 checkpoints/nin_bn3   # before a session ends; commit DEST
-#   bash scripts/carry_run.sh restore checkpoints/nin_bn3 runs/nin_bn3   # in the next session, then --resume
+#   bash scripts/carry_run.sh save    runs/nin_bn3 checkpoints/nin_bn3 [--exclude PATTERN ...]
+#   git add checkpoints/nin_bn3 && git commit ...                      # before the session ends
+#   bash scripts/carry_run.sh restore checkpoints/nin_bn3 runs/nin_bn3 # in the next session
+#   python -m perforated.train --out runs/nin_bn3 --resume             # (or the search, the script...)
 #
-# Why: runs/ is not tracked (checkpoints are rewritten every 50 batches), and a new machine starts
-# from a clean checkout, so a run that outlives its session would start over. The checkpoint (weights,
-# momentum, batch-normalisation statistics: 7.8 MB for NIN) is over the repository's 5 MB limit per
-# file, so `save` stores it in 4 MiB parts with its SHA-256; `restore` joins them, checks the digest
-# and refuses to overwrite a newer checkpoint in the run folder.
+# Why: runs/ is not tracked (checkpoints are rewritten every few minutes), and a new session starts
+# from a clean checkout, so a run that outlives its session would start over. A training checkpoint
+# (weights, momentum, batch-normalisation statistics: 7.8 MB for NIN) is over the repository's 5 MB
+# limit per file, so `save` packs the folder into a gzip'd tar in 4 MiB parts with its SHA-256 (the
+# --exclude patterns go to tar: e.g. 'weights.npz', which a resumed run writes again). `restore`
+# joins the parts, checks the digest, and refuses to unpack over a folder that holds a file newer
+# than the saved one (a run that went on since).
 set -euo pipefail
-usage() { echo "usage: carry_run.sh save RUN DEST | restore SAVED RUN" >&2; exit 2; }
-[[ $# -eq 3 ]] || usage
+usage() { echo "usage: carry_run.sh save RUN DEST [--exclude PATTERN ...] | restore SAVED RUN" >&2; exit 2; }
+[[ $# -ge 3 ]] || usage
 action="$1" src="$2" dst="$3"
-files=(config.json train.log log.jsonl)  # the small files --resume and the reports read
+shift 3
+excludes=()
+while [[ $# -gt 0 ]]; do
+    [[ "$action" == save && "$1" == --exclude && $# -ge 2 ]] || usage
+    excludes+=("--exclude=$2")
+    shift 2
+done
 
 case "$action" in
 save)
-    [[ -f "$src/checkpoint.npz" ]] || { echo "carry_run.sh: no checkpoint at $src/checkpoint.npz" >&2; exit 2; }
+    [[ -d "$src" ]] || { echo "carry_run.sh: no run folder $src" >&2; exit 2; }
     mkdir -p "$dst"
-    rm -f "$dst"/checkpoint.npz.part-*
     tmp="$(mktemp)"
-    cp "$src/checkpoint.npz" "$tmp"  # a copy first: the trainer may replace the file while we split it
-    (cd "$dst" && split -b 4M -d "$tmp" checkpoint.npz.part-)
-    (cd "$(dirname "$tmp")" && sha256sum "$(basename "$tmp")") | cut -d' ' -f1 > "$dst/checkpoint.sha256"
-    rm -f "$tmp"
-    for f in "${files[@]}"; do [[ -f "$src/$f" ]] && cp "$src/$f" "$dst/"; done
-    parts=("$dst"/checkpoint.npz.part-*)
-    echo "carry_run.sh: saved $src into $dst (${#parts[@]} parts); commit $dst"
+    trap 'rm -f "$tmp"' EXIT
+    # the run may be writing its checkpoint now: files are replaced atomically, so tar sees old or new
+    tar -C "$src" "${excludes[@]}" -cf - . | gzip -1 > "$tmp"
+    rm -f "$dst"/run.tar.gz.part-*
+    (cd "$dst" && split -b 4M -d "$tmp" run.tar.gz.part-)
+    sha256sum < "$tmp" | cut -d' ' -f1 > "$dst/run.sha256"
+    tar -tzf "$tmp" | sed 's|^\./||' | grep -v '^$' | sort > "$dst/files.txt"
+    parts=("$dst"/run.tar.gz.part-*)
+    echo "carry_run.sh: saved $src into $dst (${#parts[@]} parts of at most 4 MiB); commit $dst"
     ;;
 restore)
-    [[ -f "$src/checkpoint.sha256" ]] || { echo "carry_run.sh: no saved run at $src (checkpoint.sha256 missing)" >&2; exit 2; }
+    [[ -f "$src/run.sha256" ]] || { echo "carry_run.sh: no saved run at $src (run.sha256 missing)" >&2; exit 2; }
+    if [[ -d "$dst" ]] && [[ -n "$(find "$dst" -type f -newer "$src/run.sha256" -print -quit)" ]]; then
+        echo "carry_run.sh: $dst holds files newer than the saved run; not overwritten" >&2; exit 2
+    fi
+    tmp="$(mktemp)"
+    trap 'rm -f "$tmp"' EXIT
+    cat "$src"/run.tar.gz.part-* > "$tmp"
+    if [[ "$(sha256sum < "$tmp" | cut -d' ' -f1)" != "$(cat "$src/run.sha256")" ]]; then
+        echo "carry_run.sh: the joined parts' SHA-256 differs from $src/run.sha256" >&2; exit 1
+    fi
     mkdir -p "$dst"
-    if [[ -f "$dst/checkpoint.npz" && "$dst/checkpoint.npz" -nt "$src/checkpoint.sha256" ]]; then
-        echo "carry_run.sh: $dst/checkpoint.npz is newer than the saved run; not overwritten" >&2; exit 2
-    fi
-    cat "$src"/checkpoint.npz.part-* > "$dst/checkpoint.npz.tmp"
-    got="$(sha256sum "$dst/checkpoint.npz.tmp" | cut -d' ' -f1)"
-    if [[ "$got" != "$(cat "$src/checkpoint.sha256")" ]]; then
-        rm -f "$dst/checkpoint.npz.tmp"
-        echo "carry_run.sh: the joined checkpoint's SHA-256 differs from $src/checkpoint.sha256" >&2; exit 1
-    fi
-    mv "$dst/checkpoint.npz.tmp" "$dst/checkpoint.npz"
-    for f in "${files[@]}"; do [[ -f "$src/$f" ]] && cp "$src/$f" "$dst/"; done
-    echo "carry_run.sh: restored $dst; go on with: python -m perforated.train --out $dst --resume"
+    tar -C "$dst" -xzf "$tmp"
+    echo "carry_run.sh: restored $dst; go on with the run's own resume (e.g. perforated.train --out $dst --resume)"
     ;;
 *) usage ;;
 esac

@@ -18,7 +18,11 @@
 # FINETUNE_LR: step 3's fine-tuning rate (0.001; 0.005 did worse on the committed weights).
 # FINETUNE_BN=1: fine-tune step 3's networks with batch normalisation (identity at the start, folded
 # back). Measured worse than without on the committed weights (README, accuracy paragraph).
-# Several hours on a 2-core CPU (steps 2, 3 and 5 fine-tune or search); a GPU is not used.
+# Several hours on a 2-core CPU (steps 2, 3 and 5 fine-tune or search); a GPU is not used. Longer
+# than a session there: carry the search folder and the finished rows to the next one with
+#   bash scripts/carry_run.sh save runs/greedy_nin_... checkpoints/greedy_nin
+#   bash scripts/carry_run.sh save runs/nin_accuracy checkpoints/nin_accuracy --exclude '*.npz'
+# (and `restore` there; a fine-tuning row cut short starts again).
 set -euo pipefail
 weights="${1:-results/models/nin_cifar10.npz}"
 steps="${STEPS:-1 2 3 4 5 6}"

@@ -1,58 +1,72 @@
 """scripts/carry_run.sh: a run folder saved in parts under the 5 MB limit comes back byte for byte."""
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "carry_run.sh"
+PART = 4 * 1024 * 1024
 
 
 def carry(*args):
     return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True)
 
 
+def make_run(path: Path, checkpoint_bytes: int) -> bytes:
+    (path / "sub").mkdir(parents=True)
+    data = os.urandom(checkpoint_bytes)  # incompressible, like trained weights
+    (path / "checkpoint.npz").write_bytes(data)
+    (path / "weights.npz").write_bytes(b"w" * 100)
+    (path / "config.json").write_text('{"epochs": 3}')
+    (path / "sub" / "step_001.json").write_text('{"step": 1}')
+    return data
+
+
 def test_save_and_restore_round_trip(tmp_path):
     run = tmp_path / "run"
-    run.mkdir()
-    data = os.urandom(9 * 1024 * 1024 + 17)  # three parts, the last one short
-    (run / "checkpoint.npz").write_bytes(data)
-    (run / "config.json").write_text('{"epochs": 3}')
-    (run / "train.log").write_text("epoch 1\n")
+    data = make_run(run, 9 * 1024 * 1024 + 17)
     saved = tmp_path / "saved"
-    r = carry("save", run, saved)
+    r = carry("save", run, saved, "--exclude", "weights.npz")
     assert r.returncode == 0, r.stderr
-    parts = sorted(saved.glob("checkpoint.npz.part-*"))
-    assert len(parts) == 3 and all(p.stat().st_size <= 4 * 1024 * 1024 for p in parts)
+    parts = sorted(saved.glob("run.tar.gz.part-*"))
+    assert len(parts) == 3 and all(p.stat().st_size <= PART for p in parts)
+    assert (saved / "files.txt").read_text().split() == ["checkpoint.npz", "config.json", "sub/", "sub/step_001.json"]
     back = tmp_path / "back"
     r = carry("restore", saved, back)
     assert r.returncode == 0, r.stderr
     assert (back / "checkpoint.npz").read_bytes() == data
-    assert (back / "config.json").read_text() == '{"epochs": 3}'
-    # a second restore would overwrite a checkpoint that training may have moved on since
+    assert (back / "sub" / "step_001.json").read_text() == '{"step": 1}'
+    assert not (back / "weights.npz").exists()
+    # once the run has gone on, restoring the older save over it is refused
+    time.sleep(0.01)
+    (back / "checkpoint.npz").write_bytes(b"newer")
     r = carry("restore", saved, back)
     assert r.returncode == 2 and "newer" in r.stderr
+    assert (back / "checkpoint.npz").read_bytes() == b"newer"
 
 
 def test_a_damaged_part_is_refused(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "checkpoint.npz").write_bytes(os.urandom(5 * 1024 * 1024))
+    make_run(tmp_path / "run", 5 * 1024 * 1024)
     saved = tmp_path / "saved"
-    assert carry("save", run, saved).returncode == 0
-    part = saved / "checkpoint.npz.part-01"
+    assert carry("save", tmp_path / "run", saved).returncode == 0
+    part = saved / "run.tar.gz.part-01"
     part.write_bytes(part.read_bytes()[:-1])
     r = carry("restore", saved, tmp_path / "back")
     assert r.returncode == 1 and "SHA-256" in r.stderr
-    assert not (tmp_path / "back" / "checkpoint.npz").exists()
+    assert not (tmp_path / "back").exists()
 
 
-@pytest.mark.parametrize("args", [(), ("save",), ("move", "a", "b")])
+@pytest.mark.parametrize("args", [(), ("save",), ("move", "a", "b"), ("save", "a", "b", "--exclude"),
+                                  ("restore", "a", "b", "--exclude", "x")])
 def test_bad_usage(args):
     r = carry(*args)
     assert r.returncode == 2 and "usage" in r.stderr
 
 
-def test_save_without_checkpoint(tmp_path):
-    r = carry("save", tmp_path, tmp_path / "saved")
-    assert r.returncode == 2 and "no checkpoint" in r.stderr
+def test_missing_folders(tmp_path):
+    r = carry("save", tmp_path / "none", tmp_path / "saved")
+    assert r.returncode == 2 and "no run folder" in r.stderr
+    r = carry("restore", tmp_path, tmp_path / "back")
+    assert r.returncode == 2 and "no saved run" in r.stderr
