@@ -184,3 +184,79 @@ def test_model_backward_with_batchnorm_matches_finite_differences(rng):
         arr[index] = old
         num = (plus - minus) / (2 * eps)
         assert abs(num - grad[index]) <= 0.05 * abs(num) + 1e-3, (name, key, num, grad[index])
+
+
+def _bn_inputs(m, xs):
+    """Each normalisation's input over the batches xs, as (channels, values), from training forwards
+    (batch statistics; the tiny network has no dropout, so they equal the statistics-gathering ones)."""
+    seen = {}
+    for x in xs:
+        m.forward(x, training=True)
+        for s in m.steps:
+            if s.kind == "batchnorm":
+                c = s.x.shape[1]
+                seen.setdefault(s.name, []).append(np.moveaxis(s.x, 1, 0).reshape(c, -1).astype(np.float64))
+    return {k: np.concatenate(v, axis=1) for k, v in seen.items()}
+
+
+def test_recomputed_statistics_pool_every_batch_exactly(rng):
+    m = Model(TINY_ROWS, 4, input_shape=(3, 6, 6), classes=3, seed=1, batchnorm=True)
+    y = np.array([0, 1, 2, 1])
+    for _ in range(3):  # running averages that differ from any batch's statistics
+        m.forward(randn(rng, 4, 3, 6, 6), training=True)
+        m.loss(y)
+        m.backward(y)
+        tr.SGD(m, 0.0, 0.0).step(0.1)
+    xs = [randn(rng, 4, 3, 6, 6) + i for i in range(3)]  # batches with different means
+    expected = _bn_inputs(Model(TINY_ROWS, 4, input_shape=(3, 6, 6), classes=3, batchnorm=True,
+                                weights={n: dict(p) for n, p in m.params.items()}), xs)
+    assert m.recompute_batchnorm_statistics(iter(xs)) == 3
+    for s in m.steps:
+        if s.kind == "batchnorm":
+            v = expected[s.name]
+            assert_close(s.running["mean"], v.mean(axis=1), rtol=1e-4, atol=1e-5, what=s.name + " mean")
+            assert_close(s.running["var"], v.var(axis=1, ddof=1), rtol=1e-4, atol=1e-5, what=s.name + " var")
+            assert not s.collect
+    before = {s.name: s.running["var"].copy() for s in m.steps if s.kind == "batchnorm"}
+    assert m.recompute_batchnorm_statistics(iter([])) == 0  # no batches: nothing changes
+    for s in m.steps:
+        if s.kind == "batchnorm":
+            np.testing.assert_array_equal(s.running["var"], before[s.name])
+    plain = Model(TINY_ROWS, 4, input_shape=(3, 6, 6), classes=3)
+    assert plain.recompute_batchnorm_statistics(iter(xs)) == 0
+
+
+def test_recomputed_statistics_are_taken_with_dropout_off(rng):
+    with_dropout = TINY_ROWS[:2] + [("dropout", "d1", dict(ratio=0.5))] + TINY_ROWS[2:]
+    a = Model(with_dropout, 4, input_shape=(3, 6, 6), classes=3, seed=1, batchnorm=True)
+    b = Model(TINY_ROWS, 4, input_shape=(3, 6, 6), classes=3, batchnorm=True,
+              weights={n: dict(p) for n, p in a.params.items()})
+    xs = [randn(rng, 4, 3, 6, 6) for _ in range(2)]
+    a.recompute_batchnorm_statistics(iter(xs))
+    b.recompute_batchnorm_statistics(iter(xs))
+    for sa, sb in zip([s for s in a.steps if s.kind == "batchnorm"], [s for s in b.steps if s.kind == "batchnorm"]):
+        np.testing.assert_array_equal(sa.running["var"], sb.running["var"])
+
+
+def test_training_recomputes_the_statistics_at_each_epoch_end(tmp_path, rng):
+    splits = {"train": tr.Split(rng.integers(0, 256, (12, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 12),
+                                [str(i) for i in range(10)])}
+    start = tmp_path / "start.npz"
+    Model("nin", 4, seed=9).save_weights(start)
+    cfg = tr.TrainConfig(network="nin", epochs=1, batch=4, lr=0.01, seed=3, batchnorm=True, weights=str(start),
+                         bn_recompute=2)
+    result = tr.train(cfg, tmp_path / "a", splits=splits, stream=None)
+    model = result["model"]
+    assert "statistics recomputed on 2 x 4 training images" in (tmp_path / "a" / "train.log").read_text()
+    # the same two un-augmented batches give the same statistics again
+    fixed = tr.batches(splits["train"], 4, result["preprocess"], np.random.default_rng(cfg.seed + 2), shuffle=True,
+                       last="drop")
+    stats = [s.running["var"].copy() for s in model.steps if s.kind == "batchnorm"]
+    model.recompute_batchnorm_statistics(b.x for b, _ in zip(fixed, range(2)))
+    for before, s in zip(stats, [s for s in model.steps if s.kind == "batchnorm"]):
+        np.testing.assert_array_equal(before, s.running["var"])
+    off = tr.train(tr.TrainConfig(**dict(vars(cfg), bn_recompute=0)), tmp_path / "b", splits=splits, stream=None)
+    assert "recomputed" not in (tmp_path / "b" / "train.log").read_text()
+    assert not np.array_equal(stats[0], [s for s in off["model"].steps if s.kind == "batchnorm"][0].running["var"])
+    with pytest.raises(ValueError, match="bn_recompute must be >= 0"):
+        tr.TrainConfig(bn_recompute=-1).check()

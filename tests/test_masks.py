@@ -58,6 +58,14 @@ def test_count_for_rate_values():
     assert P.count_for_rate((13, 17), 0.75) == math.floor(0.25 * 13 * 17)
 
 
+@pytest.mark.parametrize("shape, k", [((55, 55), 5), ((27, 27), 3), ((13, 13), 13), ((224, 224), 7),
+                                      ((56, 56), 14), ((32, 32), 4)])
+def test_count_for_rate_exact_at_one_minus_one_over_k(shape, k):
+    # 1 - (1 - 1/k) falls a hair under 1/k in floating point; the count must still be h*w/k exactly
+    assert P.count_for_rate(shape, 1 - 1 / k) == shape[0] * shape[1] // k
+    assert P.count_for_rate(shape, 1 - 1 / k + 1e-6) == shape[0] * shape[1] // k - 1
+
+
 @pytest.mark.parametrize("kind", ["uniform", "grid", "pooling"])
 def test_reproducible_and_seed_dependent(kind):
     shape, rate = (31, 29), 0.8

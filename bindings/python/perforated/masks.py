@@ -115,7 +115,8 @@ class Mask:
 
 
 def count_for_rate(size: Tuple[int, int], rate: float) -> int:
-    """Positions a rate-``rate`` mask keeps: ``max(1, floor((1 - rate) * h * w))`` (Grid keeps fewer)."""
+    """Positions a rate-``rate`` mask keeps: ``max(1, floor((1 - rate) * h * w))``, the product taken as
+    exact when within rounding of an integer (rate 1 - 1/k keeps h*w/k); Grid keeps fewer."""
     fn = "count_for_rate"
     h, w = _size(fn, size)
     out = ffi.new("int *")

@@ -17,7 +17,7 @@ every call, so the model's work runs in order on the context's stream.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -219,10 +219,11 @@ class BatchNormStep(Step):
         self._zeros = buf.zeros((c,))  # mean and beta of the inference backward (see backward)
         self.active = False  # the last forward used batch statistics
         self.calibrate = False  # the next forward sets gamma, beta so that it is the identity
+        self.collect = False  # forwards use batch statistics and leave the running ones alone
 
     def forward(self, training: bool) -> None:
         p = self.params[self.name]
-        self.active = training or self.calibrate
+        self.active = training or self.calibrate or self.collect
         if not self.active:
             BN.forward_inference(self.x, p["weight"], p["bias"], self.running["mean"], self.running["var"],
                                  out=self.y, context=self.context)
@@ -530,6 +531,44 @@ class Model:
             if isinstance(step, BatchNormStep):
                 step.calibrate = True
         self.forward(x, training=False)
+
+    def recompute_batchnorm_statistics(self, inputs: Iterable[np.ndarray]) -> int:
+        """Set every batch normalisation's running mean and variance to the statistics of its input
+        over ``inputs`` (arrays of the model's input shape), with dropout off and the weights
+        unchanged ("precise BN", Wu & Johnson 2021); returns the number of batches used.
+
+        Why: the running averages (momentum 0.1) trail weights that move fast at a high learning rate,
+        and they are gathered with dropout on, which gives NIN's conv2 and conv3 a wider input than
+        the test-time network sees; the folded weights inherit both errors. The variance pools the
+        batches exactly (mean of E[x^2] minus the squared mean), unbiased like PyTorch's."""
+        steps = [s for s in self.steps if isinstance(s, BatchNormStep)]
+        if not steps:
+            return 0
+        to_host = self.buffers.to_host
+        sums = [[0.0, 0.0] for _ in steps]  # per step: sum of batch means, of batch E[x^2]
+        n = 0
+        for s in steps:
+            s.collect = True
+        try:
+            for x in inputs:
+                self.forward(x, training=False)
+                for acc, s in zip(sums, steps):
+                    mean = to_host(s.mean).astype(np.float64)
+                    acc[0] = acc[0] + mean
+                    acc[1] = acc[1] + BN.batch_variance(to_host(s.invstd)) + mean * mean
+                n += 1
+        finally:
+            for s in steps:
+                s.collect = False
+        if n == 0:
+            return 0
+        for (mean_sum, square_sum), s in zip(sums, steps):
+            mean = mean_sum / n
+            count = n * s.count
+            var = np.maximum(square_sum / n - mean * mean, 0.0) * (count / max(count - 1, 1))
+            s.running["mean"][...] = self.buffers.put(mean.astype(np.float32))
+            s.running["var"][...] = self.buffers.put(var.astype(np.float32))
+        return n
 
     def load_weights(self, weights) -> None:
         """Load from an ``.npz`` path or a dict (of numpy or GPU arrays, e.g. another model's

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import sys
@@ -82,6 +83,7 @@ class TrainConfig:
     teacher: Optional[str] = None
     distill_weight: float = 0.5
     distill_temperature: float = 4.0
+    bn_recompute: int = 40
 
     def check(self) -> None:
         if self.schedule not in ("cosine", "step"):
@@ -89,6 +91,9 @@ class TrainConfig:
         for name in ("epochs", "batch", "progress", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)}")
+        if self.bn_recompute < 0:
+            raise ValueError(f"TrainConfig: bn_recompute must be >= 0 (0: keep the running averages), "
+                             f"got {self.bn_recompute}")
         if self.checkpoint_every < 0:
             raise ValueError(f"TrainConfig: checkpoint_every must be >= 0 (0: only after each epoch), "
                              f"got {self.checkpoint_every}")
@@ -444,6 +449,13 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
         record = {"epoch": epoch + 1, "train_loss": run_loss / max(run_n, 1),
                   "train_error": 100.0 * (1 - run_hits / max(run_n, 1)),
                   "seconds": time.perf_counter() - t_epoch, "lr": lr}
+        if cfg.batchnorm and cfg.bn_recompute:  # before the evaluation and the folded weights
+            t = time.perf_counter()
+            fixed = batches(train_split, cfg.batch, preprocess, np.random.default_rng(cfg.seed + 2), shuffle=True,
+                            last=last)  # the same images every epoch, as evaluated: no augmentation
+            used = model.recompute_batchnorm_statistics(b.x for b in itertools.islice(fixed, cfg.bn_recompute))
+            log(f"epoch {epoch + 1}: batch-normalisation statistics recomputed on {used} x {cfg.batch} training "
+                f"images (dropout off) in {time.perf_counter() - t:.0f} s")
         if test_split is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             ev = evaluate_split(model, test_split, preprocess)
             record.update(test_loss=ev["loss"], test_top1_error=ev["top1_error"], test_top5_error=ev["top5_error"],
@@ -520,6 +532,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
                    help="softening of both networks' outputs (Hinton et al.); the progress line's loss stays the "
                         "cross-entropy with the labels")
+    p.add_argument("--bn-recompute", type=int, default=d.bn_recompute,
+                   help="with --batchnorm: at each epoch end, set the normalisations' statistics from this many "
+                        "batches of training images (no augmentation, dropout off) instead of the running "
+                        "averages, before evaluating and saving the folded weights (0: keep the averages)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="also checkpoint every N batches within an epoch (0: only after each epoch)")
     p.add_argument("--set-epochs", type=int, default=None,
