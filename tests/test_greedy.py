@@ -205,3 +205,18 @@ def test_costs_ignore_a_drift_of_the_machine(setup):
         a, b = (json.loads((s.out / f"step_{i:03d}.json").read_text()) for s in (exact, drifting))
         # cost * t0 = (L - L0) / (1 - t / t0_beside): the same (t0 itself is one timing, 2% slow here)
         assert b["cost"] * b["t0"] == pytest.approx(a["cost"] * a["t0"]) and b["speedup"] == pytest.approx(a["speedup"])
+
+
+def test_stops_when_no_candidate_is_faster(setup):
+    """Every candidate timed no faster than the original (infinite costs): the search stops with a
+    message instead of committing the first candidate in layer order."""
+    class NoGain(GreedySearch):
+        def times(self, variants, repeat=None, rng=None):
+            return [1.0 for _ in variants]
+
+    weights, x, y, tmp = setup
+    said = []
+    s = NoGain("nin", weights, x, y, tmp / "nogain", eval_batch=6, timer="measured", seed=5, log=said.append)
+    s.run(3)
+    assert s.step == 0 and not list(s.out.glob("step_*.json"))
+    assert any("no candidate runs faster" in m for m in said)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import re
 import tarfile
@@ -87,6 +88,13 @@ def test_tarball_of_image_folder(tmp_path, rng):
     assert splits["test"].classes == ["bird", "cat", "dog"]
     np.testing.assert_array_equal(splits["test"].images[5], images[("test", "dog", 1)].transpose(2, 0, 1))
     assert len(list((tmp_path / "cache").glob("tiny-*.npz"))) == 1
+    os.utime(tar, (1, 1))  # the same tarball laid again (a new session's shared/): the cache still serves
+    load_dataset(tar)
+    assert len(list((tmp_path / "cache").glob("tiny-*.npz"))) == 1
+    with tarfile.open(tar, "w:gz") as t:  # other content: decoded afresh
+        t.add(tmp_path / "src" / "cifar10" / "test", arcname="cifar10/test")
+    assert "train" not in load_dataset(tar)
+    assert len(list((tmp_path / "cache").glob("tiny-*.npz"))) == 2
 
 
 def test_cifar_batches(tmp_path, rng):

@@ -31,6 +31,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .files import file_digest
+
 PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
 CACHE_VERSION = 1
@@ -109,9 +111,8 @@ def _find_batches_dir(path: Path) -> Optional[Path]:
 
 def _cache_key(path: Path, kind: str) -> str:
     h = hashlib.sha256(f"v{CACHE_VERSION}|{kind}|{path.resolve()}".encode())
-    if kind == "tar":
-        st = path.stat()
-        h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+    if kind == "tar":  # by content: a copied or re-laid tarball (a new mtime) keeps its cache
+        h.update(f"|{file_digest(path, 64)}".encode())
     else:
         for f in sorted(p for p in path.rglob("*") if p.is_file()):
             st = f.stat()

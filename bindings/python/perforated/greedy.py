@@ -221,7 +221,10 @@ class GreedySearch:
             if not cands:
                 self.log("greedy: every layer is at the last rate")
                 break
-            best = min(cands, key=lambda c: c["cost"])
+            best = min(cands, key=lambda c: c["cost"] if not math.isnan(c["cost"]) else math.inf)
+            if not math.isfinite(best["cost"]):  # no candidate is faster than the original network
+                self.log("greedy: no candidate runs faster than the original network; stopped")
+                break
             self.level[best["layer"]] += 1
             self.masks = best["masks"]
             self.step += 1
