@@ -380,8 +380,9 @@ static void op_mask_create(reader *r, state *s) {
 }
 
 /* What perf_mask_count_for_rate should return. */
-static int expected_count(int64_t hw, double rate) {
-    double kept = floor((1.0 - rate) * (double)hw);
+static int expected_count(int64_t hw, double rate) { /* SPEC's floor, exact within rounding of an integer */
+    const double exact = (1.0 - rate) * (double)hw, nearest = floor(exact + 0.5);
+    double kept = fabs(exact - nearest) <= 1e-6 ? nearest : floor(exact);
     return kept < 1.0 ? 1 : (int)kept;
 }
 
