@@ -79,10 +79,12 @@ static perf_status validate_desc(const char *fn, const perf_conv_desc *d) {
     if ((long long)d->in_h * d->in_w > INT32_MAX)
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: input map %dx%d has more than 2^31-1 positions",
                          fn, d->in_h, d->in_w);
-    if ((long long)(d->in_channels / d->groups) * d->kernel_h * d->kernel_w > INT32_MAX / 8)
+    /* in two steps: the product of three ints can overflow 64 bits (found by fuzz/run.sh) */
+    const long long rows = (long long)(d->in_channels / d->groups) * d->kernel_h;
+    if (rows > INT32_MAX / 8 || rows * d->kernel_w > INT32_MAX / 8)
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
-                         "%s: in_channels/groups * kernel_h * kernel_w = %lld is too large", fn,
-                         (long long)(d->in_channels / d->groups) * d->kernel_h * d->kernel_w);
+                         "%s: in_channels/groups * kernel_h * kernel_w = %d * %d * %d exceeds 2^28", fn,
+                         d->in_channels / d->groups, d->kernel_h, d->kernel_w);
     return PERF_STATUS_SUCCESS;
 }
 
