@@ -38,6 +38,21 @@ def test_steps_commit_cheapest_and_save(setup):
     assert state["step"] == 2 and set(state["plan"]["layers"]) == set(s.masks)
 
 
+def test_a_notch_always_computes_fewer_positions(setup):
+    # conv3 is 8x8: rates 1 - 1/k for k = 13..16 all keep floor(64/k) = 4 positions and k = 17..20
+    # keep 3, so from level 13 the next notch is level 17, and from 17 there is none left
+    s = search(setup, "notch")
+    s.level["conv3"] = 13
+    assert s.next_level("conv3") == 17
+    s.level["conv3"] = 17
+    assert s.next_level("conv3") is None
+    s.level["conv3"] = 0
+    s.run(3)
+    for i in range(1, 4):
+        record = json.loads((s.out / f"step_{i:03d}.json").read_text())
+        assert record["rate"] == RATES[record["level"][record["layer"]]]
+
+
 def test_resume_gives_the_same_search(setup):
     whole = search(setup, "whole")
     whole.run(2)

@@ -34,7 +34,7 @@ import numpy as np
 
 from .files import write_json_atomic
 from .impact import estimate_impact
-from .masks import Mask, make_mask
+from .masks import Mask, count_for_rate, make_mask
 from .model import Model
 from .plan import PerforationPlan
 from .timing import alternating_times
@@ -169,7 +169,7 @@ class GreedySearch:
                 return
             before = self.step
             self.run(self.step + 1)
-            if self.step == before:  # every layer is at the last rate
+            if self.step == before:  # no layer has a notch left
                 return
 
     def _impact(self) -> Dict[str, np.ndarray]:
@@ -188,12 +188,25 @@ class GreedySearch:
 
     # -- the search ------------------------------------------------------------------------------
 
+    def next_level(self, layer: str) -> Optional[int]:
+        """The layer's next notch: the first rate above its level that computes fewer positions
+        (on a small map neighbouring rates give the same count: 8x8 keeps floor(64/k) = 4 positions
+        for every rate 1 - 1/k with k = 13..16; such a notch costs a step and gains nothing). None
+        when no rate left computes fewer positions."""
+        size, level = self.sizes[layer], self.level[layer]
+        now = count_for_rate(size, RATES[level])
+        for nxt in range(level + 1, len(RATES)):
+            if count_for_rate(size, RATES[nxt]) < now:
+                return nxt
+        return None
+
     def candidates(self) -> List[dict]:
         out = []
         for layer in self.layers:
-            if self.level[layer] + 1 >= len(RATES):
+            nxt = self.next_level(layer)
+            if nxt is None:
                 continue
-            rate = RATES[self.level[layer] + 1]
+            rate = RATES[nxt]
             for kind in self.kinds:
                 draws = 1 if kind == "impact" else 2  # random kinds: keep the better of two draws
                 best = None
@@ -201,7 +214,8 @@ class GreedySearch:
                     masks = dict(self.masks, **{layer: self._mask(layer, kind, rate)})
                     loss = self.evaluate(masks)
                     if best is None or loss < best["loss"]:
-                        best = {"layer": layer, "kind": kind, "rate": rate, "masks": masks, "loss": loss}
+                        best = {"layer": layer, "kind": kind, "rate": rate, "level": nxt, "masks": masks,
+                                "loss": loss}
                 best["t0_beside"], best["time"] = self.times([None, best["masks"]])
                 gain = self.t0 * (1 - best["time"] / best["t0_beside"])
                 best["cost"] = (best["loss"] - self.L0) / gain if gain > 0 else math.inf
@@ -215,17 +229,17 @@ class GreedySearch:
 
     def run(self, steps: int, until: Optional[float] = None) -> None:
         """Run until `steps` steps are saved in total (counting resumed ones), every layer is at the
-        last rate, or (with `until`) a committed step reaches that speedup."""
+        last notch (no rate left computes fewer positions), or (with `until`) a committed step reaches that speedup."""
         while self.step < steps and (until is None or self.speedup() < until):
             cands = self.candidates()
             if not cands:
-                self.log("greedy: every layer is at the last rate")
+                self.log("greedy: every layer is at its last notch (no rate left computes fewer positions)")
                 break
             best = min(cands, key=lambda c: c["cost"] if not math.isnan(c["cost"]) else math.inf)
             if not math.isfinite(best["cost"]):  # no candidate is faster than the original network
                 self.log("greedy: no candidate runs faster than the original network; stopped")
                 break
-            self.level[best["layer"]] += 1
+            self.level[best["layer"]] = best["level"]
             self.masks = best["masks"]
             self.step += 1
             self._save(best)
