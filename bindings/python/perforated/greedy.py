@@ -228,8 +228,9 @@ class GreedySearch:
         return json.loads(path.read_text())["speedup"] if self.step and path.is_file() else 1.0
 
     def run(self, steps: int, until: Optional[float] = None) -> None:
-        """Run until `steps` steps are saved in total (counting resumed ones), every layer is at the
-        last notch (no rate left computes fewer positions), or (with `until`) a committed step reaches that speedup."""
+        """Run until `steps` steps are saved in total (counting resumed ones), every layer is at its
+        last notch (no rate left computes fewer positions), or (with `until`) a committed step
+        reaches that speedup."""
         while self.step < steps and (until is None or self.speedup() < until):
             cands = self.candidates()
             if not cands:
