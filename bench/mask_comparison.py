@@ -60,6 +60,15 @@ def resize_split(split: Split, side: int) -> Split:
     return Split(out, split.labels, split.classes)
 
 
+def strided_rate(rows: list, layers: Tuple[str, ...]) -> float:
+    """The positions a strided network skips, as a perforation rate (averaged over `layers` like the
+    masks' rates): 1 - 1/stride^2 only when the stride divides the map, e.g. NIN conv2 (16x16, 5x5,
+    padding 2) at stride 3 computes a 6x6 map, rate 1 - 36/256 = 0.859, not 1 - 1/9 = 0.889."""
+    dense = Model("nin", 1).output_sizes()
+    strided = Model(rows, 1, input_shape=(3, 32, 32), classes=10).output_sizes()
+    return float(np.mean([1 - np.prod(strided[n]) / np.prod(dense[n]) for n in layers]))
+
+
 def configurations(impact: Dict[str, np.ndarray]) -> List[dict]:
     """Every row of the comparison: a builder for the model at a batch, and what to evaluate it on."""
     configs = []
@@ -72,7 +81,8 @@ def configurations(impact: Dict[str, np.ndarray]) -> List[dict]:
                                     build=lambda b, masks=masks: Model("nin", b, masks=masks)))
         for stride in ((2, 3) if scope == "conv2" else (2,)):  # stride 3 everywhere leaves pool2 a 2x2 map
             rows = strided_rows(layers, stride)
-            configs.append(dict(scope=scope, kind="stride", rate=1 - 1 / stride ** 2, nominal_rate=1 - 1 / stride ** 2,
+            configs.append(dict(scope=scope, kind="stride", rate=strided_rate(rows, layers),
+                                nominal_rate=1 - 1 / stride ** 2,
                                 build=lambda b, rows=rows: Model(rows, b, input_shape=(3, 32, 32), classes=10)))
     for rate in RATES:  # resize changes the whole network's input: scope "network" only
         side = int(round(32 * np.sqrt(1 - rate)))

@@ -81,6 +81,12 @@ def test_mask_comparison_configurations_run(rng):
             assert model.multiply_adds() < Model("nin", 1).multiply_adds()
 
 
+def test_stride_rate_counts_the_positions_the_strided_map_skips():
+    # conv2 is 16x16 with a 5x5 kernel and padding 2: stride 2 computes 8x8, stride 3 computes 6x6
+    assert mc.strided_rate(mc.strided_rows(("conv2",), 2), ("conv2",)) == pytest.approx(0.75)
+    assert mc.strided_rate(mc.strided_rows(("conv2",), 3), ("conv2",)) == pytest.approx(1 - 36 / 256)
+
+
 def test_resize_split(rng):
     split = Split(rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8), np.arange(3), [str(i) for i in range(10)])
     small = mc.resize_split(split, 16)
