@@ -1,8 +1,9 @@
 """Mask comparison on NIN / CIFAR-10 (the paper's Fig. 2): test error vs measured speedup, no fine-tuning.
 
-Kinds: uniform, grid, pooling structure and impact masks (SPEC §4), and two baselines: **stride**
-(the layer's stride becomes 2 or 3, no interpolation: the following layers see a smaller map) and
-**resize** (the input image is downscaled by sqrt(1 - r) with Pillow's bilinear filter; NIN ends with
+Kinds: uniform, grid, pooling structure and impact masks (SPEC §4), and three baselines: **stride**
+(the layer's stride becomes 2 or 3, no interpolation: the following layers see a smaller map),
+**fractional stride** (the Grid mask's rows x cols become the layer's output map, no interpolation:
+a non-integer stride, the following layers see a smaller map) and **resize** (the input image is downscaled by sqrt(1 - r) with Pillow's bilinear filter; NIN ends with
 a global pooling, so it runs at any input size). Two scopes: conv2 alone, and the whole network (the
 same rate on conv1, conv2 and conv3). Impact maps come from the dense network over training images.
 
@@ -29,6 +30,7 @@ from bench.paths import RESULTS
 from bench.report import _csv, _md
 from perforated.data import Split, load_dataset, preprocess_for, training_subsets
 from perforated.impact import estimate_impact
+from perforated.masks import Mask, make_mask
 from perforated.model import Model
 from perforated.networks import NETWORKS, perforable_layers
 from perforated.plan import layer_masks
@@ -60,13 +62,36 @@ def resize_split(split: Split, side: int) -> Split:
     return Split(out, split.labels, split.classes)
 
 
-def strided_rate(rows: list, layers: Tuple[str, ...]) -> float:
-    """The positions a strided network skips, as a perforation rate (averaged over `layers` like the
-    masks' rates): 1 - 1/stride^2 only when the stride divides the map, e.g. NIN conv2 (16x16, 5x5,
-    padding 2) at stride 3 computes a 6x6 map, rate 1 - 36/256 = 0.859, not 1 - 1/9 = 0.889."""
+def fractional_rows(layers: Tuple[str, ...]) -> list:
+    """NIN with `layers` marked fractional-stride: given a grid mask, a layer's output map is the grid."""
+    return [(kind, name, dict(p, fractional=True) if kind == "conv" and name in layers else p)
+            for kind, name, p in NETWORKS["nin"]["layers"]()]
+
+
+def fractional_masks(layers: Tuple[str, ...], rate: float, seed: int = 0) -> Dict[str, Mask]:
+    """Grid masks at `rate` for fractional-stride `layers`, each sized on the map its predecessors'
+    grids leave it (conv2 at rate r sees a map already shrunk by conv1's grid). Raises ValueError
+    when a map becomes smaller than a later layer's window."""
+    rows, masks = fractional_rows(layers), {}
+    for i, name in enumerate(layers):
+        size = baseline_model(rows, masks).output_sizes()[name]
+        masks[name] = make_mask("grid", size, rate, seed + i)
+    baseline_model(rows, masks)  # the last grid must leave the layers after it a valid map too
+    return masks
+
+
+def baseline_model(rows: list, masks: Optional[Dict[str, Mask]] = None, batch: int = 1) -> Model:
+    return Model(rows, batch, masks=masks, input_shape=NETWORKS["nin"]["input"], classes=10)
+
+
+def skipped_rate(model: Model, layers: Tuple[str, ...]) -> float:
+    """The share of the original network's output positions that `layers` of `model` do not compute,
+    as a perforation rate (averaged over `layers` like the masks' rates). It counts the maps the
+    baselines really compute: NIN conv2 (16x16, 5x5, padding 2) at stride 3 computes 6x6, rate
+    1 - 36/256 = 0.859, not 1 - 1/9 = 0.889; on the whole network conv2 also sees the map conv1 shrank."""
     dense = Model("nin", 1).output_sizes()
-    strided = Model(rows, 1, input_shape=(3, 32, 32), classes=10).output_sizes()
-    return float(np.mean([1 - np.prod(strided[n]) / np.prod(dense[n]) for n in layers]))
+    computed = {s.name: s.layout.positions for s in model.steps if s.kind == "conv"}
+    return float(np.mean([1 - computed[n] / np.prod(dense[n]) for n in layers]))
 
 
 def configurations(impact: Dict[str, np.ndarray]) -> List[dict]:
@@ -81,9 +106,18 @@ def configurations(impact: Dict[str, np.ndarray]) -> List[dict]:
                                     build=lambda b, masks=masks: Model("nin", b, masks=masks)))
         for stride in ((2, 3) if scope == "conv2" else (2,)):  # stride 3 everywhere leaves pool2 a 2x2 map
             rows = strided_rows(layers, stride)
-            configs.append(dict(scope=scope, kind="stride", rate=strided_rate(rows, layers),
+            configs.append(dict(scope=scope, kind="stride", rate=skipped_rate(baseline_model(rows), layers),
                                 nominal_rate=1 - 1 / stride ** 2,
-                                build=lambda b, rows=rows: Model(rows, b, input_shape=(3, 32, 32), classes=10)))
+                                build=lambda b, rows=rows: baseline_model(rows, batch=b)))
+        rows = fractional_rows(layers)
+        for rate in RATES:
+            try:
+                masks = fractional_masks(layers, rate)
+            except ValueError:  # whole network: a high rate leaves pool2 a map smaller than its window
+                continue
+            configs.append(dict(scope=scope, kind="fractional stride", nominal_rate=rate,
+                                rate=skipped_rate(baseline_model(rows, masks), layers),
+                                build=lambda b, rows=rows, masks=masks: baseline_model(rows, masks, b)))
     for rate in RATES:  # resize changes the whole network's input: scope "network" only
         side = int(round(32 * np.sqrt(1 - rate)))
         configs.append(dict(scope="network", kind="resize", rate=1 - side * side / 1024, nominal_rate=rate, side=side,
@@ -184,7 +218,10 @@ def write(raw: dict, out: Path) -> None:
              f"Original network: top-1 error {raw['dense']['top1_error']:.2f}% on these images.", "",
              "## Ranking (paper: impact <= grid <= uniform)", ""] + [f"- {l}" for l in ranking(raw)] + \
             ["", "## All rows", ""] + _md(header, rows) + \
-            ["", "Not built: the fractional-stride baseline (grid positions, no interpolation).", ""]
+            ["", "Rates of the baselines count the positions they really compute, against the original "
+                 "network's maps (on the whole network a layer also sees the map the layers before it "
+                 "shrank). Fractional stride on the whole network builds only up to the rate where pool2 "
+                 "still gets a map as large as its 3x3 window.", ""]
     (out / "mask_comparison.md").write_text("\n".join(lines))
     plot(raw, out / "plots" / "mask_comparison.png")
 
@@ -197,9 +234,9 @@ def plot(raw: dict, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    kinds = MASK_KINDS + ("stride", "resize")
+    kinds = MASK_KINDS + ("stride", "fractional stride", "resize")
     for ax, scope in zip(axes, SCOPES):
-        for kind, marker in zip(kinds, "osD^vx"):
+        for kind, marker in zip(kinds, "osD^v<x"):
             pts = sorted((r["speedup"], r["top1_error"]) for r in raw["rows"] if r["scope"] == scope and r["kind"] == kind)
             if pts:
                 ax.plot(*zip(*pts), marker=marker, label=kind)

@@ -70,21 +70,31 @@ def test_mask_comparison_configurations_run(rng):
     configs = mc.configurations(_impact(rng))
     kinds = {(c["scope"], c["kind"]) for c in configs}
     assert ("conv2", "stride") in kinds and ("network", "resize") in kinds and ("conv2", "resize") not in kinds
-    assert len(configs) == 2 * 4 * len(mc.RATES) + 3 + len(mc.RATES)
+    # fractional stride: every rate on conv2; on the whole network the highest leaves pool2 a 2x2 map
+    assert sum(c["kind"] == "fractional stride" for c in configs) == 2 * len(mc.RATES) - 1
+    assert len(configs) == 2 * 4 * len(mc.RATES) + 3 + len(mc.RATES) + 2 * len(mc.RATES) - 1
     x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
     for c in configs:
         model = c["build"](2)
         side = model.input_shape[-1]
         out = model.forward(np.ascontiguousarray(x[:, :, :side, :side]))
         assert out.shape == (2, 10) and np.isfinite(out).all(), (c["scope"], c["kind"], c["rate"])
-        if c["kind"] == "stride":  # an architecture change: fewer multiply-adds than the original
+        if c["kind"] in ("stride", "fractional stride"):  # an architecture change: fewer multiply-adds
             assert model.multiply_adds() < Model("nin", 1).multiply_adds()
 
 
-def test_stride_rate_counts_the_positions_the_strided_map_skips():
+def test_baseline_rates_count_the_positions_really_computed():
     # conv2 is 16x16 with a 5x5 kernel and padding 2: stride 2 computes 8x8, stride 3 computes 6x6
-    assert mc.strided_rate(mc.strided_rows(("conv2",), 2), ("conv2",)) == pytest.approx(0.75)
-    assert mc.strided_rate(mc.strided_rows(("conv2",), 3), ("conv2",)) == pytest.approx(1 - 36 / 256)
+    for stride, rate in ((2, 0.75), (3, 1 - 36 / 256)):
+        model = mc.baseline_model(mc.strided_rows(("conv2",), stride))
+        assert mc.skipped_rate(model, ("conv2",)) == pytest.approx(rate)
+    # fractional stride on the whole network: conv2's grid is drawn on the map conv1's grid left it
+    layers = ("conv1", "conv2", "conv3")
+    masks = mc.fractional_masks(layers, 0.75)
+    assert masks["conv1"].shape == (32, 32) and masks["conv1"].count == 256
+    assert masks["conv2"].shape == (8, 8) and masks["conv2"].count == 16  # pool1 of the 16x16 grid
+    model = mc.baseline_model(mc.fractional_rows(layers), masks)
+    assert mc.skipped_rate(model, layers) == pytest.approx(np.mean([1 - 256 / 1024, 1 - 16 / 256, 1 - 1 / 64]))
 
 
 def test_resize_split(rng):

@@ -83,6 +83,50 @@ def test_backward_matches_finite_differences(rng, perforated):
         assert abs(num - grad[index]) <= 0.05 * abs(num) + 1e-3, (name, key, num, grad[index])
 
 
+def fractional_model(seed=0):
+    """ROWS with c1 a fractional-stride conv: its grid's rows x cols are the map the next layers see."""
+    rows = [(k, n, dict(p, fractional=True) if n == "c1" else p) for k, n, p in ROWS]
+    mask = P.make_mask("grid", (9, 11), 0.6, seed=2)
+    return Model(rows, 3, masks={"c1": mask}, input_shape=INPUT, classes=5, seed=seed), mask
+
+
+def test_fractional_stride_reads_the_grid_as_a_smaller_map(rng):
+    model, mask = fractional_model()
+    gh, gw = P.grid_shape(mask)
+    assert gh * gw == mask.count and (gh, gw) != (9, 11)
+    x = rng.standard_normal((3,) + INPUT).astype(np.float32)
+    got = model.forward(x).copy()
+    w = model.params
+    rows, cols = np.unique(mask.indices // 11), np.unique(mask.indices % 11)
+    y = P.conv2d(x, w["c1"]["weight"], w["c1"]["bias"], pad=1)[:, :, rows][:, :, :, cols]  # no interpolation
+    y = P.relu(P.conv2d(P.relu(np.ascontiguousarray(y)), w["p1"]["weight"], w["p1"]["bias"]))
+    y = P.max_pool2d(P.lrn(y, 3, 1e-2, 0.75, 1.0), 3, 2)
+    y = P.relu(P.conv2d(y, w["c2"]["weight"], w["c2"]["bias"], pad=1, groups=2))
+    want = P.linear(np.ascontiguousarray(y.reshape(3, -1)), w["fc"]["weight"], w["fc"]["bias"])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert model.output_sizes()["c2"] == ((gh - 3) // 2 + 1, (gw - 3) // 2 + 1)
+
+
+def test_fractional_stride_backward_matches_finite_differences(rng):
+    model, _ = fractional_model(seed=4)
+    x = rng.standard_normal((3,) + INPUT).astype(np.float32)
+    labels = np.array([0, 3, 4])
+    model.forward(x)
+    model.loss(labels)
+    model.backward(labels)
+    for name, key in [("c1", "weight"), ("c1", "bias"), ("fc", "weight")]:
+        grad = model.params.grads[name][key]
+        index = np.unravel_index(np.argmax(np.abs(grad)), grad.shape)
+        num = numeric_grad(model, x, labels, name, key, index)
+        assert abs(num - grad[index]) <= 0.05 * abs(num) + 1e-3, (name, key, num, grad[index])
+
+
+def test_fractional_stride_needs_a_grid_mask():
+    rows = [(k, n, dict(p, fractional=True) if n == "c1" else p) for k, n, p in ROWS]
+    with pytest.raises(ValueError, match="grid_shape: .*product set.*'uniform'"):
+        Model(rows, 1, masks={"c1": P.make_mask("uniform", (9, 11), 0.6, seed=2)}, input_shape=INPUT, classes=5)
+
+
 def test_dropout_only_in_training(rng):
     model = small_model()
     x = rng.standard_normal((3,) + INPUT).astype(np.float32)

@@ -8,7 +8,7 @@ from .errors import (DeviceError, InternalError, InvalidArgumentError, Perforate
                      UnsupportedError)
 
 from .device import Context, cuda_available, cuda_device_count, default_context
-from .masks import KINDS as MASK_KINDS, Mask, count_for_rate, make_mask
+from .masks import KINDS as MASK_KINDS, Mask, count_for_rate, grid_shape, make_mask
 from .interp import interpolate, interpolate_backward
 from .conv import ConvPlan, conv2d, conv2d_backward
 from .pooling import (PoolPlan, avg_pool2d, avg_pool2d_backward, global_avg_pool2d,

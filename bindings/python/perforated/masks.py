@@ -114,6 +114,19 @@ class Mask:
                 f"rate={self.rate:.4f}, seed={self._seed})")
 
 
+def grid_shape(mask: Mask) -> Tuple[int, int]:
+    """``(rows, cols)`` of a mask whose positions are a product set (a Grid mask): its compact
+    tensor, in row-major order, is then a dense ``rows x cols`` map. Raises ``ValueError`` for
+    any other mask (a fractional-stride conv needs one, see :class:`perforated.model.Model`)."""
+    h, w = mask.shape
+    rows, cols = np.unique(mask.indices // w), np.unique(mask.indices % w)
+    if rows.size * cols.size != mask.count:
+        raise ValueError(f"grid_shape: the mask's {mask.count} positions span {rows.size} rows and "
+                         f"{cols.size} columns of its {h}x{w} map, expected a product set of "
+                         f"{rows.size * cols.size} (a grid mask; got kind {mask.kind!r})")
+    return int(rows.size), int(cols.size)
+
+
 def count_for_rate(size: Tuple[int, int], rate: float) -> int:
     """Positions a rate-``rate`` mask keeps: ``max(1, floor((1 - rate) * h * w))``, the product taken as
     exact when within rounding of an integer (rate 1 - 1/k keeps h*w/k); Grid keeps fewer."""

@@ -28,7 +28,7 @@ from .conv import ConvPlan
 from .device import Context, is_device_array
 from .files import save_params_npz
 from .interp import interpolate, interpolate_backward
-from .masks import Mask
+from .masks import Mask, grid_shape
 from .networks import NETWORKS, Row
 from .plan import PerforationPlan
 from .pooling import PoolPlan
@@ -85,8 +85,15 @@ class ConvStep(Step):
             self.plan = ConvPlan(batch, layout_in.channels, (layout_in.h, layout_in.w), p["out"], k, s, pad, g,
                                  mask=mask, input_mask=layout_in.mask, context=buf.context)
             oh, ow = self.plan.out_size
-            self.layout = Layout(p["out"], oh, ow, mask)
             self._x_view, self._y_view_shape = x, None
+            if p.get("fractional") and mask is not None:
+                # fractional stride (SPEC §4, a baseline): the grid's rows x cols become the output
+                # map, not interpolated; the compact tensor is that map in row-major order
+                gh, gw = grid_shape(mask)
+                self.layout = Layout(p["out"], gh, gw)
+                self._y_view_shape = (batch, p["out"], mask.count)
+            else:
+                self.layout = Layout(p["out"], oh, ow, mask)
         self.mask = mask
         self.y = buf.zeros(self.layout.shape(batch))
         self._y_view = self.y.reshape(self._y_view_shape) if self._y_view_shape else self.y
@@ -328,6 +335,10 @@ class Model:
         device; :mod:`perforated.batchnorm`). Its parameters are ``<conv>_bn``; :meth:`deploy_params` and
         :meth:`save_weights` fold it into the convs, giving weights of the plain network.
 
+    A conv row with ``fractional=True`` and a mask is a fractional-stride conv (a baseline, SPEC §4):
+    the mask must be a grid, and its rows x cols are the layer's output map, which the next layers
+    read as a smaller map (no interpolation).
+
     On the GPU, :meth:`forward` returns the logits as a CuPy array on the device (``cupy.asnumpy``
     copies them to the host); calls return once the work is enqueued, and :meth:`synchronize` waits
     for it (the context's stream is ordered with CuPy's default stream, see :mod:`perforated.device`).
@@ -375,6 +386,8 @@ class Model:
                 (kh, kw), (sh, sw), (ph, pw) = pair(p["kernel"]), pair(p.get("stride", 1)), pair(p.get("pad", 0))
                 h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
                 sizes[name] = (h, w)
+                if p.get("fractional") and name in self.masks:  # the next layer sees the grid
+                    h, w = grid_shape(self.masks[name])
             elif kind == "pool":
                 if p.get("global_"):
                     h = w = 1
