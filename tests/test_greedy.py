@@ -67,6 +67,17 @@ def test_resume_gives_the_same_search(setup):
     assert resumed.plan_dict() == whole.plan_dict()  # generator names survive the resume too
 
 
+def test_impact_masks_nest_even_where_impact_is_zero(setup):
+    # computed positions of impact 0 (no image activates them) tie with the perforated ones (0 by
+    # definition); the next mask must still choose among the computed positions only
+    s = search(setup, "zeros", kinds=("impact",))
+    first = s._mask("conv2", "impact", RATES[2])
+    s.masks["conv2"] = first
+    s.impact["conv2"] = np.zeros_like(s.impact["conv2"])
+    second = s._mask("conv2", "impact", RATES[3])
+    assert second.count < first.count and set(second.indices) <= set(first.indices)
+
+
 def test_impact_kind_keeps_masks_nested(setup):
     s = search(setup, "impact", kinds=("impact",))
     s.run(2)

@@ -181,7 +181,14 @@ class GreedySearch:
     def _mask(self, layer: str, kind: str, rate: float) -> Mask:
         size, seed = self.sizes[layer], int(self.rng.integers(2**31))
         if kind == "impact":
-            return make_mask("impact", size, rate, seed, scores=self.impact[layer].astype(np.float32))
+            scores = self.impact[layer].astype(np.float32)
+            if layer in self.masks:  # rank perforated positions below every computed one, even one of
+                # impact 0 (a position no image activates): the masks stay nested without relying
+                # on ties (impact is a sum of absolute values, so it is never negative)
+                computed = np.zeros(scores.size, bool)
+                computed[self.masks[layer].indices] = True
+                scores.reshape(-1)[~computed] = -1.0
+            return make_mask("impact", size, rate, seed, scores=scores)
         if kind == "pooling":
             return make_mask("pooling", size, rate, seed, pool=pool_window(self.rows, layer, size))
         return make_mask(kind, size, rate, seed)
