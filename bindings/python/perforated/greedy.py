@@ -146,6 +146,8 @@ class GreedySearch:
         self.log(f"greedy: re-timing the original network and {len(steps)} steps, {rounds} alternating rounds")
         times: List[List[float]] = [[] for _ in plans]
         rng = np.random.default_rng(0)  # not the search's generator: a resumed search draws the same masks
+        # one model at a time, built again each round: a NIN at batch 128 holds 0.69 GB of activation
+        # buffers, so keeping the models of 20-odd steps for all rounds would not fit a small machine
         for _ in range(rounds):
             for i, plan in enumerate(plans):
                 times[i].append(self.time(plan=plan, repeat=repeat, rng=rng))
