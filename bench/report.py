@@ -197,11 +197,14 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
     if masks_file.is_file():
         import json
 
-        from bench.mask_comparison import ranking
+        from bench.mask_comparison import ranking, ranking_at_equal_reduction
 
         masks = json.loads(masks_file.read_text())
-        lines += ["", "## NIN mask comparison (results/mask_comparison.md, before fine-tuning)", ""] + \
-                 [f"- {line}" for line in ranking(masks)] + ["", "![mask comparison](plots/mask_comparison.png)"]
+        lines += ["", "## NIN mask comparison (results/mask_comparison.md, before fine-tuning)", "",
+                  "At equal nominal rate:", ""] + [f"- {line}" for line in ranking(masks)] + \
+                 ["", "At equal multiplication reduction (interpolated):", ""] + \
+                 [f"- {line}" for line in ranking_at_equal_reduction(masks)] + \
+                 ["", "![mask comparison](plots/mask_comparison.png)"]
     lowrank_file = out / f"lowrank{suffix}.json"
     if lowrank_file.is_file():
         import json

@@ -112,6 +112,20 @@ def test_ranking_counts_rates(rng):
     assert lines[-1] == f"network: impact <= grid <= uniform at {len(mc.RATES)} of {len(mc.RATES)} rates"
 
 
+def test_ranking_at_equal_reduction_interpolates_between_rows():
+    # grid reaches higher reductions at the same rate; at equal reduction it is compared between its rows
+    rows = []
+    for s in mc.SCOPES:
+        rows += [dict(scope=s, kind="impact", mult_reduction=m, top1_error=e) for m, e in ((2, 10), (4, 14))]
+        rows += [dict(scope=s, kind="grid", mult_reduction=m, top1_error=e) for m, e in ((2.5, 12), (5, 16))]
+        rows += [dict(scope=s, kind="uniform", mult_reduction=m, top1_error=e) for m, e in ((2, 13), (4, 17))]
+    lines = mc.ranking_at_equal_reduction({"rows": rows}, points=3)
+    assert lines[0].startswith("conv2 2.50x fewer multiplications: impact 11.29%, grid 12.00%, uniform 14.29%")
+    assert lines[-1] == "network: impact <= grid <= uniform at 3 of 3 equal reductions"
+    rows = [dict(r, top1_error=20) if r["kind"] == "grid" else r for r in rows]  # grid now worst
+    assert mc.ranking_at_equal_reduction({"rows": rows}, points=3)[-1].endswith("at 0 of 3 equal reductions")
+
+
 def run_dir_of(tmp_path):
     [run_dir] = (tmp_path / "runs").iterdir()  # one folder per weights file
     [settings] = run_dir.iterdir()  # and in it one per fine-tuning settings
