@@ -2,8 +2,8 @@
 
 Kinds: uniform, grid, pooling structure and impact masks (SPEC §4), and three baselines: **stride**
 (the layer's stride becomes 2 or 3, no interpolation: the following layers see a smaller map),
-**fractional stride** (the Grid mask's rows x cols become the layer's output map, no interpolation:
-a non-integer stride, the following layers see a smaller map) and **resize** (the input image is downscaled by sqrt(1 - r) with Pillow's bilinear filter; NIN ends with
+**fractional stride** (the Grid mask's rows x cols become the layer's output map, no
+interpolation: a non-integer stride, the following layers see a smaller map) and **resize** (the input image is downscaled by sqrt(1 - r) with Pillow's bilinear filter; NIN ends with
 a global pooling, so it runs at any input size). Two scopes: conv2 alone, and the whole network (the
 same rate on conv1, conv2 and conv3). Impact maps come from the dense network over training images.
 
@@ -30,6 +30,7 @@ from bench.paths import RESULTS
 from bench.report import _csv, _md
 from perforated.data import Split, load_dataset, preprocess_for, training_subsets
 from perforated.impact import estimate_impact
+from perforated.errors import PerforatedError
 from perforated.masks import Mask, make_mask
 from perforated.model import Model
 from perforated.networks import NETWORKS, perforable_layers
@@ -113,7 +114,9 @@ def configurations(impact: Dict[str, np.ndarray]) -> List[dict]:
         for rate in RATES:
             try:
                 masks = fractional_masks(layers, rate)
-            except ValueError:  # whole network: a high rate leaves pool2 a map smaller than its window
+            except PerforatedError:  # whole network: a high rate leaves pool2 a map smaller than its window
+                if scope == "conv2":
+                    raise
                 continue
             configs.append(dict(scope=scope, kind="fractional stride", nominal_rate=rate,
                                 rate=skipped_rate(baseline_model(rows, masks), layers),
@@ -205,21 +208,28 @@ def ranking_at_equal_reduction(raw: dict, points: int = 5) -> List[str]:
     multiplication reduction) at `points` reductions spread over the range all three kinds cover.
     The cost axis is the multiplication reduction, not the measured speedup: the two track each other
     (both count the computed positions), but single timings on a shared machine are not monotonic in
-    the rate (one conv2 row read 0.79x), and interpolating through such a point would rank noise."""
+    the rate (one conv2 row read 0.79x), and interpolating through such a point would rank noise.
+    The points are read off curves through the same rows, not new measurements, and differences
+    smaller than the test set's noise decide nothing."""
     lines = []
     kinds = ("impact", "grid", "uniform")
     for scope in SCOPES:
         curves = {}
         for kind in kinds:
-            pts = sorted((r["mult_reduction"], r["top1_error"]) for r in raw["rows"]
-                         if r["scope"] == scope and r["kind"] == kind and "mult_reduction" in r)
-            if len(pts) >= 2:
-                curves[kind] = np.log([p[0] for p in pts]), np.array([p[1] for p in pts])
+            by_x: Dict[float, List[float]] = {}  # rows of equal reduction (a grid on a small map) averaged
+            for r in raw["rows"]:
+                if r["scope"] == scope and r["kind"] == kind and "mult_reduction" in r:
+                    by_x.setdefault(round(float(np.log(r["mult_reduction"])), 9), []).append(r["top1_error"])
+            if len(by_x) >= 2:
+                xs = sorted(by_x)
+                curves[kind] = np.array(xs), np.array([np.mean(by_x[x]) for x in xs])
         if len(curves) < len(kinds):
+            lines.append(f"{scope}: not ranked (needs two reductions of each of {', '.join(kinds)})")
             continue
         low = max(c[0][0] for c in curves.values())
         high = min(c[0][-1] for c in curves.values())
         if high <= low:
+            lines.append(f"{scope}: not ranked (the kinds' reductions do not overlap)")
             continue
         ok = 0
         for x in np.linspace(low, high, points):
@@ -246,7 +256,8 @@ def write(raw: dict, out: Path) -> None:
              f"Weights: {m['weights']}; errors on {m['images']} test images (seeded random subset); impact from "
              f"{m['impact_images']} training images; speedup = whole-network forward time at batch 128, "
              f"median of {m['rounds']} alternating rounds.  ",
-             f"Original network: top-1 error {raw['dense']['top1_error']:.2f}% on these images.", "",
+             f"Original network: top-1 error {raw['dense']['top1_error']:.2f}% on these images.", ""] + \
+            ([m["note"], ""] if m.get("note") else []) + [
              "## Ranking (paper: impact <= grid <= uniform)", "", "At equal nominal rate (grid keeps a few "
              "positions fewer, which favours the others):", ""] + [f"- {l}" for l in ranking(raw)] + \
             ["", "At equal multiplication reduction (each kind's error interpolated between its rows; "

@@ -122,8 +122,15 @@ def test_ranking_at_equal_reduction_interpolates_between_rows():
     lines = mc.ranking_at_equal_reduction({"rows": rows}, points=3)
     assert lines[0].startswith("conv2 2.50x fewer multiplications: impact 11.29%, grid 12.00%, uniform 14.29%")
     assert lines[-1] == "network: impact <= grid <= uniform at 3 of 3 equal reductions"
+    # two grid rows of one reduction (a small map) are averaged: 11 and 13 read as 12
+    dup = rows + [dict(scope=s, kind="grid", mult_reduction=2.5, top1_error=13) for s in mc.SCOPES]
+    dup = [dict(r, top1_error=11) if r["kind"] == "grid" and r["mult_reduction"] == 2.5 and r["top1_error"] == 12
+           else r for r in dup]
+    assert mc.ranking_at_equal_reduction({"rows": dup}, points=3)[0] == lines[0]
     rows = [dict(r, top1_error=20) if r["kind"] == "grid" else r for r in rows]  # grid now worst
     assert mc.ranking_at_equal_reduction({"rows": rows}, points=3)[-1].endswith("at 0 of 3 equal reductions")
+    only_two = [r for r in rows if r["kind"] != "grid"]
+    assert mc.ranking_at_equal_reduction({"rows": only_two})[0].startswith("conv2: not ranked")
 
 
 def run_dir_of(tmp_path):

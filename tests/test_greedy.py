@@ -38,19 +38,40 @@ def test_steps_commit_cheapest_and_save(setup):
     assert state["step"] == 2 and set(state["plan"]["layers"]) == set(s.masks)
 
 
+def commit(s, layer, kind, level):
+    s.level[layer] = level
+    s.masks[layer] = s._mask(layer, kind, RATES[level])
+
+
 def test_a_notch_always_computes_fewer_positions(setup):
     # conv3 is 8x8: rates 1 - 1/k for k = 13..16 all keep floor(64/k) = 4 positions and k = 17..20
     # keep 3, so from level 13 the next notch is level 17, and from 17 there is none left
     s = search(setup, "notch")
-    s.level["conv3"] = 13
+    commit(s, "conv3", "uniform", 13)
     assert s.next_level("conv3") == 17
-    s.level["conv3"] = 17
+    commit(s, "conv3", "uniform", 17)
     assert s.next_level("conv3") is None
+    del s.masks["conv3"]
     s.level["conv3"] = 0
     s.run(3)
     for i in range(1, 4):
         record = json.loads((s.out / f"step_{i:03d}.json").read_text())
         assert record["rate"] == RATES[record["level"][record["layer"]]]
+
+
+def test_a_grid_notch_counts_the_grid(setup):
+    # an 8x8 grid keeps 16 positions at levels 3 and 4 and 9 at level 5: from a grid at level 3 the
+    # grid's next notch is 5; a uniform mask at level 4 keeps 16 too (floor(64/4)), so its notch is 5
+    # as well, and from a 9-position grid at level 5 uniform must skip levels 6-7 (keeping 10 and 9)
+    s = search(setup, "grid_notch", kinds=("grid", "uniform"))
+    commit(s, "conv3", "grid", 3)
+    assert s.masks["conv3"].count == 16
+    assert s.next_level("conv3", "grid") == 5 and s.next_level("conv3", "uniform") == 5
+    commit(s, "conv3", "grid", 5)
+    assert s.masks["conv3"].count == 9 and s.next_level("conv3", "uniform") == 8
+    for cand in s.candidates():
+        assert cand["masks"][cand["layer"]].count < (s.masks[cand["layer"]].count if cand["layer"] in s.masks
+                                                     else np.prod(s.sizes[cand["layer"]]))
 
 
 def test_resume_gives_the_same_search(setup):

@@ -121,10 +121,16 @@ def test_fractional_stride_backward_matches_finite_differences(rng):
         assert abs(num - grad[index]) <= 0.05 * abs(num) + 1e-3, (name, key, num, grad[index])
 
 
-def test_fractional_stride_needs_a_grid_mask():
+def test_fractional_stride_needs_a_grid_mask_on_a_full_map():
     rows = [(k, n, dict(p, fractional=True) if n == "c1" else p) for k, n, p in ROWS]
     with pytest.raises(ValueError, match="grid_shape: .*product set.*'uniform'"):
         Model(rows, 1, masks={"c1": P.make_mask("uniform", (9, 11), 0.6, seed=2)}, input_shape=INPUT, classes=5)
+    plan = PerforationPlan("nin", {"conv1": {"kind": "grid", "rate": 0.6}})
+    with pytest.raises(ValueError, match="fractional-stride convs takes its grid masks as masks="):
+        Model(rows, 1, plan=plan, input_shape=INPUT, classes=5)
+    rows = [(k, n, dict(p, fractional=True) if n == "p1" else p) for k, n, p in ROWS]  # 1x1 after c1
+    with pytest.raises(ValueError, match="'p1' is marked fractional but reads a compact tensor"):
+        Model(rows, 1, masks={"c1": P.make_mask("grid", (9, 11), 0.6, seed=2)}, input_shape=INPUT, classes=5)
 
 
 def test_dropout_only_in_training(rng):

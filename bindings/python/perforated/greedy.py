@@ -185,11 +185,10 @@ class GreedySearch:
         if kind == "impact":
             scores = self.impact[layer].astype(np.float32)
             if layer in self.masks:  # rank perforated positions below every computed one, even one of
-                # impact 0 (a position no image activates): the masks stay nested without relying
-                # on ties (impact is a sum of absolute values, so it is never negative)
+                # impact 0 (a position no image activates): the masks stay nested without relying on ties
                 computed = np.zeros(scores.size, bool)
                 computed[self.masks[layer].indices] = True
-                scores.reshape(-1)[~computed] = -1.0
+                scores.reshape(-1)[~computed] = min(float(scores.min()), 0.0) - 1.0
             return make_mask("impact", size, rate, seed, scores=scores)
         if kind == "pooling":
             return make_mask("pooling", size, rate, seed, pool=pool_window(self.rows, layer, size))
@@ -197,26 +196,35 @@ class GreedySearch:
 
     # -- the search ------------------------------------------------------------------------------
 
-    def next_level(self, layer: str) -> Optional[int]:
-        """The layer's next notch: the first rate above its level that computes fewer positions
-        (on a small map neighbouring rates give the same count: 8x8 keeps floor(64/k) = 4 positions
-        for every rate 1 - 1/k with k = 13..16; such a notch costs a step and gains nothing). None
-        when no rate left computes fewer positions."""
-        size, level = self.sizes[layer], self.level[layer]
-        now = count_for_rate(size, RATES[level])
-        for nxt in range(level + 1, len(RATES)):
-            if count_for_rate(size, RATES[nxt]) < now:
+    def next_level(self, layer: str, kind: str = "uniform") -> Optional[int]:
+        """The layer's next notch for a `kind` mask: the first rate above its level at which that
+        kind computes fewer positions than the layer computes now. Neighbouring rates often give
+        the same count on a small map (8x8 keeps floor(64/k) = 4 positions for every rate 1 - 1/k,
+        k = 13..16; a grid keeps 4 from level 8 to 16), and such a notch would cost a step, and
+        could even be committed on timing noise, while it gains nothing. None when no rate left
+        computes fewer positions."""
+        size = self.sizes[layer]
+        now = self.masks[layer].count if layer in self.masks else size[0] * size[1]
+        for nxt in range(self.level[layer] + 1, len(RATES)):
+            if self._count(layer, kind, RATES[nxt]) < now:
                 return nxt
         return None
+
+    def _count(self, layer: str, kind: str, rate: float) -> int:
+        """Positions a `kind` mask keeps at `rate`: a grid keeps rows x cols (fewer than the others,
+        whatever its seed); every other kind keeps count_for_rate (SPEC §4)."""
+        if kind == "grid":
+            return make_mask("grid", self.sizes[layer], rate, 0).count
+        return count_for_rate(self.sizes[layer], rate)
 
     def candidates(self) -> List[dict]:
         out = []
         for layer in self.layers:
-            nxt = self.next_level(layer)
-            if nxt is None:
-                continue
-            rate = RATES[nxt]
             for kind in self.kinds:
+                nxt = self.next_level(layer, kind)
+                if nxt is None:
+                    continue
+                rate = RATES[nxt]
                 draws = 1 if kind == "impact" else 2  # random kinds: keep the better of two draws
                 best = None
                 for _ in range(draws):

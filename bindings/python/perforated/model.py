@@ -75,6 +75,10 @@ class ConvStep(Step):
         self.name, self.x, self.params = name, x, params
         k, s, pad, g = pair(p["kernel"]), pair(p.get("stride", 1)), pair(p.get("pad", 0)), p.get("groups", 1)
         compact_pointwise = layout_in.mask is not None and k == (1, 1) and s == (1, 1) and pad == (0, 0)
+        if compact_pointwise and p.get("fractional"):
+            raise ValueError(f"Model: conv {name!r} is marked fractional but reads a compact tensor "
+                             f"(a 1x1 conv after a perforated layer computes at its positions); "
+                             f"fractional stride needs a conv on a full map")
         if compact_pointwise:  # a 1x1 conv on a compact tensor: the same GEMM on a 1 x count map
             self.plan = ConvPlan(batch, layout_in.channels, (1, layout_in.mask.count), p["out"], 1, groups=g,
                                  context=buf.context)
@@ -366,6 +370,9 @@ class Model:
         self.device, self.context = self.buffers.device, self.buffers.context
         if isinstance(plan, (str, Path)):
             plan = PerforationPlan.load(plan)
+        if plan is not None and any(p.get("fractional") for kind, _, p in self.rows if kind == "conv"):
+            raise ValueError("Model: a network with fractional-stride convs takes its grid masks as masks=, "
+                             "not plan= (a plan sizes every mask on the original maps, which these convs shrink)")
         self.plan = plan
         self.masks: Dict[str, Mask] = dict(masks or {})
         if plan is not None:
