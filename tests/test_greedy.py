@@ -268,3 +268,16 @@ def test_stops_when_no_candidate_is_faster(setup):
     s.run(3)
     assert s.step == 0 and not list(s.out.glob("step_*.json"))
     assert any("no candidate runs faster" in m for m in said)
+
+
+def test_resume_notes_a_folder_from_before_the_notch_rule(setup):
+    weights, x, y, tmp = setup
+    s = search(setup, "old_notch")
+    s.run(1)
+    state = json.loads((s.out / "state.json").read_text())
+    del state["notch"]  # as a folder written before the rule
+    (s.out / "state.json").write_text(json.dumps(state))
+    logged = []
+    GreedySearch("nin", weights, x, y, s.out, impact_x=x[:4], impact_y=y[:4], eval_batch=6, timer="macs",
+                 seed=5, log=logged.append)
+    assert any("steps 1-1 of this folder raised a layer to the next rate" in m for m in logged)

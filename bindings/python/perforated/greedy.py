@@ -41,6 +41,7 @@ from .timing import alternating_times
 from .networks import NETWORKS, perforable_layers, pool_window
 
 GAIN_RULE = "relative to the original timed beside"  # recorded in state.json: older folders used t0 alone
+NOTCH_RULE = "next rate where the kind computes fewer positions"  # older folders: the next rate, always
 RATES: Tuple[float, ...] = (0.0, 1 / 3) + tuple(1 - 1 / k for k in range(2, 21))  # 21 values
 
 
@@ -274,7 +275,7 @@ class GreedySearch:
 
     def _save(self, best: Optional[dict]) -> None:
         record = {"fingerprint": self.fingerprint, "step": self.step, "L0": self.L0, "t0": self.t0,
-                  "timer": self.timer, "gain": GAIN_RULE, "level": self.level, "plan": self.plan_dict(),
+                  "timer": self.timer, "gain": GAIN_RULE, "notch": NOTCH_RULE, "level": self.level, "plan": self.plan_dict(),
                   "rng": self.rng.bit_generator.state}
         if best is not None:
             record.update(loss=best["loss"], time=best["time"], cost=best["cost"], layer=best["layer"],
@@ -300,6 +301,9 @@ class GreedySearch:
         if self.step and record.get("gain") != GAIN_RULE:
             self.log(f"greedy: note: steps 1-{self.step} of this folder took their gains against a t0 timed once "
                      f"at the start; the next steps take them against the original timed beside each candidate")
+        if self.step and record.get("notch") != NOTCH_RULE:
+            self.log(f"greedy: note: steps 1-{self.step} of this folder raised a layer to the next rate even "
+                     f"where that computed as many positions; the next steps skip such rates")
 
     def speedups(self) -> Tuple[List[dict], List[float], str]:
         """(saved steps, their speedups, where the speedups come from): the re-timed ones when
