@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from perforated.files import write_json_atomic
 from perforated.greedy import RATES, GreedySearch
 from perforated.model import Model
 
@@ -209,10 +210,14 @@ def test_retime_measures_forward_time(setup):
 
 def test_run_retimed_goes_on_until_a_retimed_step_reaches_until(setup):
     class SlowerWhenRetimed(GreedySearch):  # re-timing reads 10% slower than the search's timer
+        retimings = 0
+
         def retime(self, rounds=5, repeat=2):
+            SlowerWhenRetimed.retimings += 1
             record = super().retime(rounds, repeat)
             for r in record["steps"]:
                 r["speedup"] *= 0.9
+            write_json_atomic(self.out / "retimed.json", record)  # as a machine that reads slower would
             return record
 
     weights, x, y, tmp = setup
@@ -223,9 +228,12 @@ def test_run_retimed_goes_on_until_a_retimed_step_reaches_until(setup):
     s.run_retimed(50, until=1.3, rounds=1)
     speedups = [json.loads((s.out / f"step_{i:03d}.json").read_text())["speedup"] * 0.9 for i in range(1, s.step + 1)]
     assert s.step > plain.step and max(speedups) >= 1.3 and max(speedups[:-1]) < 1.3
-    before = s.step
-    s.run_retimed(50, until=1.3, rounds=1)  # already there: re-timed, nothing more
-    assert s.step == before
+    before, retimings = s.step, SlowerWhenRetimed.retimings
+    s.run_retimed(50, until=1.3, rounds=1)  # already there: not timed again (it could move the picks)
+    assert s.step == before and SlowerWhenRetimed.retimings == retimings
+    (s.out / "retimed.json").unlink()  # a re-timing that was lost is made again
+    s.run_retimed(50, until=1.3, rounds=1)
+    assert SlowerWhenRetimed.retimings == retimings + 1
 
 
 def test_costs_ignore_a_drift_of_the_machine(setup):

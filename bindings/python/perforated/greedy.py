@@ -163,12 +163,22 @@ class GreedySearch:
     def run_retimed(self, steps: int, until: Optional[float], rounds: int = 5) -> None:
         """run(), then retime(); with `until`, go on one step at a time (re-timing after each) until a
         re-timed step reaches it. The search's own timer drifts, so its `until` alone can stop short of
-        the speedup the picks need."""
+        the speedup the picks need. A search resumed after it finished is not re-timed: its
+        retimed.json covers every saved step, and timing again (re-timings differ by up to 10%) could
+        move the picks, and the rows fine-tuned from them, between two runs of one pipeline."""
+        def finished(record: dict) -> bool:
+            best = max((r["speedup"] for r in record["steps"]), default=1.0)
+            return self.step >= steps or (until is not None and best >= until)
+
+        record = current_retiming(self.out, saved_steps(self.out))
+        if record is not None and finished(record):
+            self.log(f"greedy: {self.out / 'retimed.json'} re-timed all {self.step} saved steps and the search "
+                     f"is finished; picking from it (delete the file to time again)")
+            return
         self.run(steps, until=until)
         while True:
             record = self.retime(rounds)
-            best = max((r["speedup"] for r in record["steps"]), default=1.0)
-            if until is None or best >= until or self.step >= steps:
+            if until is None or finished(record):
                 return
             before = self.step
             self.run(self.step + 1)
