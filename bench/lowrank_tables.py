@@ -39,6 +39,7 @@ from bench import lowrank_nin, measure
 from bench.report import NOT_MEASURED, _csv, _md
 from bench.tables import rate_for_reduction
 from perforated import lowrank as LR
+from perforated.files import file_digest
 from perforated.model import Model
 from perforated.networks import NETWORKS
 from perforated.plan import PerforationPlan
@@ -281,7 +282,8 @@ def _metadata(args, repeat: int) -> dict:
     meta = measure.machine_metadata()
     meta.update(threads=perforated.get_num_threads(), repeat=repeat, quick=args.quick, timing="alternating",
                 weights="random He initialisation, seed 0 (NIN: trained weights when present)",
-                nin_weights=(f"trained weights results/models/nin_cifar10.npz, error+ = top-1 error increase on "
+                nin_weights=(f"trained weights results/models/nin_cifar10.npz (SHA-256 {file_digest(NIN_WEIGHTS)}...), "
+                             f"error+ = top-1 error increase on "
                              f"{args.nin_test_images} CIFAR-10 test images (seeded random subset); channel "
                              f"decompositions (asymmetric) and rank energies fitted on the responses to "
                              f"{args.nin_fit_images} training images"

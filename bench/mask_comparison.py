@@ -31,6 +31,7 @@ from bench.report import _csv, _md
 from perforated.data import Split, load_dataset, preprocess_for, training_subsets
 from perforated.impact import estimate_impact
 from perforated.errors import PerforatedError
+from perforated.files import file_digest
 from perforated.masks import Mask, make_mask
 from perforated.model import Model
 from perforated.networks import NETWORKS, perforable_layers
@@ -179,7 +180,7 @@ def run(weights: Path, data: Optional[str], images: int, impact_images: int, rou
         del c["build"]
     meta = measure.machine_metadata()
     meta.update(threads=perforated.get_num_threads(), rounds=rounds, images=images, impact_images=impact_images,
-                weights=str(weights))
+                weights=str(weights), weights_digest=file_digest(weights))
     return {"metadata": meta, "dense": {"top1_error": dense_eval["top1_error"], "loss": dense_eval["loss"],
                                         "time": t_dense}, "rows": configs}
 
@@ -253,7 +254,9 @@ def write(raw: dict, out: Path) -> None:
              f"Command: `{m['command']}`  ", f"Date: {m['date']}  ",
              f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs; {m['threads']} threads  ",
              f"OpenBLAS: {m.get('openblas_config', 'n/a')}  ",
-             f"Weights: {m['weights']}; errors on {m['images']} test images (seeded random subset); impact from "
+             f"Weights: {m['weights']}"
+             + (f" (SHA-256 {m['weights_digest']}...)" if m.get("weights_digest") else "")
+             + f"; errors on {m['images']} test images (seeded random subset); impact from "
              f"{m['impact_images']} training images; speedup = whole-network forward time at batch 128, "
              f"median of {m['rounds']} alternating rounds.  ",
              f"Original network: top-1 error {raw['dense']['top1_error']:.2f}% on these images.", ""] + \

@@ -114,6 +114,9 @@ def run(args) -> Tuple[dict, List[str]]:
         state["dense_error"] = evaluate_split(Model("nin", 100, weights=args.weights), test, preprocess)["top1_error"]
         state["test_images"] = len(test)
         write_json_atomic(state_path, state)
+    if state["test_images"] != len(test):
+        raise ValueError(f"nin_accuracy: {state_path} holds rows measured on {state['test_images']} test images, "
+                         f"this run asks for {len(test)} (--test-images); use another --runs folder")
     impact = {}
     if "impact" in args.kinds and any("error" not in state.get("rows", {}).get(f"impact_{t:g}x", {})
                                       for t in args.targets):
@@ -126,15 +129,19 @@ def run(args) -> Tuple[dict, List[str]]:
     for key, kind, target, plan_path, make in row_plans(args, impact, plans_dir):
         keys.append(key)
         row = state.setdefault("rows", {}).get(key, {})
-        if "error" in row and Path(row["plan"]) != plan_path:
-            # a finished row from a run with another --out: its masks go with the table written now
-            plan_path.write_text(Path(row["plan"]).read_text())
+        if "error" in row:
+            # a finished row keeps its masks: the plan file written beside the table is rewritten from
+            # the row (it may hold another run's plan, e.g. a checkout where only runs/ was carried)
+            if "plan_json" in row:
+                plan_path.write_text(json.dumps(row["plan_json"], indent=1))
+            elif Path(row["plan"]) != plan_path:  # a row from before plan_json was kept
+                plan_path.write_text(Path(row["plan"]).read_text())
             row["plan"] = str(plan_path)
         if "error" not in row:
             make(plan_path)  # (re)written for these weights
             measure.progress(f"{key}: error before fine-tuning")
             model = Model("nin", 100, plan=plan_path, weights=args.weights)
-            row.update(kind=kind, target=target, plan=str(plan_path),
+            row.update(kind=kind, target=target, plan=str(plan_path), plan_json=json.loads(plan_path.read_text()),
                        error=evaluate_split(model, test, preprocess)["top1_error"])
         if "tuned_error" not in row and args.finetune_epochs > 0:
             measure.progress(f"{key}: fine-tuning {args.finetune_epochs} epoch(s)")
@@ -174,10 +181,11 @@ def measure_speed(state: dict, keys: List[str], rounds: int) -> None:
 
 def write(state: dict, keys: List[str], args, seconds: float) -> dict:
     meta = measure.machine_metadata()
-    meta.update(threads=perforated.get_num_threads(), rounds=args.rounds, seconds=seconds, weights=str(args.weights))
+    meta.update(threads=perforated.get_num_threads(), rounds=args.rounds, seconds=seconds, weights=str(args.weights),
+                weights_digest=file_digest(args.weights))
     rows = []
     for r in (state["rows"][k] for k in keys):
-        r = dict(r, error_increase=r["error"] - state["dense_error"])
+        r = dict({k: v for k, v in r.items() if k != "plan_json"}, error_increase=r["error"] - state["dense_error"])
         if r.get("tuned_error") is not None:
             r["tuned_error_increase"] = r["tuned_error"] - state["dense_error"]
             if state.get("dense_tuned_error") is not None:
@@ -215,11 +223,12 @@ def table(raw: dict) -> tuple:
 def markdown(raw: dict) -> List[str]:
     m = raw["metadata"]
     header, rows = table(raw)
+    weights = m["weights"] + (f" (SHA-256 {m['weights_digest']}...)" if m.get("weights_digest") else "")
     return ["# NIN on CIFAR-10: perforated networks, error before and after fine-tuning", "",
             f"Command: `{m['command']}`  ", f"Date: {m['date']}  ",
             f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs; {m['threads']} threads  ",
             f"OpenBLAS: {m.get('openblas_config', 'n/a')}  ",
-            f"Weights: {m['weights']}; original network top-1 error {raw['dense_error']:.2f}% "
+            f"Weights: {weights}; original network top-1 error {raw['dense_error']:.2f}% "
             f"({raw['test_images']} test images; every error below is on the same images)  ",
             f"Speedup: whole-network forward time at batch 128, median of {m['rounds']} alternating rounds.  ",
             "Original network fine-tuned alike (the control: the same extra training changes the original "

@@ -166,8 +166,15 @@ def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
     # a second run reuses the finished rows (no fine-tuning again: the run folders are untouched)
     run_dir = run_dir_of(tmp_path)
     stamp = (run_dir / "grid_2x" / "checkpoint.npz").stat().st_mtime_ns
+    grid_plan = tmp_path / "out" / "plans" / "nin_grid_2x.json"
+    kept = json.loads(grid_plan.read_text())
+    grid_plan.write_text(json.dumps(PerforationPlan.uniform_rate("nin", 0.3).to_dict()))  # e.g. a stale tracked file
     na.main(argv)
     assert (run_dir / "grid_2x" / "checkpoint.npz").stat().st_mtime_ns == stamp
+    assert json.loads(grid_plan.read_text()) == kept  # the finished row's masks, timed with its errors
+    assert "SHA-256" in (tmp_path / "out" / "nin_accuracy.md").read_text()
+    with pytest.raises(ValueError, match="measured on 6 test images, this run asks for 3"):
+        na.main(argv + ["--test-images", "3"])
     header, rows = na.table(raw)
     assert len(rows) == 2 and "tuned error+" in header
     assert report._dense_error("nin", raw) == f"{raw['dense_error']:.2f}%"
