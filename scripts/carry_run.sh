@@ -32,8 +32,17 @@ save)
     mkdir -p "$dst"
     tmp="$(mktemp)"
     trap 'rm -f "$tmp"' EXIT
-    # the run may be writing its checkpoint now: files are replaced atomically, so tar sees old or new
-    tar -C "$src" "${excludes[@]}" -cf - . | gzip -1 > "$tmp"
+    # the run may be writing its checkpoint now: files are replaced atomically (written as NAME.PID.tmp,
+    # then renamed), so tar sees the old or the new file; the temporary ones are left out, and tar's
+    # status 1 ("a file changed or vanished as it was read") is accepted: it is such a replacement
+    set +e
+    tar -C "$src" --exclude='*.tmp' "${excludes[@]}" -cf - . | gzip -1 > "$tmp"
+    status=("${PIPESTATUS[@]}")
+    set -e
+    if (( status[0] > 1 || status[1] != 0 )); then
+        echo "carry_run.sh: packing $src failed (tar status ${status[0]}, gzip status ${status[1]})" >&2
+        exit 1
+    fi
     rm -f "$dst"/run.tar.gz.part-*
     (cd "$dst" && split -b 4M -d "$tmp" run.tar.gz.part-)
     sha256sum < "$tmp" | cut -d' ' -f1 > "$dst/run.sha256"

@@ -3,67 +3,109 @@
 #
 #   bash scripts/nin_results.sh [WEIGHTS]        # default results/models/nin_cifar10.npz
 #
+# Runs from the checkout it lives in, on its sources (bindings/python and bench/ first on PYTHONPATH,
+# the library built into build/ when there is none), whatever is installed in site-packages.
 # Steps, in order (each resumable: run the script again after an interruption and finished work is
 # kept; the greedy search and the fine-tuning runs are keyed by the weights, so new weights start
-# afresh):
+# afresh; a finished search is not re-timed, so its picks stay):
 #   1. perforated.evaluate: the original network's top-1 error on the 10,000 test images;
 #   2. perforated.greedy: impact masks against measured time until a re-timed step reaches 4x, the
 #      2x/3x/4x plans picked by the re-timed speedups (results/greedy_nin.md);
 #   3. bench.nin_accuracy: grid / impact / greedy rows at 2x, 3x, 4x, fine-tuned (results/nin_accuracy.*);
 #   4. bench.mask_comparison: error vs speedup for every mask kind and baseline (results/mask_comparison.*);
 #   5. bench.lowrank_tables --networks nin: low-rank / perforation / both with errors (results/lowrank_nin.*);
-#   6. bench.tables --report-only: results/tables.md re-rendered with these rows (no re-timing).
+#   6. bench.lowrank_tables --speed-only (all three networks): results/lowrank.* times the plans again,
+#      with step 5's NIN errors beside them (AlexNet and VGG-16 timed at batch 256 / 16);
+#   7. bench.tables --report-only: results/tables.md re-rendered with these rows (no re-timing).
 # Set STEPS to a subset ("1 2 3") to run only those. GREEDY_EVAL / GREEDY_IMPACT: the greedy search's
 # held-out images for the NLL and its impact images (the issue's 10,000 / 5,000 by default).
 # FINETUNE_LR: step 3's fine-tuning rate (0.001; 0.005 did worse on the committed weights).
 # FINETUNE_BN=1: fine-tune step 3's networks with batch normalisation (identity at the start, folded
 # back). Measured worse than without on the committed weights (README, accuracy paragraph).
+# Nothing else should run meanwhile: the search picks steps by measured time.
 # Several hours on a 2-core CPU (steps 2, 3 and 5 fine-tune or search); a GPU is not used. Longer
-# than a session there: carry the search folder and the finished rows to the next one with
+# than a session there: carry the search, the finished rows and the plans beside them to the next one:
 #   bash scripts/carry_run.sh save runs/greedy_nin_... checkpoints/greedy_nin
-#   bash scripts/carry_run.sh save runs/nin_accuracy checkpoints/nin_accuracy --exclude '*.npz'
-# (and `restore` there; a fine-tuning row cut short starts again).
+#   bash scripts/carry_run.sh save runs/nin_accuracy checkpoints/nin_accuracy --exclude weights.npz
+#   bash scripts/carry_run.sh save runs/lowrank_nin checkpoints/lowrank_nin --exclude weights.npz
+#   git add checkpoints results/plans results/greedy_nin.md && git commit ...
+# (and `restore` there; the fine-tuning checkpoints go along, 7.8 MB each, so a row cut short
+# resumes; --exclude '*.npz' makes the save small and such a row starts again).
 set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PYTHONPATH="$PWD/bindings/python:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
 weights="${1:-results/models/nin_cifar10.npz}"
-steps="${STEPS:-1 2 3 4 5 6}"
+steps="${STEPS:-1 2 3 4 5 6 7}"
 eval_images="${GREEDY_EVAL:-10000}"
 impact_images="${GREEDY_IMPACT:-5000}"
-[[ -f "$weights" ]] || { echo "nin_results.sh: no weights file $weights" >&2; exit 2; }
-hash="$(sha256sum "$weights" | cut -c1-12)"  # = perforated.files.file_digest: the runs/ keys
-greedy="runs/greedy_nin_${hash}_${eval_images}_${impact_images}"
 log() { echo "[nin_results $(date +%H:%M:%S)] $*" >&2; }
 want() { [[ " $steps " == *" $1 "* ]]; }
+[[ -f "$weights" ]] || { echo "nin_results.sh: no weights file $weights" >&2; exit 2; }
+if want 5 && [[ "$(realpath "$weights")" != "$(realpath results/models/nin_cifar10.npz)" ]]; then
+    # lowrank_tables reads results/models/nin_cifar10.npz: say so now, not after hours of steps 1-4
+    echo "nin_results.sh: step 5 uses results/models/nin_cifar10.npz only (run with STEPS without 5)" >&2
+    exit 2
+fi
+if [[ -z "${PERFORATED_LIBRARY:-}" ]] && ! compgen -G "build/libperforated.so*" >/dev/null; then
+    log "building the library into build/"
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build build -j "$(nproc)" >/dev/null
+fi
+# fail in seconds, not hours: these sources and this library, weights the comparison can use
+python - "$weights" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import perforated, perforated.timing, bench.nin_accuracy  # noqa: F401  (steps 2-7 import these)
+from perforated._lib import LIBRARY_PATH
+here = Path.cwd().resolve()
+if here not in Path(perforated.__file__).resolve().parents:
+    sys.exit(f"nin_results.sh: perforated imported from {perforated.__file__}, not from {here}")
+with np.load(sys.argv[1]) as w:
+    stored = json.loads(str(w["_preprocess"])) if "_preprocess" in w.files else {}
+if stored.get("mode") == "zca":
+    sys.exit("nin_results.sh: these weights were trained with ZCA; step 4's resize baseline needs per-channel "
+             "normalisation")
+print(f"nin_results: {perforated.build_info()}; library {LIBRARY_PATH}", file=sys.stderr)
+PY
+hash="$(sha256sum "$weights" | cut -c1-12)"  # = perforated.files.file_digest: the runs/ keys
+greedy="runs/greedy_nin_${hash}_${eval_images}_${impact_images}"
 
 if want 1; then
-    log "1/6 evaluate $weights"
+    log "1/7 evaluate $weights"
     python -m perforated.evaluate --network nin --weights "$weights"
 fi
 if want 2; then
-    log "2/6 greedy search into $greedy"
+    log "2/7 greedy search into $greedy"
     python -m perforated.greedy --weights "$weights" --kinds impact --until 4 --eval-images "$eval_images" \
         --impact-images "$impact_images" --out "$greedy" --report results/greedy_nin.md
 fi
 if want 3; then
-    log "3/6 nin_accuracy (fine-tuning every row)"
+    log "3/7 nin_accuracy (fine-tuning every row)"
     bn=(); [[ "${FINETUNE_BN:-0}" == 1 ]] && bn=(--finetune-batchnorm)
     python -m bench.nin_accuracy --weights "$weights" --greedy "$greedy" --finetune-lr "${FINETUNE_LR:-0.001}" --rounds 15 "${bn[@]}"
 fi
 if want 4; then
-    log "4/6 mask_comparison"
+    log "4/7 mask_comparison"
     python -m bench.mask_comparison --weights "$weights" --rounds 3 --images "${MASK_IMAGES:-2000}"
 fi
 if want 5; then
-    # lowrank_tables reads results/models/nin_cifar10.npz; it writes lowrank.* for the networks it ran,
-    # so it runs into a scratch folder and only the NIN accuracy files are copied into results/
-    [[ "$(realpath "$weights")" == "$(realpath results/models/nin_cifar10.npz)" ]] \
-        || { echo "nin_results.sh: step 5 uses results/models/nin_cifar10.npz only" >&2; exit 2; }
+    # lowrank_tables writes lowrank.* for the networks it ran, so it runs into a scratch folder and
+    # only the NIN accuracy files are copied into results/
     scratch="runs/lowrank_tables_nin"
-    log "5/6 low-rank NIN rows into $scratch"
+    log "5/7 low-rank NIN rows into $scratch"
     python -m bench.lowrank_tables --networks nin --out "$scratch"
     cp "$scratch"/lowrank_nin.{json,md,csv} results/
 fi
 if want 6; then
-    log "6/6 tables --report-only"
+    log "6/7 low-rank plans of the three networks timed again, step 5's NIN errors beside them"
+    python -m bench.lowrank_tables --speed-only --networks nin,alexnet,vgg16 --out results
+fi
+if want 7; then
+    log "7/7 tables --report-only"
     python -m bench.tables --report-only
 fi
 log "done"
