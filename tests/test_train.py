@@ -264,6 +264,14 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, rng):
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
     w = Model("nin", 4, weights=tmp_path / "a" / "weights.npz")  # extra keys ignored by load_weights
     np.testing.assert_array_equal(w.params["conv1"]["weight"], full["model"].params["conv1"]["weight"])
+    # a finished run carried without its weights file gets it back, exactly, from its checkpoint
+    saved = dict(np.load(tmp_path / "a" / "weights.npz"))
+    (tmp_path / "a" / "weights.npz").unlink()
+    tr.train(cfg, tmp_path / "a", resume=True, splits=splits, stream=None)
+    again = dict(np.load(tmp_path / "a" / "weights.npz"))
+    assert set(again) == set(saved)
+    for k in saved:
+        np.testing.assert_array_equal(again[k], saved[k])
     assert (tmp_path / "a" / "log.jsonl").read_text().count("\n") == 2
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         tr.train(cfg, tmp_path / "c", resume=True, splits=splits, stream=None)

@@ -395,6 +395,11 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
            if cfg.teacher else ""))
     session_start, session_images = time.perf_counter(), 0
     meta = {"network": cfg.network, "plan": cfg.plan, "lowrank": cfg.lowrank, "config": dataclasses.asdict(cfg)}
+    if state is not None and start_epoch >= cfg.epochs and not skip and not (out / "weights.npz").is_file():
+        # a finished run carried without its weights (carry_run.sh --exclude weights.npz): the last
+        # checkpoint holds the same parameters and normalisation statistics, so this file is exact
+        save_weights(model, out / "weights.npz", preprocess, dict(meta, epoch=start_epoch))
+        log(f"the run had finished; wrote {out / 'weights.npz'} (epoch {start_epoch}) from its checkpoint")
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     batches_done = 0
     for epoch in range(start_epoch, end_epoch):
