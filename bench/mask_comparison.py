@@ -2,12 +2,14 @@
 
 Kinds: uniform, grid, pooling structure and impact masks (SPEC §4), and three baselines: **stride**
 (the layer's stride becomes 2 or 3, no interpolation: the following layers see a smaller map),
-**fractional stride** (the Grid mask's rows x cols become the layer's output map, no
-interpolation: a non-integer stride, the following layers see a smaller map) and **resize** (the input image is downscaled by sqrt(1 - r) with Pillow's bilinear filter; NIN ends with
-a global pooling, so it runs at any input size). Two scopes: conv2 alone, and the whole network (the
-same rate on conv1, conv2 and conv3). Impact maps come from the dense network over training images.
+**fractional stride** (the Grid mask's rows x cols become the layer's output map, no interpolation:
+a non-integer stride, the following layers see a smaller map) and **resize** (the input image is
+downscaled by sqrt(1 - r) with Pillow's bilinear filter; NIN ends with a global pooling, so it runs
+at any input size). Two scopes: conv2 alone, and the whole network (the same rate on conv1, conv2
+and conv3). Impact maps come from the dense network over training images.
 
     python -m bench.mask_comparison [--weights results/models/nin_cifar10.npz] [--images 2000]
+    python -m bench.mask_comparison --kinds "fractional stride" --merge   # one kind, into the stored table
 
 writes results/mask_comparison.{json,csv,md} and results/plots/mask_comparison.png. Errors are
 measured on ``--images`` test images (a seeded random subset, the same for every row, so
@@ -20,7 +22,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,6 +42,7 @@ from perforated.train import evaluate_split
 
 RATES = (1 / 2, 2 / 3, 3 / 4, 4 / 5, 5 / 6)
 MASK_KINDS = ("uniform", "grid", "pooling", "impact")
+ALL_KINDS = MASK_KINDS + ("stride", "fractional stride", "resize")
 SCOPES = {"conv2": ("conv2",), "network": ("conv1", "conv2", "conv3")}
 DEFAULT_WEIGHTS = RESULTS / "models" / "nin_cifar10.npz"
 
@@ -96,23 +99,25 @@ def skipped_rate(model: Model, layers: Tuple[str, ...]) -> float:
     return float(np.mean([1 - computed[n] / np.prod(dense[n]) for n in layers]))
 
 
-def configurations(impact: Dict[str, np.ndarray]) -> List[dict]:
-    """Every row of the comparison: a builder for the model at a batch, and what to evaluate it on."""
+def configurations(impact: Dict[str, np.ndarray], kinds: Sequence[str] = ALL_KINDS) -> List[dict]:
+    """Every row of the comparison (of `kinds`): a builder for the model at a batch, and what to
+    evaluate it on."""
     configs = []
     for scope, layers in SCOPES.items():
         for kind in MASK_KINDS:
-            for rate in RATES:
+            for rate in (RATES if kind in kinds else ()):
                 masks = layer_masks("nin", kind, rate, layers, impact)
                 achieved = float(np.mean([m.rate for m in masks.values()]))
                 configs.append(dict(scope=scope, kind=kind, rate=achieved, nominal_rate=rate,
                                     build=lambda b, masks=masks: Model("nin", b, masks=masks)))
-        for stride in ((2, 3) if scope == "conv2" else (2,)):  # stride 3 everywhere leaves pool2 a 2x2 map
+        for stride in ((2, 3) if scope == "conv2" else (2,)) if "stride" in kinds else ():
+            # (stride 3 everywhere leaves pool2 a 2x2 map)
             rows = strided_rows(layers, stride)
             configs.append(dict(scope=scope, kind="stride", rate=skipped_rate(baseline_model(rows), layers),
                                 nominal_rate=1 - 1 / stride ** 2,
                                 build=lambda b, rows=rows: baseline_model(rows, batch=b)))
         rows = fractional_rows(layers)
-        for rate in RATES:
+        for rate in (RATES if "fractional stride" in kinds else ()):
             try:
                 masks = fractional_masks(layers, rate)
             except PerforatedError:  # whole network: a high rate leaves pool2 a map smaller than its window
@@ -122,7 +127,7 @@ def configurations(impact: Dict[str, np.ndarray]) -> List[dict]:
             configs.append(dict(scope=scope, kind="fractional stride", nominal_rate=rate,
                                 rate=skipped_rate(baseline_model(rows, masks), layers),
                                 build=lambda b, rows=rows, masks=masks: baseline_model(rows, masks, b)))
-    for rate in RATES:  # resize changes the whole network's input: scope "network" only
+    for rate in (RATES if "resize" in kinds else ()):  # resize changes the whole network's input: "network" only
         side = int(round(32 * np.sqrt(1 - rate)))
         configs.append(dict(scope="network", kind="resize", rate=1 - side * side / 1024, nominal_rate=rate, side=side,
                             build=lambda b, side=side: Model(NETWORKS["nin"]["layers"](), b,
@@ -147,7 +152,7 @@ def time_configs(configs: List[dict], batch: int, rounds: int) -> Tuple[float, L
 
 
 def run(weights: Path, data: Optional[str], images: int, impact_images: int, rounds: int,
-        eval_batch: int = 100) -> dict:
+        eval_batch: int = 100, kinds: Sequence[str] = ALL_KINDS) -> dict:
     splits = load_dataset(data)
     preprocess = preprocess_for(weights, splits["train"])
     if preprocess.mode == "zca":
@@ -156,11 +161,13 @@ def run(weights: Path, data: Optional[str], images: int, impact_images: int, rou
     test = splits["test"]
     # a seeded random subset: the image-folder layout stores the test split sorted by class
     test = test.subset(min(images, len(test)), seed=1)
-    measure.progress(f"impact maps over {impact_images} training images")
-    [(ix, iy)] = training_subsets(data, weights, [impact_images], seed=0)
     dense = Model("nin", eval_batch, weights=weights)
-    impact = estimate_impact(dense, ix, iy, perforable_layers(dense.rows))
-    configs = configurations(impact)
+    impact = {}
+    if "impact" in kinds:
+        measure.progress(f"impact maps over {impact_images} training images")
+        [(ix, iy)] = training_subsets(data, weights, [impact_images], seed=0)
+        impact = estimate_impact(dense, ix, iy, perforable_layers(dense.rows))
+    configs = configurations(impact, kinds)
     dense_eval = evaluate_split(dense, test, preprocess)
     dense_macs = dense.multiply_adds()
     resized: Dict[int, Split] = {}
@@ -180,9 +187,32 @@ def run(weights: Path, data: Optional[str], images: int, impact_images: int, rou
         del c["build"]
     meta = measure.machine_metadata()
     meta.update(threads=perforated.get_num_threads(), rounds=rounds, images=images, impact_images=impact_images,
-                weights=str(weights), weights_digest=file_digest(weights))
+                weights=str(weights), weights_digest=file_digest(weights), kinds=list(kinds))
     return {"metadata": meta, "dense": {"top1_error": dense_eval["top1_error"], "loss": dense_eval["loss"],
                                         "time": t_dense}, "rows": configs}
+
+
+def merge(raw: dict, old: dict) -> dict:
+    """`old` (a full comparison) with the rows of `raw`'s kinds replaced by `raw`'s: for a baseline
+    added or measured again without running every kind. Both must be of the same weights and test
+    images: the original network's error on them must agree exactly. Each run's speedups are against
+    the original network timed in that run, and the metadata lists the merged runs."""
+    kinds = raw["metadata"]["kinds"]
+    m, o = raw["metadata"], old["metadata"]
+    if m["images"] != o["images"] or raw["dense"]["top1_error"] != old["dense"]["top1_error"] or \
+            o.get("weights_digest", m["weights_digest"]) != m["weights_digest"]:
+        raise ValueError(f"mask_comparison --merge: the stored comparison is of other weights or images "
+                         f"({o['weights']}, {o['images']} images, original error {old['dense']['top1_error']:.2f}%; "
+                         f"this run {m['weights']}, {m['images']} images, {raw['dense']['top1_error']:.2f}%)")
+    order = {k: i for i, k in enumerate(ALL_KINDS)}
+    scopes = {s: i for i, s in enumerate(SCOPES)}
+    rows = [r for r in old["rows"] if r["kind"] not in kinds] + raw["rows"]
+    rows.sort(key=lambda r: (scopes[r["scope"]], order[r["kind"]]))  # stable: rates keep their order
+    merged = dict(old, rows=rows, metadata=dict(o))
+    merged["metadata"]["merged"] = [r for r in o.get("merged", []) if set(r["kinds"]) - set(kinds)] + [
+        {"kinds": list(kinds), "command": m["command"], "date": m["date"], "rounds": m["rounds"],
+         "dense_time": raw["dense"]["time"], "seconds": m.get("seconds")}]
+    return merged
 
 
 def ranking(raw: dict) -> List[str]:
@@ -260,7 +290,11 @@ def write(raw: dict, out: Path) -> None:
              f"{m['impact_images']} training images; speedup = whole-network forward time at batch 128, "
              f"median of {m['rounds']} alternating rounds.  ",
              f"Original network: top-1 error {raw['dense']['top1_error']:.2f}% on these images.", ""] + \
-            ([m["note"], ""] if m.get("note") else []) + [
+            ([m["note"], ""] if m.get("note") else []) + \
+            [f"Rows of {', '.join(r['kinds'])}: measured later by `{r['command']}` ({r['date']}, {r['rounds']} "
+             f"timing rounds; their speedups are against the original timed in that run, "
+             f"{r['dense_time'] * 1000:.0f} ms there, {raw['dense']['time'] * 1000:.0f} ms in the first) and "
+             f"merged here.  " for r in m.get("merged", [])] + (["" ] if m.get("merged") else []) + [
              "## Ranking (paper: impact <= grid <= uniform)", "", "At equal nominal rate (grid keeps a few "
              "positions fewer, which favours the others):", ""] + [f"- {l}" for l in ranking(raw)] + \
             ["", "At equal multiplication reduction (each kind's error interpolated between its rows; "
@@ -308,12 +342,26 @@ def main(argv=None) -> None:
     p.add_argument("--impact-images", type=int, default=5000)
     p.add_argument("--rounds", type=int, default=5, help="timing rounds")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--kinds", default=",".join(ALL_KINDS),
+                   help=f"comma-separated kinds to measure (default: all of {', '.join(ALL_KINDS)})")
+    p.add_argument("--merge", action="store_true",
+                   help="replace only these kinds' rows in the comparison stored in --out (same weights and "
+                        "test images), keeping the others")
     a = p.parse_args(argv)
     if not a.weights.is_file():
         p.error(f"--weights: no file at {a.weights} (train NIN first: see README, 'Training')")
+    kinds = tuple(k.strip() for k in a.kinds.split(",") if k.strip())
+    unknown = sorted(set(kinds) - set(ALL_KINDS))
+    if unknown or not kinds:
+        p.error(f"--kinds: expected some of {', '.join(ALL_KINDS)}, got {a.kinds!r}")
+    stored = a.out / "mask_comparison.json"
+    if a.merge and not stored.is_file():
+        p.error(f"--merge: no comparison stored at {stored} to merge into")
     start = time.perf_counter()
-    raw = run(a.weights, a.data, a.images, a.impact_images, a.rounds)
+    raw = run(a.weights, a.data, a.images, a.impact_images, a.rounds, kinds=kinds)
     raw["metadata"]["seconds"] = time.perf_counter() - start
+    if a.merge:
+        raw = merge(raw, json.loads(stored.read_text()))
     write(raw, a.out)
     print("\n".join(ranking(raw) + ranking_at_equal_reduction(raw)))
     measure.progress(f"wrote {a.out}/mask_comparison.md (.csv, .json, plots/mask_comparison.png)")

@@ -97,6 +97,34 @@ def test_baseline_rates_count_the_positions_really_computed():
     assert mc.skipped_rate(model, layers) == pytest.approx(np.mean([1 - 256 / 1024, 1 - 16 / 256, 1 - 1 / 64]))
 
 
+def _comparison(kinds, error=16.0, digest="abc", dense_time=0.2):
+    rows = [dict(scope=s, kind=k, nominal_rate=0.5, rate=0.5, top1_error=20.0, speedup=2.0)
+            for s in mc.SCOPES for k in kinds]
+    meta = dict(kinds=list(kinds), images=2000, weights="w.npz", weights_digest=digest, command="cmd " + kinds[0],
+                date="today", rounds=3)
+    return {"metadata": meta, "dense": {"top1_error": error, "time": dense_time}, "rows": rows}
+
+
+def test_merge_replaces_only_the_measured_kinds():
+    assert [c["kind"] for c in mc.configurations({}, kinds=("stride",))] == ["stride"] * 3
+    old = _comparison(mc.ALL_KINDS)
+    new = _comparison(("fractional stride",), dense_time=0.25)
+    for r in new["rows"]:
+        r["top1_error"] = 30.0
+    merged = mc.merge(new, old)
+    assert [(r["scope"], r["kind"]) for r in merged["rows"]] == [(r["scope"], r["kind"]) for r in old["rows"]]
+    assert {r["top1_error"] for r in merged["rows"] if r["kind"] == "fractional stride"} == {30.0}
+    assert {r["top1_error"] for r in merged["rows"] if r["kind"] != "fractional stride"} == {20.0}
+    assert merged["metadata"]["merged"] == [dict(kinds=["fractional stride"], command="cmd fractional stride",
+                                                 date="today", rounds=3, dense_time=0.25, seconds=None)]
+    again = mc.merge(new, merged)  # measured again: the older merge record is replaced
+    assert len(again["metadata"]["merged"]) == 1
+    with pytest.raises(ValueError, match="other weights or images"):
+        mc.merge(_comparison(("stride",), error=17.0), old)
+    with pytest.raises(ValueError, match="other weights or images"):
+        mc.merge(_comparison(("stride",), digest="def"), old)
+
+
 def test_resize_split(rng):
     split = Split(rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8), np.arange(3), [str(i) for i in range(10)])
     small = mc.resize_split(split, 16)
