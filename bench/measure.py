@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -63,7 +64,8 @@ def machine_metadata() -> Dict[str, object]:
     env.setdefault("OPENBLAS_CORETYPE", "(unset: OpenBLAS detects the CPU)")
     meta: Dict[str, object] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": " ".join([os.path.basename(sys.executable), "-m"] + [_module_name()] + sys.argv[1:]),
+        # quoted as a shell would need it (an argument such as --kinds "fractional stride")
+        "command": shlex.join([os.path.basename(sys.executable), "-m"] + [_module_name()] + sys.argv[1:]),
         "cpu": _cpu_name(),
         "logical_cpus": os.cpu_count(),
         "platform": platform.platform(),
