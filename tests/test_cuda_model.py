@@ -210,6 +210,25 @@ def test_fake_device_every_step_kind_matches_cpu(rng, fake_device, masked):
             np.testing.assert_array_equal(_host(dev.params.grads[name][key]), grad, err_msg=f"{name}/{key}")
 
 
+def _fractional_kw():
+    rows = [(k, n, dict(p, fractional=True) if n == "c1" else p) for k, n, p in ROWS]
+    return rows, dict(masks={"c1": P.make_mask("grid", (9, 11), 0.6, seed=2)}, input_shape=INPUT, classes=5, seed=3)
+
+
+def test_fake_device_fractional_stride_matches_cpu(rng, fake_device):
+    """A fractional-stride conv (its grid read as a smaller map) takes the GPU paths of the model."""
+    rows, kw = _fractional_kw()
+    cpu, dev = _pair(rows, 3, fake_device, **kw)
+    x = rng.standard_normal((3,) + INPUT).astype(np.float32)
+    labels = np.array([0, 3, 4])
+    for model in (cpu, dev):
+        model.forward(x)
+        model.loss(labels)
+        model.backward(labels)
+    np.testing.assert_array_equal(_host(dev.logits), cpu.logits)
+    np.testing.assert_array_equal(_host(dev.params.grads["c1"]["weight"]), cpu.params.grads["c1"]["weight"])
+
+
 def test_fake_device_weights_round_trip(tmp_path, fake_device):
     cpu, dev = _pair("nin", 1, fake_device, seed=5)
     for name, p in cpu.params.items():  # drawn on the host with the same seed
@@ -336,6 +355,15 @@ def test_nin_cuda_matches_cpu(rng, cp, perforated):
         want = cpu.params.grads[name]["weight"]
         np.testing.assert_allclose(cp.asnumpy(dev.params.grads[name]["weight"]), want, rtol=1e-3,
                                    atol=1e-4 * float(np.abs(want).max()), err_msg=name)
+
+
+@gpu_test
+def test_fractional_stride_cuda_matches_cpu(rng, cp):
+    rows, kw = _fractional_kw()
+    cpu, dev = Model(rows, 3, **kw), Model(rows, 3, device="cuda", **kw)
+    x = rng.standard_normal((3,) + INPUT).astype(np.float32)
+    want = cpu.forward(x)
+    np.testing.assert_allclose(cp.asnumpy(dev.forward(x)), want, rtol=1e-4, atol=1e-4)
 
 
 @gpu_test
