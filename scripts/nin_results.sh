@@ -17,6 +17,10 @@
 #   6. bench.lowrank_tables --speed-only (all three networks): results/lowrank.* times the plans again,
 #      with step 5's NIN errors beside them (AlexNet and VGG-16 timed at batch 256 / 16);
 #   7. bench.tables --report-only: results/tables.md re-rendered with these rows (no re-timing).
+# DRY_RUN=1: every step at toy sizes (a few hundred images, the greedy search on multiply-adds, one
+# timing round, the low-rank plans of NIN only) into runs/nin_results_dry_<digest>/, in about 10
+# minutes; results/ is not touched.
+# Run it first on new weights: a mistake then costs minutes, not the session.
 # Set STEPS to a subset ("1 2 3") to run only those. GREEDY_EVAL / GREEDY_IMPACT: the greedy search's
 # held-out images for the NLL and its impact images (the issue's 10,000 / 5,000 by default).
 # FINETUNE_LR: step 3's fine-tuning rate (0.001; 0.005 did worse on the committed weights).
@@ -76,41 +80,68 @@ if stored.get("mode") == "zca":
 print(f"nin_results: {perforated.build_info()}; library {LIBRARY_PATH}", file=sys.stderr)
 PY
 hash="$(sha256sum "$weights" | cut -c1-12)"  # = perforated.files.file_digest: the runs/ keys
-greedy="runs/greedy_nin_${hash}_${eval_images}_${impact_images}"
+bn=(); [[ "${FINETUNE_BN:-0}" == 1 ]] && bn=(--finetune-batchnorm)
+finetune=(--finetune-lr "${FINETUNE_LR:-0.001}" --finetune-epochs "${FINETUNE_EPOCHS:-1}" "${bn[@]}")
+if [[ "${DRY_RUN:-0}" == 1 ]]; then
+    # every step at toy sizes into runs/nin_results_dry_<weights>/ (minutes, results/ untouched): the
+    # pipeline checked end to end on these weights before the hours of the real run
+    out="runs/nin_results_dry_${hash}"
+    mkdir -p "$out"
+    greedy="$out/greedy"
+    evaluate_args=(--subset 500)
+    greedy_args=(--timer macs --eval-images 200 --impact-images 100 --until 2 --steps 8)
+    accuracy_args=(--test-images 100 --impact-images 100 --finetune-subset 128 --rounds 1 --runs "$out/runs"
+                   --out "$out")
+    mask_args=(--images 100 --impact-images 100 --rounds 1 --out "$out")
+    lowrank_args=(--repeat 1 --nin-test-images 100 --nin-fit-images 64 --finetune-subset 128
+                  --runs "$out/lowrank_runs")
+    speed_args=(--repeat 1 --networks nin)  # (--quick would write lowrank_quick.*, not what step 7 reads)
+    cp results/tables.json "$out"/  # step 7 re-renders it with the rows of steps 3-6
+    log "dry run into $out"
+else
+    out="results"
+    greedy="runs/greedy_nin_${hash}_${eval_images}_${impact_images}"
+    evaluate_args=()
+    greedy_args=(--until 4 --eval-images "$eval_images" --impact-images "$impact_images")
+    accuracy_args=(--rounds 15)
+    mask_args=(--rounds 3 --images "${MASK_IMAGES:-10000}")
+    lowrank_args=()
+    speed_args=()
+fi
 
 if want 1; then
     log "1/7 evaluate $weights"
-    python -m perforated.evaluate --network nin --weights "$weights"
+    python -m perforated.evaluate --network nin --weights "$weights" "${evaluate_args[@]}"
 fi
 if want 2; then
     log "2/7 greedy search into $greedy"
-    python -m perforated.greedy --weights "$weights" --kinds impact --until 4 --eval-images "$eval_images" \
-        --impact-images "$impact_images" --out "$greedy" --report results/greedy_nin.md
+    python -m perforated.greedy --weights "$weights" --kinds impact "${greedy_args[@]}" --out "$greedy" \
+        --report "$out/greedy_nin.md"
 fi
 if want 3; then
     log "3/7 nin_accuracy (fine-tuning every row)"
-    bn=(); [[ "${FINETUNE_BN:-0}" == 1 ]] && bn=(--finetune-batchnorm)
-    python -m bench.nin_accuracy --weights "$weights" --greedy "$greedy" --finetune-lr "${FINETUNE_LR:-0.001}" \
-        --finetune-epochs "${FINETUNE_EPOCHS:-1}" --rounds 15 "${bn[@]}"
+    python -m bench.nin_accuracy --weights "$weights" --greedy "$greedy" "${finetune[@]}" "${accuracy_args[@]}"
 fi
 if want 4; then
     log "4/7 mask_comparison"
-    python -m bench.mask_comparison --weights "$weights" --rounds 3 --images "${MASK_IMAGES:-10000}"
+    python -m bench.mask_comparison --weights "$weights" "${mask_args[@]}"
 fi
 if want 5; then
     # lowrank_tables writes lowrank.* for the networks it ran, so it runs into a scratch folder and
-    # only the NIN accuracy files are copied into results/
+    # only the NIN accuracy files are copied into $out
     scratch="runs/lowrank_tables_nin"
+    [[ "$out" == results ]] || scratch="$out/lowrank_tables_nin"
     log "5/7 low-rank NIN rows into $scratch"
-    python -m bench.lowrank_tables --networks nin --out "$scratch"
-    cp "$scratch"/lowrank_nin.{json,md,csv} results/
+    python -m bench.lowrank_tables --networks nin "${lowrank_args[@]}" --out "$scratch"
+    cp "$scratch"/lowrank_nin.{json,md,csv} "$out"/
 fi
 if want 6; then
     log "6/7 low-rank plans of the three networks timed again, step 5's NIN errors beside them"
-    python -m bench.lowrank_tables --speed-only --networks nin,alexnet,vgg16 --out results
+    python -m bench.lowrank_tables --speed-only --networks nin,alexnet,vgg16 "${speed_args[@]}" --out "$out"
+    # (a later --networks wins: the dry run times NIN only)
 fi
 if want 7; then
     log "7/7 tables --report-only"
-    python -m bench.tables --report-only
+    python -m bench.tables --report-only --out "$out"
 fi
 log "done"
