@@ -29,12 +29,13 @@ import numpy as np
 import perforated
 from bench import measure
 from bench.paths import RESULTS
+from bench.mask_baselines import (baseline_model, fractional_masks, fractional_rows, resize_split, skipped_rate,
+                                  strided_rows)
 from bench.report import _csv, _md
 from perforated.data import Split, load_dataset, preprocess_for, training_subsets
 from perforated.impact import estimate_impact
 from perforated.errors import PerforatedError
 from perforated.files import file_digest
-from perforated.masks import Mask, make_mask
 from perforated.model import Model
 from perforated.networks import NETWORKS, perforable_layers
 from perforated.plan import layer_masks
@@ -45,58 +46,6 @@ MASK_KINDS = ("uniform", "grid", "pooling", "impact")
 ALL_KINDS = MASK_KINDS + ("stride", "fractional stride", "resize")
 SCOPES = {"conv2": ("conv2",), "network": ("conv1", "conv2", "conv3")}
 DEFAULT_WEIGHTS = RESULTS / "models" / "nin_cifar10.npz"
-
-
-def strided_rows(layers: Tuple[str, ...], stride: int) -> list:
-    """NIN with `stride` on `layers` (their padding kept): an architecture change, no interpolation."""
-    rows = []
-    for kind, name, p in NETWORKS["nin"]["layers"]():
-        if kind == "conv" and name in layers:
-            p = dict(p, stride=stride)
-        rows.append((kind, name, p))
-    return rows
-
-
-def resize_split(split: Split, side: int) -> Split:
-    from PIL import Image
-
-    out = np.empty((len(split), 3, side, side), np.uint8)
-    for i, img in enumerate(split.images):
-        pil = Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0)))
-        out[i] = np.asarray(pil.resize((side, side), Image.BILINEAR)).transpose(2, 0, 1)
-    return Split(out, split.labels, split.classes)
-
-
-def fractional_rows(layers: Tuple[str, ...]) -> list:
-    """NIN with `layers` marked fractional-stride: given a grid mask, a layer's output map is the grid."""
-    return [(kind, name, dict(p, fractional=True) if kind == "conv" and name in layers else p)
-            for kind, name, p in NETWORKS["nin"]["layers"]()]
-
-
-def fractional_masks(layers: Tuple[str, ...], rate: float, seed: int = 0) -> Dict[str, Mask]:
-    """Grid masks at `rate` for fractional-stride `layers`, each sized on the map its predecessors'
-    grids leave it (conv2 at rate r sees a map already shrunk by conv1's grid). Raises ValueError
-    when a map becomes smaller than a later layer's window."""
-    rows, masks = fractional_rows(layers), {}
-    for i, name in enumerate(layers):
-        size = baseline_model(rows, masks).output_sizes()[name]
-        masks[name] = make_mask("grid", size, rate, seed + i)
-    baseline_model(rows, masks)  # the last grid must leave the layers after it a valid map too
-    return masks
-
-
-def baseline_model(rows: list, masks: Optional[Dict[str, Mask]] = None, batch: int = 1) -> Model:
-    return Model(rows, batch, masks=masks, input_shape=NETWORKS["nin"]["input"], classes=10)
-
-
-def skipped_rate(model: Model, layers: Tuple[str, ...]) -> float:
-    """The share of the original network's output positions that `layers` of `model` do not compute,
-    as a perforation rate (averaged over `layers` like the masks' rates). It counts the maps the
-    baselines really compute: NIN conv2 (16x16, 5x5, padding 2) at stride 3 computes 6x6, rate
-    1 - 36/256 = 0.859, not 1 - 1/9 = 0.889; on the whole network conv2 also sees the map conv1 shrank."""
-    dense = Model("nin", 1).output_sizes()
-    computed = {s.name: s.layout.positions for s in model.steps if s.kind == "conv"}
-    return float(np.mean([1 - computed[n] / np.prod(dense[n]) for n in layers]))
 
 
 def configurations(impact: Dict[str, np.ndarray], kinds: Sequence[str] = ALL_KINDS) -> List[dict]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import mask_baselines as mb
 from bench import mask_comparison as mc
 from bench import nin_accuracy as na
 from bench import report
@@ -86,15 +87,15 @@ def test_mask_comparison_configurations_run(rng):
 def test_baseline_rates_count_the_positions_really_computed():
     # conv2 is 16x16 with a 5x5 kernel and padding 2: stride 2 computes 8x8, stride 3 computes 6x6
     for stride, rate in ((2, 0.75), (3, 1 - 36 / 256)):
-        model = mc.baseline_model(mc.strided_rows(("conv2",), stride))
-        assert mc.skipped_rate(model, ("conv2",)) == pytest.approx(rate)
+        model = mb.baseline_model(mb.strided_rows(("conv2",), stride))
+        assert mb.skipped_rate(model, ("conv2",)) == pytest.approx(rate)
     # fractional stride on the whole network: conv2's grid is drawn on the map conv1's grid left it
     layers = ("conv1", "conv2", "conv3")
-    masks = mc.fractional_masks(layers, 0.75)
+    masks = mb.fractional_masks(layers, 0.75)
     assert masks["conv1"].shape == (32, 32) and masks["conv1"].count == 256
     assert masks["conv2"].shape == (8, 8) and masks["conv2"].count == 16  # pool1 of the 16x16 grid
-    model = mc.baseline_model(mc.fractional_rows(layers), masks)
-    assert mc.skipped_rate(model, layers) == pytest.approx(np.mean([1 - 256 / 1024, 1 - 16 / 256, 1 - 1 / 64]))
+    model = mb.baseline_model(mb.fractional_rows(layers), masks)
+    assert mb.skipped_rate(model, layers) == pytest.approx(np.mean([1 - 256 / 1024, 1 - 16 / 256, 1 - 1 / 64]))
 
 
 def _comparison(kinds, error=16.0, digest="abc", dense_time=0.2):
@@ -127,10 +128,10 @@ def test_merge_replaces_only_the_measured_kinds():
 
 def test_resize_split(rng):
     split = Split(rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8), np.arange(3), [str(i) for i in range(10)])
-    small = mc.resize_split(split, 16)
+    small = mb.resize_split(split, 16)
     assert small.images.shape == (3, 3, 16, 16) and small.images.dtype == np.uint8
     flat = Split(np.full((1, 3, 32, 32), 77, np.uint8), np.zeros(1, int), split.classes)
-    assert (mc.resize_split(flat, 23).images == 77).all()
+    assert (mb.resize_split(flat, 23).images == 77).all()
 
 
 def test_ranking_counts_rates(rng):
