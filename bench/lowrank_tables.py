@@ -254,7 +254,7 @@ def main(argv=None) -> None:
     repeat = args.repeat or (1 if args.quick else 3)
     args.out.mkdir(parents=True, exist_ok=True)
     stored_file = args.out / ACCURACY_FILE
-    results, accuracy_source = [], None
+    results, accuracy_source, stored_meta = [], None, None
     for network in networks:
         batch = QUICK_BATCH[network] if args.quick else NETWORKS[network]["timing_batch"]
         trained = network == "nin" and NIN_WEIGHTS.is_file()
@@ -265,11 +265,14 @@ def main(argv=None) -> None:
         elif network == "nin" and stored_file.is_file():
             stored = json.loads(stored_file.read_text())
             results.append(run_network(network, batch, repeat, weights, stored=stored["networks"][0]))
-            m = stored["metadata"]
-            accuracy_source = f"results/{ACCURACY_FILE} (`{m['command']}`, {m['date']}, {m['cpu']}): its plans, timed again here"
+            m = stored_meta = stored["metadata"]
+            accuracy_source = (f"{stored_file} (`{m['command']}`, {m['date']}, {m['cpu']}): its plans, "
+                               f"timed again here")
         else:
             results.append(run_network(network, batch, repeat, weights))
     meta = _metadata(args, repeat)
+    if stored_meta is not None:  # the NIN errors are the stored run's: so is their description
+        meta["nin_weights"] = stored_meta.get("nin_weights", meta["nin_weights"])
     meta["nin_accuracy_source"] = accuracy_source or "none (no trained NIN weights or stored NIN run)"
     raw = {"metadata": meta, "accnn_vgg16": ACCNN_VGG16, "claim": CLAIM, "networks": results}
     suffix = "_quick" if args.quick else ""

@@ -148,20 +148,35 @@ def merge(raw: dict, old: dict) -> dict:
     the original network timed in that run, and the metadata lists the merged runs."""
     kinds = raw["metadata"]["kinds"]
     m, o = raw["metadata"], old["metadata"]
-    if m["images"] != o["images"] or raw["dense"]["top1_error"] != old["dense"]["top1_error"] or \
-            o.get("weights_digest", m["weights_digest"]) != m["weights_digest"]:
+    if not mergeable(old, m["images"], m["weights_digest"]) or raw["dense"]["top1_error"] != old["dense"]["top1_error"]:
         raise ValueError(f"mask_comparison --merge: the stored comparison is of other weights or images "
                          f"({o['weights']}, {o['images']} images, original error {old['dense']['top1_error']:.2f}%; "
                          f"this run {m['weights']}, {m['images']} images, {raw['dense']['top1_error']:.2f}%)")
     order = {k: i for i, k in enumerate(ALL_KINDS)}
     scopes = {s: i for i, s in enumerate(SCOPES)}
     rows = [r for r in old["rows"] if r["kind"] not in kinds] + raw["rows"]
-    rows.sort(key=lambda r: (scopes[r["scope"]], order[r["kind"]]))  # stable: rates keep their order
-    merged = dict(old, rows=rows, metadata=dict(o))
-    merged["metadata"]["merged"] = [r for r in o.get("merged", []) if set(r["kinds"]) - set(kinds)] + [
+    # stable: rates keep their order; an unknown scope or kind goes last
+    rows.sort(key=lambda r: (scopes.get(r["scope"], len(scopes)), order.get(r["kind"], len(order))))
+    merged = dict(old, rows=rows, metadata=dict(o, weights_digest=m["weights_digest"]))
+    earlier = []
+    for r in o.get("merged", []):  # an earlier merge keeps only the kinds this one does not replace
+        left = [k for k in r["kinds"] if k not in kinds]
+        if left:
+            earlier.append(dict(r, kinds=left))
+    merged["metadata"]["merged"] = earlier + [
         {"kinds": list(kinds), "command": m["command"], "date": m["date"], "rounds": m["rounds"],
          "dense_time": raw["dense"]["time"], "seconds": m.get("seconds")}]
+    if set(o.get("note_kinds", ())) & set(kinds):  # the note was about rows measured again now
+        merged["metadata"].pop("note", None)
+        merged["metadata"].pop("note_kinds", None)
     return merged
+
+
+def mergeable(old: dict, images: int, weights_digest: str) -> bool:
+    """Whether rows measured on `images` test images with these weights may join `old` (the
+    original network's error is compared too, by merge(), once measured)."""
+    o = old["metadata"]
+    return o["images"] == images and o.get("weights_digest", weights_digest) == weights_digest
 
 
 def ranking(raw: dict) -> List[str]:
@@ -306,6 +321,11 @@ def main(argv=None) -> None:
     stored = a.out / "mask_comparison.json"
     if a.merge and not stored.is_file():
         p.error(f"--merge: no comparison stored at {stored} to merge into")
+    if a.merge and not mergeable(json.loads(stored.read_text()), a.images, file_digest(a.weights)):
+        p.error(f"--merge: {stored} holds a comparison of other weights or another --images count")
+    if not a.merge and set(kinds) != set(ALL_KINDS) and stored.is_file():
+        p.error(f"--kinds: {stored} holds a full comparison that these kinds alone would replace; "
+                f"add --merge to replace only their rows, or give another --out")
     start = time.perf_counter()
     raw = run(a.weights, a.data, a.images, a.impact_images, a.rounds, kinds=kinds)
     raw["metadata"]["seconds"] = time.perf_counter() - start

@@ -132,8 +132,8 @@ def run(args) -> Tuple[dict, List[str]]:
         if "error" in row:
             # a finished row keeps its masks: the plan file written beside the table is rewritten from
             # the row (it may hold another run's plan, e.g. a checkout where only runs/ was carried)
-            if "plan_json" in row:
-                plan_path.write_text(json.dumps(row["plan_json"], indent=1))
+            if "plan_json" in row:  # (as written: json.loads keeps the key order, so no spurious diff)
+                write_json_atomic(plan_path, row["plan_json"])
             elif Path(row["plan"]) != plan_path:  # a row from before plan_json was kept
                 plan_path.write_text(Path(row["plan"]).read_text())
             row["plan"] = str(plan_path)

@@ -18,8 +18,8 @@
 #      with step 5's NIN errors beside them (AlexNet and VGG-16 timed at batch 256 / 16);
 #   7. bench.tables --report-only: results/tables.md re-rendered with these rows (no re-timing).
 # DRY_RUN=1: every step at toy sizes (a few hundred images, the greedy search on multiply-adds, one
-# timing round, the low-rank plans of NIN only) into runs/nin_results_dry_<digest>/, in about 10
-# minutes; results/ is not touched.
+# timing round, the low-rank plans of NIN only) into runs/nin_results_dry_<digest>/ (emptied first),
+# in about 12 minutes; results/ is not touched. It does not exercise the measured timer of step 2.
 # Run it first on new weights: a mistake then costs minutes, not the session.
 # Set STEPS to a subset ("1 2 3") to run only those. GREEDY_EVAL / GREEDY_IMPACT: the greedy search's
 # held-out images for the NLL and its impact images (the issue's 10,000 / 5,000 by default).
@@ -31,19 +31,22 @@
 # FINETUNE_BN=1: fine-tune step 3's networks with batch normalisation (identity at the start, folded
 # back). Measured worse than without on the committed weights (README, accuracy paragraph).
 # Nothing else should run meanwhile: the search picks steps by measured time.
-# Several hours on a 2-core CPU (steps 2, 3 and 5 fine-tune or search); a GPU is not used. Longer
+# About 4 hours on a 2-core CPU (steps 2, 3 and 5 search or fine-tune, 4 evaluates 57 networks on
+# 10,000 images, 6 times AlexNet and VGG-16); a GPU is not used. Longer
 # than a session there: carry the search, the finished rows and the plans beside them to the next one:
 #   bash scripts/carry_run.sh save runs/greedy_nin_... checkpoints/greedy_nin
-#   bash scripts/carry_run.sh save runs/nin_accuracy checkpoints/nin_accuracy --exclude weights.npz
-#   bash scripts/carry_run.sh save runs/lowrank_nin checkpoints/lowrank_nin --exclude weights.npz
+#   bash scripts/carry_run.sh save runs/nin_accuracy checkpoints/nin_accuracy --exclude '*.npz'
+#   bash scripts/carry_run.sh save runs/lowrank_nin checkpoints/lowrank_nin --exclude '*.npz'
 #   git add checkpoints results/plans results/greedy_nin.md && git commit ...
-# (and `restore` there; the fine-tuning checkpoints go along, 7.8 MB each, so a row cut short
-# resumes; --exclude '*.npz' makes the save small and such a row starts again).
+# (and `restore` there. The finished rows live in rows.json; a row cut short starts again, up to
+# about 12 minutes. Keeping its checkpoint would commit 7.8 MB per row of every save.)
 set -euo pipefail
+[[ $# -eq 0 || -f "$1" ]] || { echo "nin_results.sh: no weights file $1" >&2; exit 2; }
+given="$(realpath "${1:-$(dirname "${BASH_SOURCE[0]}")/../results/models/nin_cifar10.npz}")"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONPATH="$PWD/bindings/python:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-weights="${1:-results/models/nin_cifar10.npz}"
+weights="$(realpath --relative-to=. "$given")"  # a path given from anywhere, as seen from the checkout
 steps="${STEPS:-1 2 3 4 5 6 7}"
 eval_images="${GREEDY_EVAL:-10000}"
 impact_images="${GREEDY_IMPACT:-5000}"
@@ -55,9 +58,8 @@ if want 5 && [[ "$(realpath "$weights")" != "$(realpath results/models/nin_cifar
     echo "nin_results.sh: step 5 uses results/models/nin_cifar10.npz only (run with STEPS without 5)" >&2
     exit 2
 fi
-if [[ -z "${PERFORATED_LIBRARY:-}" ]] && ! compgen -G "build/libperforated.so*" >/dev/null; then
-    log "building the library into build/"
-    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+if [[ -z "${PERFORATED_LIBRARY:-}" ]]; then  # build/ brought up to date with the C sources (incremental)
+    [[ -f build/CMakeCache.txt ]] || cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
     cmake --build build -j "$(nproc)" >/dev/null
 fi
 # fail in seconds, not hours: these sources and this library, weights the comparison can use
@@ -86,7 +88,7 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
     # every step at toy sizes into runs/nin_results_dry_<weights>/ (minutes, results/ untouched): the
     # pipeline checked end to end on these weights before the hours of the real run
     out="runs/nin_results_dry_${hash}"
-    mkdir -p "$out"
+    rm -rf "$out" && mkdir -p "$out"  # from scratch: a resumed dry run would check little
     greedy="$out/greedy"
     evaluate_args=(--subset 500)
     greedy_args=(--timer macs --eval-images 200 --impact-images 100 --until 2 --steps 8)

@@ -120,10 +120,30 @@ def test_merge_replaces_only_the_measured_kinds():
                                                  date="today", rounds=3, dense_time=0.25, seconds=None)]
     again = mc.merge(new, merged)  # measured again: the older merge record is replaced
     assert len(again["metadata"]["merged"]) == 1
+    # an earlier merge of two kinds keeps the one not measured again; a note about replaced rows goes
+    noted = dict(old, metadata=dict(old["metadata"], note="about the stride rows", note_kinds=["stride"]))
+    assert "note" in mc.merge(new, noted)["metadata"]
+    assert "note" not in mc.merge(_comparison(("stride",)), noted)["metadata"]
+    one = mc.merge(_comparison(("stride",)), mc.merge(_comparison(("stride", "resize")), old))
+    assert [r["kinds"] for r in one["metadata"]["merged"]] == [["resize"], ["stride"]]
+    assert one["metadata"]["weights_digest"] == "abc"
     with pytest.raises(ValueError, match="other weights or images"):
         mc.merge(_comparison(("stride",), error=17.0), old)
     with pytest.raises(ValueError, match="other weights or images"):
         mc.merge(_comparison(("stride",), digest="def"), old)
+
+
+def test_mask_comparison_refuses_to_replace_a_full_table_with_some_kinds(tmp_path, capsys):
+    weights = tmp_path / "w.npz"
+    weights.write_bytes(b"any file: only its digest is read before the refusal")
+    (tmp_path / "mask_comparison.json").write_text(json.dumps(_comparison(mc.ALL_KINDS)))
+    argv = ["--weights", str(weights), "--out", str(tmp_path), "--kinds", "stride"]
+    with pytest.raises(SystemExit):
+        mc.main(argv)
+    assert "add --merge to replace only their rows" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # merging: the stored table is of other weights (digest "abc")
+        mc.main(argv + ["--merge"])
+    assert "holds a comparison of other weights" in capsys.readouterr().err
 
 
 def test_resize_split(rng):

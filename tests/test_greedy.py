@@ -289,3 +289,18 @@ def test_resume_notes_a_folder_from_before_the_notch_rule(setup):
     GreedySearch("nin", weights, x, y, s.out, impact_x=x[:4], impact_y=y[:4], eval_batch=6, timer="macs",
                  seed=5, log=logged.append)
     assert any("steps 1-1 of this folder raised a layer to the next rate" in m for m in logged)
+
+
+def test_a_stopped_search_is_finished_for_run_retimed(setup):
+    s = search(setup, "stopped")
+    s.run(2)
+    s.retime(rounds=1, repeat=1)
+    s._stop("no candidate runs faster than the original network")
+    resumed = search(setup, "stopped")
+    assert resumed.stopped == "no candidate runs faster than the original network"
+
+    def no_more(*args, **kwargs):
+        raise AssertionError("a stopped search with a current re-timing was run or timed again")
+
+    resumed.retime = resumed.run = no_more
+    resumed.run_retimed(50, until=10.0)  # neither 50 steps nor 10x: finished only because it stopped

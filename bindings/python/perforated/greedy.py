@@ -68,6 +68,7 @@ class GreedySearch:
         self.out.mkdir(parents=True, exist_ok=True)
         self.rng = np.random.default_rng(seed)
         self.fingerprint = self._fingerprint()
+        self.stopped: Optional[str] = None  # why the search ended before its steps (saved, see run())
         state_path = self.out / "state.json"
         if state_path.is_file():
             self._resume(json.loads(state_path.read_text()))
@@ -168,7 +169,7 @@ class GreedySearch:
         move the picks, and the rows fine-tuned from them, between two runs of one pipeline."""
         def finished(record: dict) -> bool:
             best = max((r["speedup"] for r in record["steps"]), default=1.0)
-            return self.step >= steps or (until is not None and best >= until)
+            return self.step >= steps or self.stopped is not None or (until is not None and best >= until)
 
         record = current_retiming(self.out, saved_steps(self.out))
         if record is not None and finished(record):
@@ -262,21 +263,29 @@ class GreedySearch:
         while self.step < steps and (until is None or self.speedup() < until):
             cands = self.candidates()
             if not cands:
-                self.log("greedy: every layer is at its last notch (no rate left computes fewer positions)")
+                self._stop("every layer is at its last notch (no rate left computes fewer positions)")
                 break
             best = min(cands, key=lambda c: c["cost"] if not math.isnan(c["cost"]) else math.inf)
             if not math.isfinite(best["cost"]):  # no candidate is faster than the original network
-                self.log("greedy: no candidate runs faster than the original network; stopped")
+                self._stop("no candidate runs faster than the original network")
                 break
             self.level[best["layer"]] = best["level"]
             self.masks = best["masks"]
             self.step += 1
+            self.stopped = None
             self._save(best)
             self.log(f"greedy step {self.step}/{steps}: {best['layer']} -> rate {best['rate']:.3f} ({best['kind']}), "
                      f"NLL {best['loss']:.4f} (L0 {self.L0:.4f}), speedup {best['t0_beside'] / best['time']:.2f}x, "
                      f"cost {best['cost']:.3g}")
             if "impact" in self.kinds:
                 self.impact = self._impact()
+
+    def _stop(self, reason: str) -> None:
+        """End the search before its steps, and say so in state.json: run_retimed() then treats a
+        resumed search as finished and does not time it again."""
+        self.stopped = reason
+        self._save(None)
+        self.log(f"greedy: {reason}; stopped")
 
     # -- persistence -----------------------------------------------------------------------------
 
@@ -285,7 +294,7 @@ class GreedySearch:
 
     def _save(self, best: Optional[dict]) -> None:
         record = {"fingerprint": self.fingerprint, "step": self.step, "L0": self.L0, "t0": self.t0,
-                  "timer": self.timer, "gain": GAIN_RULE, "notch": NOTCH_RULE, "level": self.level, "plan": self.plan_dict(),
+                  "timer": self.timer, "gain": GAIN_RULE, "notch": NOTCH_RULE, "stopped": self.stopped, "level": self.level, "plan": self.plan_dict(),
                   "rng": self.rng.bit_generator.state}
         if best is not None:
             record.update(loss=best["loss"], time=best["time"], cost=best["cost"], layer=best["layer"],
@@ -300,6 +309,7 @@ class GreedySearch:
                              f"or timer (fingerprint {record.get('fingerprint')}, this search "
                              f"{self.fingerprint}); use a new --out folder, or delete this one to start over")
         self.step, self.L0, self.t0 = record["step"], record["L0"], record["t0"]
+        self.stopped = record.get("stopped")
         self.level = {l: record["level"].get(l, 0) for l in self.layers}
         self.masks = {}
         for name, spec in record["plan"]["layers"].items():
