@@ -44,6 +44,7 @@ from perforated.train import evaluate_split
 RATES = (1 / 2, 2 / 3, 3 / 4, 4 / 5, 5 / 6)
 MASK_KINDS = ("uniform", "grid", "pooling", "impact")
 ALL_KINDS = MASK_KINDS + ("stride", "fractional stride", "resize")
+RANKED = ("impact", "grid", "uniform")  # the paper's order, best first
 SCOPES = {"conv2": ("conv2",), "network": ("conv1", "conv2", "conv3")}
 DEFAULT_WEIGHTS = RESULTS / "models" / "nin_cifar10.npz"
 
@@ -187,12 +188,12 @@ def ranking(raw: dict) -> List[str]:
         by = {(r["kind"], round(r["nominal_rate"], 4)): r for r in raw["rows"] if r["scope"] == scope}
         ok = total = 0
         for rate in RATES:
-            trio = [by.get((k, round(rate, 4))) for k in ("impact", "grid", "uniform")]
+            trio = [by.get((k, round(rate, 4))) for k in RANKED]
             if any(t is None for t in trio):
                 continue
             total += 1
             ok += trio[0]["top1_error"] <= trio[1]["top1_error"] <= trio[2]["top1_error"]
-            errs = ", ".join(f"{k} {t['top1_error']:.2f}%" for k, t in zip(("impact", "grid", "uniform"), trio))
+            errs = ", ".join(f"{k} {t['top1_error']:.2f}%" for k, t in zip(RANKED, trio))
             lines.append(f"{scope} r={rate:.3f}: {errs}")
         lines.append(f"{scope}: impact <= grid <= uniform at {ok} of {total} rates")
     return lines
@@ -206,8 +207,7 @@ def ranking_at_equal_reduction(raw: dict, points: int = 5) -> List[str]:
     the rate (one conv2 row read 0.79x), and interpolating through such a point would rank noise.
     The points are read off curves through the same rows, not new measurements, and differences
     smaller than the test set's noise decide nothing."""
-    lines = []
-    kinds = ("impact", "grid", "uniform")
+    lines, kinds = [], RANKED
     for scope in SCOPES:
         curves = {}
         for kind in kinds:
@@ -258,7 +258,7 @@ def write(raw: dict, out: Path) -> None:
             [f"Rows of {', '.join(r['kinds'])}: measured later by `{r['command']}` ({r['date']}, {r['rounds']} "
              f"timing rounds; their speedups are against the original timed in that run, "
              f"{r['dense_time'] * 1000:.0f} ms there, {raw['dense']['time'] * 1000:.0f} ms in the first) and "
-             f"merged here.  " for r in m.get("merged", [])] + (["" ] if m.get("merged") else []) + [
+             f"merged here.  " for r in m.get("merged", [])] + ([""] if m.get("merged") else []) + [
              "## Ranking (paper: impact <= grid <= uniform)", "", "At equal nominal rate (grid keeps a few "
              "positions fewer, which favours the others):", ""] + [f"- {l}" for l in ranking(raw)] + \
             ["", "At equal multiplication reduction (each kind's error interpolated between its rows; "
@@ -280,9 +280,8 @@ def plot(raw: dict, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    kinds = MASK_KINDS + ("stride", "fractional stride", "resize")
     for ax, scope in zip(axes, SCOPES):
-        for kind, marker in zip(kinds, "osD^v<x"):
+        for kind, marker in zip(ALL_KINDS, "osD^v<x"):
             pts = sorted((r["speedup"], r["top1_error"]) for r in raw["rows"] if r["scope"] == scope and r["kind"] == kind)
             if pts:
                 ax.plot(*zip(*pts), marker=marker, label=kind)

@@ -131,11 +131,11 @@ def run(args) -> Tuple[dict, List[str]]:
         row = state.setdefault("rows", {}).get(key, {})
         if "error" in row:
             # a finished row keeps its masks: the plan file written beside the table is rewritten from
-            # the row (it may hold another run's plan, e.g. a checkout where only runs/ was carried)
-            if "plan_json" in row:  # (as written: json.loads keeps the key order, so no spurious diff)
-                write_json_atomic(plan_path, row["plan_json"])
-            elif Path(row["plan"]) != plan_path:  # a row from before plan_json was kept
-                plan_path.write_text(Path(row["plan"]).read_text())
+            # the row (it may hold another run's plan, e.g. a checkout where only runs/ was carried);
+            # a row from before plan_json was kept takes it from the file it names, once
+            if "plan_json" not in row:
+                row["plan_json"] = json.loads(Path(row["plan"]).read_text())
+            write_json_atomic(plan_path, row["plan_json"])  # json.loads kept the key order: no spurious diff
             row["plan"] = str(plan_path)
         if "error" not in row:
             make(plan_path)  # (re)written for these weights

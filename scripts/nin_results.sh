@@ -19,27 +19,29 @@
 #   7. bench.tables --report-only: results/tables.md re-rendered with these rows (no re-timing).
 # DRY_RUN=1: every step at toy sizes (a few hundred images, the greedy search on multiply-adds, one
 # timing round, the low-rank plans of NIN only) into runs/nin_results_dry_<digest>/ (emptied first),
-# in about 12 minutes; results/ is not touched. It does not exercise the measured timer of step 2.
+# in 13 minutes here beside a training run (2026-12-01); results/ is not touched. It does not exercise
+# the measured timer of step 2.
 # Run it first on new weights: a mistake then costs minutes, not the session.
 # Set STEPS to a subset ("1 2 3") to run only those. GREEDY_EVAL / GREEDY_IMPACT: the greedy search's
 # held-out images for the NLL and its impact images (the issue's 10,000 / 5,000 by default).
 # FINETUNE_LR: step 3's fine-tuning rate (0.001; 0.005 did worse on the committed weights).
 # MASK_IMAGES: step 4's test images (all 10,000: with 2,000 the rows' differences were mostly within
-# the noise, about +-0.8 points; the evaluations take about 15 minutes longer).
+# the noise, about +-0.8 points; the whole 2,000-image comparison took 6 minutes here, seconds 354 in
+# results/mask_comparison.json, and the evaluations scale with the images).
 # FINETUNE_EPOCHS: step 3's fine-tuning epochs per row (1; 3 epochs took the grid 3x row from +2.95
 # to +2.80 on the committed weights, at three times the cost: results/variants/).
 # FINETUNE_BN=1: fine-tune step 3's networks with batch normalisation (identity at the start, folded
 # back). Measured worse than without on the committed weights (README, accuracy paragraph).
 # Nothing else should run meanwhile: the search picks steps by measured time.
-# About 4 hours on a 2-core CPU (steps 2, 3 and 5 search or fine-tune, 4 evaluates 57 networks on
-# 10,000 images, 6 times AlexNet and VGG-16); a GPU is not used. Longer
-# than a session there: carry the search, the finished rows and the plans beside them to the next one:
+# Several hours on a 2-core CPU, not measured as a whole (the last run's fine-tuning in step 3 alone
+# took 54 minutes, 08:44-09:38 UTC in results/nin_accuracy.md; step 4 now evaluates 57 networks on
+# 10,000 images, and step 6 times AlexNet and VGG-16); a GPU is not used. Longer than a session there: carry the search, the finished rows and the plans beside them to the next one:
 #   bash scripts/carry_run.sh save runs/greedy_nin_... checkpoints/greedy_nin
 #   bash scripts/carry_run.sh save runs/nin_accuracy checkpoints/nin_accuracy --exclude '*.npz'
 #   bash scripts/carry_run.sh save runs/lowrank_nin checkpoints/lowrank_nin --exclude '*.npz'
 #   git add checkpoints results/plans results/greedy_nin.md && git commit ...
 # (and `restore` there. The finished rows live in rows.json; a row cut short starts again, up to
-# about 12 minutes. Keeping its checkpoint would commit 7.8 MB per row of every save.)
+# one epoch of fine-tuning. Keeping its checkpoint would commit 7.8 MB per row of every save.)
 set -euo pipefail
 [[ $# -eq 0 || -f "$1" ]] || { echo "nin_results.sh: no weights file $1" >&2; exit 2; }
 given="$(realpath "${1:-$(dirname "${BASH_SOURCE[0]}")/../results/models/nin_cifar10.npz}")"

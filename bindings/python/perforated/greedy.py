@@ -294,8 +294,8 @@ class GreedySearch:
 
     def _save(self, best: Optional[dict]) -> None:
         record = {"fingerprint": self.fingerprint, "step": self.step, "L0": self.L0, "t0": self.t0,
-                  "timer": self.timer, "gain": GAIN_RULE, "notch": NOTCH_RULE, "stopped": self.stopped, "level": self.level, "plan": self.plan_dict(),
-                  "rng": self.rng.bit_generator.state}
+                  "timer": self.timer, "gain": GAIN_RULE, "notch": NOTCH_RULE, "stopped": self.stopped,
+                  "level": self.level, "plan": self.plan_dict(), "rng": self.rng.bit_generator.state}
         if best is not None:
             record.update(loss=best["loss"], time=best["time"], cost=best["cost"], layer=best["layer"],
                           kind=best["kind"], rate=best["rate"], t0_beside=best["t0_beside"],
