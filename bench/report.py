@@ -33,6 +33,14 @@ def _dense_error(network: str, accuracy: Optional[dict]) -> str:
     return f"{accuracy['dense_error']:.2f}%"
 
 
+def _shown(path: Path) -> str:
+    """A path as the reader of the report would type it: relative to the current folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _has_gpu(raw: dict) -> bool:
     return any(net.get("gpu") for net in raw["networks"])
 
@@ -169,8 +177,8 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
              "Plans: without ImageNet weights, every perforable layer gets the same rate (uniform masks), "
              "chosen by bisection so that the multiplication reduction matches the paper's row; NIN rows aim "
              "at 2x / 3x / 4x. Errors need trained weights and data: NIN's come from "
-             "results/nin_accuracy.json (its own section below); AlexNet / VGG-16 errors are not measured here "
-             "(no ImageNet on these machines).", "",
+             f"{_shown(out / 'nin_accuracy.json')} (its own section below); AlexNet / VGG-16 errors are not "
+             "measured here (no ImageNet on these machines).", "",
              "## Table 1 analogue: the original networks", ""]
     for name, (header, rows) in [("table1", table1(raw))]:
         lines += _md(header, rows)
@@ -187,11 +195,11 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
 
         header, rows = nin_table(accuracy)
         m = accuracy["metadata"]
-        lines += [f"From results/nin_accuracy.json (`{m['command']}`, {m['date']}, {m['cpu']}); speedups "
+        lines += [f"From {_shown(out / 'nin_accuracy.json')} (`{m['command']}`, {m['date']}, {m['cpu']}); speedups "
                   "there were measured in that run. Original network top-1 error "
                   f"{accuracy['dense_error']:.2f}%.", ""] + _md(header, rows) + ["", accuracy.get("note", "")]
     else:
-        lines += ["Not measured: results/nin_accuracy.json is missing (run `python -m bench.nin_accuracy` "
+        lines += [f"Not measured: {_shown(out / 'nin_accuracy.json')} is missing (run `python -m bench.nin_accuracy` "
                   "after training NIN)."]
     masks_file = out / "mask_comparison.json"
     if masks_file.is_file():

@@ -283,6 +283,7 @@ def test_tables_report_only_adds_the_nin_accuracy_section(tmp_path):
     text = (tmp_path / "tables.md").read_text()
     assert "| impact | 2x | 0.500 | 1.80 |" in text and "15.00%" in text
     assert "- conv2: impact <= grid <= uniform at 1 of 1 rates" in text
+    assert f"From {tmp_path / 'nin_accuracy.json'} (" in text  # the file read, not results/ (outside the cwd)
     with pytest.raises(SystemExit):
         tables.main(["--report-only", "--out", str(tmp_path / "empty")])
 
