@@ -238,8 +238,9 @@ def main(argv=None) -> None:
                         help="training images whose responses fit NIN's channel decompositions and rank energies")
     parser.add_argument("--finetune-epochs", type=int, default=1, help="NIN rows: 0 skips fine-tuning")
     parser.add_argument("--finetune-lr", type=float, default=0.001,
-                        help="NIN rows: 0.005 made the control of the 15.95%% weights (nin_bn2_cifar10.npz) "
-                             "worse (16.25 -> 17.15%% on 2,000 images; results/variants/lowrank_nin_lr0.005.md)")
+                        help="NIN rows: 0.001 takes the control of the 12.63%% weights from 12.65 to 13.45%% on "
+                             "2,000 images (results/lowrank_nin.md); 0.005 made the 15.95%% weights' control "
+                             "worse (16.25 -> 17.15%%; results/variants/lowrank_nin_lr0.005.md)")
     parser.add_argument("--finetune-subset", type=int, default=10000, help="training images per fine-tuning epoch")
     parser.add_argument("--data", default=None, help="CIFAR-10 (default: ../shared/datasets)")
     parser.add_argument("--runs", default="runs/lowrank_nin", help="NIN fine-tuning runs and finished rows (resumable)")

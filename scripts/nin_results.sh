@@ -24,14 +24,15 @@
 # Run it first on new weights: a mistake then costs minutes, not the session.
 # Set STEPS to a subset ("1 2 3") to run only those. GREEDY_EVAL / GREEDY_IMPACT: the greedy search's
 # held-out images for the NLL and its impact images (the issue's 10,000 / 5,000 by default).
-# FINETUNE_LR: step 3's fine-tuning rate (0.001; 0.005 did worse on the committed weights).
+# FINETUNE_LR: step 3's fine-tuning rate (0.001; 0.005 did worse on the 15.95% weights; on the 12.63%
+# ones 0.001 takes the fine-tuned control from 12.63% to 13.29%, results/nin_accuracy.md).
 # MASK_IMAGES: step 4's test images (all 10,000: with 2,000 the rows' differences were mostly within
 # the noise, about +-0.8 points; the whole 2,000-image comparison took 6 minutes here, seconds 354 in
 # results/mask_comparison.json, and the evaluations scale with the images).
 # FINETUNE_EPOCHS: step 3's fine-tuning epochs per row (1; 3 epochs took the grid 3x row from +2.95
-# to +2.80 on the committed weights, at three times the cost: results/variants/).
+# to +2.80 on the 15.95% weights, at three times the cost: results/variants/).
 # FINETUNE_BN=1: fine-tune step 3's networks with batch normalisation (identity at the start, folded
-# back). Measured worse than without on the committed weights (README, accuracy paragraph).
+# back). Measured worse than without on the 15.95% weights (README, accuracy paragraph).
 # Nothing else should run meanwhile: the search picks steps by measured time.
 # Several hours on a 2-core CPU, not measured as a whole (the last run's fine-tuning in step 3 alone
 # took 54 minutes, 08:44-09:38 UTC in results/nin_accuracy.md; step 4 now evaluates 57 networks on
