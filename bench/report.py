@@ -165,6 +165,7 @@ def peer_table(raw: dict) -> tuple:
 
 def write_all(raw: dict, out: Path, suffix: str = "") -> str:
     meta = raw["metadata"]
+    accuracy_file = _shown(out / "nin_accuracy.json")  # the file bench.tables read the NIN errors from
     lines = ["# PerforatedCNNs tables, regenerated", "",
              f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
              f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs, {meta['platform']}  ",
@@ -177,7 +178,7 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
              "Plans: without ImageNet weights, every perforable layer gets the same rate (uniform masks), "
              "chosen by bisection so that the multiplication reduction matches the paper's row; NIN rows aim "
              "at 2x / 3x / 4x. Errors need trained weights and data: NIN's come from "
-             f"{_shown(out / 'nin_accuracy.json')} (its own section below); AlexNet / VGG-16 errors are not "
+             f"{accuracy_file} (its own section below); AlexNet / VGG-16 errors are not "
              "measured here (no ImageNet on these machines).", "",
              "## Table 1 analogue: the original networks", ""]
     for name, (header, rows) in [("table1", table1(raw))]:
@@ -195,11 +196,11 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
 
         header, rows = nin_table(accuracy)
         m = accuracy["metadata"]
-        lines += [f"From {_shown(out / 'nin_accuracy.json')} (`{m['command']}`, {m['date']}, {m['cpu']}); speedups "
+        lines += [f"From {accuracy_file} (`{m['command']}`, {m['date']}, {m['cpu']}); speedups "
                   "there were measured in that run. Original network top-1 error "
                   f"{accuracy['dense_error']:.2f}%.", ""] + _md(header, rows) + ["", accuracy.get("note", "")]
     else:
-        lines += [f"Not measured: {_shown(out / 'nin_accuracy.json')} is missing (run `python -m bench.nin_accuracy` "
+        lines += [f"Not measured: {accuracy_file} is missing (run `python -m bench.nin_accuracy` "
                   "after training NIN)."]
     masks_file = out / "mask_comparison.json"
     if masks_file.is_file():
