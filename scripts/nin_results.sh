@@ -32,8 +32,8 @@
 # FINETUNE_EPOCHS: step 3's fine-tuning epochs per row (1; 3 epochs took the grid 3x row from +2.95
 # to +2.80 on the 15.95% weights, at three times the cost: results/variants/).
 # FINETUNE_BN=1: fine-tune step 3's networks with batch normalisation (identity at the start, folded
-# back). Measured worse than without on the 15.95% weights; on the 12.63% ones it took the greedy 2x
-# row to +1.13 against +1.55 without (results/variants/nin_accuracy_batchnorm_greedy2x.md).
+# back). Measured worse than without on the 15.95% weights; on the 12.63% ones better on 4 of the 9
+# rows (greedy 2x +1.13 against +1.55; impact 2x/3x/4x), worse on 5 (results/variants/nin_accuracy_batchnorm.md).
 # Nothing else should run meanwhile: the search picks steps by measured time.
 # Several hours on a 2-core CPU, not measured as a whole (the last run's fine-tuning in step 3 alone
 # took 54 minutes, 08:44-09:38 UTC in results/nin_accuracy.md; step 4 now evaluates 57 networks on
