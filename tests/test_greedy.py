@@ -174,7 +174,8 @@ def test_retime_feeds_pick_and_report(setup):
     assert [r["speedup"] for r in record["steps"]] == pytest.approx([r["speedup"] for r in steps])
     # a drifting clock: the re-timed speedups, not the search's, decide the pick
     retimed = json.loads((s.out / "retimed.json").read_text())
-    retimed["steps"][0]["speedup"], retimed["steps"][1]["speedup"] = 0.9, 1.0 + 1e-9
+    for entry, speedup in zip(retimed["steps"], (0.9, 1.0 + 1e-9, 0.95)):  # step 2 alone reaches 1x
+        entry["speedup"] = speedup
     (s.out / "retimed.json").write_text(json.dumps(retimed))
     plan = json.loads(s.pick((1.0,))[1.0].read_text())
     assert plan["step"] == 2 and plan["speedup_from"].startswith("re-timed, median of 2")
@@ -194,6 +195,24 @@ def test_retime_feeds_pick_and_report(setup):
     assert "re-timed speedup" not in path.read_text()
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         s.retime(rounds=0)
+
+
+def test_pick_takes_the_lowest_nll_among_the_steps_fast_enough(setup):
+    s = search(setup, "lowest")
+    s.run(3)
+    paths = [s.out / f"step_{i:03d}.json" for i in (1, 2, 3)]
+    records = [json.loads(p.read_text()) for p in paths]
+    # every step fast enough; the NLL falls from step 2 to step 3, as re-estimated masks can make it
+    for record, speedup, loss in zip(records, (1.5, 2.0, 2.1), (0.3, 0.5, 0.4)):
+        record["speedup"], record["loss"] = speedup, loss
+    for path, record in zip(paths, records):
+        path.write_text(json.dumps(record))
+    picked = {t: json.loads(p.read_text()) for t, p in s.pick((1.2, 1.8, 2.05)).items()}
+    assert [picked[t]["step"] for t in (1.2, 1.8, 2.05)] == [1, 3, 3]
+    assert picked[1.8]["nll"] == 0.4 and picked[1.8]["speedup"] == 2.1
+    records[2]["loss"] = 0.5  # a tie: the earlier step, the one less perforated
+    paths[2].write_text(json.dumps(records[2]))
+    assert json.loads(s.pick((1.8,))[1.8].read_text())["step"] == 2
 
 
 def test_retime_measures_forward_time(setup):
