@@ -35,9 +35,10 @@
 # back). Measured worse than without on the 15.95% weights; on the 12.63% ones better on 4 of the 9
 # rows (greedy 2x +1.13 against +1.55; impact 2x/3x/4x), worse on 5 (results/variants/nin_accuracy_batchnorm.md).
 # Nothing else should run meanwhile: the search picks steps by measured time.
-# Several hours on a 2-core CPU, not measured as a whole (the last run's fine-tuning in step 3 alone
-# took 54 minutes, 08:44-09:38 UTC in results/nin_accuracy.md; step 4 now evaluates 57 networks on
-# 10,000 images, and step 6 times AlexNet and VGG-16); a GPU is not used. Longer than a session there: carry the search, the finished rows and the plans beside them to the next one:
+# About 2 hours on a 2-core CPU (2026-12-03, the 2-vCPU Intel Xeon VM, nothing else running: the greedy
+# search 30 minutes, step 3 44, step 4 16, step 5 12 of which 2 of its 10 fine-tunings had finished in
+# an earlier session, step 6 9; runs/nin_results_v4*.out); a GPU is not used. Longer than a session
+# there: carry the search, the finished rows and the plans beside them to the next one:
 #   bash scripts/carry_run.sh save runs/greedy_nin_... checkpoints/greedy_nin
 #   bash scripts/carry_run.sh save runs/nin_accuracy checkpoints/nin_accuracy --exclude '*.npz'
 #   bash scripts/carry_run.sh save runs/lowrank_nin checkpoints/lowrank_nin --exclude '*.npz'
