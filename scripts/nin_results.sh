@@ -33,14 +33,14 @@
 # to +2.80 on the 15.95% weights, at three times the cost: results/variants/).
 # FINETUNE_EPOCHS=5 FINETUNE_LR=0.01 FINETUNE_BN=1: on the 12.44% weights the greedy 2x / 3x rows end at
 # +1.30 / +3.07 against +2.07 / +3.81 for the defaults (results/variants/nin_accuracy_ft5_lr0.01_bn.md),
-# at about 5 times the cost; not yet the default because the other rows have not been run with it.
+# at 5.2-5.5 times the cost per row; not yet the default because the other rows have not been run with it.
 # FINETUNE_BN=1: fine-tune step 3's networks with batch normalisation (identity at the start, folded
 # back). Measured worse than without on the 15.95% weights; on the 12.63% ones better on 4 of the 9
 # rows (greedy 2x +1.13 against +1.55; impact 2x/3x/4x), worse on 5 (results/variants/nin_accuracy_batchnorm.md).
 # Nothing else should run meanwhile: the search picks steps by measured time.
 # About 2 hours on a 2-core CPU (2026-12-03, the 2-vCPU Intel Xeon VM, nothing else running: the greedy
-# search 30 minutes, step 3 44, step 4 16, step 5 12 of which 2 of its 10 fine-tunings had finished in
-# an earlier session, step 6 9; runs/nin_results_v4*.out); a GPU is not used. Longer than a session
+# search 30 minutes, step 3 44, step 4 16, step 5 12 (1 of its 10 fine-tunings had finished in an
+# earlier session, another resumed from its checkpoint), step 6 9; runs/nin_results_v4*.out); a GPU is not used. Longer than a session
 # there: carry the search, the finished rows and the plans beside them to the next one:
 #   bash scripts/carry_run.sh save runs/greedy_nin_... checkpoints/greedy_nin
 #   bash scripts/carry_run.sh save runs/nin_accuracy checkpoints/nin_accuracy --exclude '*.npz'
