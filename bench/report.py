@@ -41,6 +41,28 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _recipe_variants(out: Path, accuracy: dict, nin_table) -> List[str]:
+    """Other fine-tuning recipes run on the same weights (OUT/variants/nin_accuracy_*.json, matched by
+    the weights' SHA-256), so the table shows them beside the default recipe's rows; files from other
+    weights are not comparable and stay out."""
+    import json
+
+    digest = accuracy["metadata"].get("weights_digest")
+    found = []
+    for path in sorted((out / "variants").glob("nin_accuracy_*.json")) if digest else []:
+        variant = json.loads(path.read_text())
+        if variant.get("metadata", {}).get("weights_digest") == digest and variant.get("rows"):
+            found.append((path, variant))
+    if not found:
+        return []
+    lines = ["", "### Other fine-tuning recipes on the same weights", ""]
+    for path, variant in found:
+        header, rows = nin_table(variant)
+        m = variant["metadata"]
+        lines += [f"From {_shown(path)} (`{m['command']}`, {m['date']}):", ""] + _md(header, rows) + [""]
+    return lines
+
+
 def _has_gpu(raw: dict) -> bool:
     return any(net.get("gpu") for net in raw["networks"])
 
@@ -199,6 +221,7 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
         lines += [f"From {accuracy_file} (`{m['command']}`, {m['date']}, {m['cpu']}); speedups "
                   "there were measured in that run. Original network top-1 error "
                   f"{accuracy['dense_error']:.2f}%.", ""] + _md(header, rows) + ["", accuracy.get("note", "")]
+        lines += _recipe_variants(out, accuracy, nin_table)
     else:
         lines += [f"Not measured: {accuracy_file} is missing (run `python -m bench.nin_accuracy` "
                   "after training NIN)."]

@@ -1,0 +1,38 @@
+"""The tables' NIN accuracy section lists the other fine-tuning recipes run on the same weights
+(results/variants/nin_accuracy_*.json with the same SHA-256) and leaves out those from other weights."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from bench import report
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "tables.json"
+
+
+def _variant(accuracy: dict, digest: str, epochs: int) -> dict:
+    variant = copy.deepcopy(accuracy)
+    variant["metadata"]["weights_digest"] = digest
+    variant["metadata"]["command"] = f"python -m bench.nin_accuracy --finetune-epochs {epochs}"
+    variant["rows"] = variant["rows"][:1]
+    variant["rows"][0]["finetune"] = dict(variant["rows"][0]["finetune"], epochs=epochs)
+    return variant
+
+
+def test_variants_on_the_same_weights_are_shown(tmp_path):
+    raw = json.loads(COMMITTED.read_text())
+    accuracy = raw["nin_accuracy"]
+    digest = accuracy["metadata"]["weights_digest"]
+    (tmp_path / "variants").mkdir()
+    (tmp_path / "variants" / "nin_accuracy_same.json").write_text(json.dumps(_variant(accuracy, digest, 77)))
+    (tmp_path / "variants" / "nin_accuracy_other.json").write_text(json.dumps(_variant(accuracy, "0" * 12, 99)))
+    text = report.write_all(raw, tmp_path)
+    section = text.split("### Other fine-tuning recipes on the same weights")[1]
+    assert "--finetune-epochs 77" in section and "| 77 x " in section
+    assert "--finetune-epochs 99" not in text
+
+
+def test_no_variants_no_section(tmp_path):
+    raw = json.loads(COMMITTED.read_text())
+    assert "Other fine-tuning recipes" not in report.write_all(raw, tmp_path)
