@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -45,11 +46,11 @@ def _recipe_variants(out: Path, accuracy: dict, nin_table) -> List[str]:
     """Other fine-tuning recipes run on the same weights (OUT/variants/nin_accuracy_*.json, matched by
     the weights' SHA-256), so the table shows them beside the default recipe's rows; files from other
     weights are not comparable and stay out."""
-    import json
-
     digest = accuracy["metadata"].get("weights_digest")
+    if not digest:  # results from before the digest was recorded: nothing to match against
+        return []
     found = []
-    for path in sorted((out / "variants").glob("nin_accuracy_*.json")) if digest else []:
+    for path in sorted((out / "variants").glob("nin_accuracy_*.json")):
         variant = json.loads(path.read_text())
         if variant.get("metadata", {}).get("weights_digest") == digest and variant.get("rows"):
             found.append((path, variant))
@@ -227,8 +228,6 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
                   "after training NIN)."]
     masks_file = out / "mask_comparison.json"
     if masks_file.is_file():
-        import json
-
         from bench.mask_comparison import ranking, ranking_at_equal_reduction
 
         masks = json.loads(masks_file.read_text())
@@ -239,8 +238,6 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
                  ["", "![mask comparison](plots/mask_comparison.png)"]
     lowrank_file = out / f"lowrank{suffix}.json"
     if lowrank_file.is_file():
-        import json
-
         from bench.lowrank_tables import table as lowrank_table
 
         lowrank = json.loads(lowrank_file.read_text())

@@ -42,8 +42,8 @@
 # Nothing else should run meanwhile: the search picks steps by measured time.
 # About 2 hours on a 2-core CPU (2026-12-03, the 2-vCPU Intel Xeon VM, nothing else running: the greedy
 # search 30 minutes, step 3 44, step 4 16, step 5 12 (1 of its 10 fine-tunings had finished in an
-# earlier session, another resumed from its checkpoint), step 6 9; runs/nin_results_v4*.out); a GPU is not used. Longer than a session
-# there: carry the search, the finished rows and the plans beside them to the next one:
+# earlier session, another resumed from its checkpoint), step 6 9; runs/nin_results_v4*.out); a GPU
+# is not used. Longer than a session there: carry the search, the finished rows and the plans beside them to the next one:
 #   bash scripts/carry_run.sh save runs/greedy_nin_... checkpoints/greedy_nin
 #   bash scripts/carry_run.sh save runs/nin_accuracy checkpoints/nin_accuracy --exclude '*.npz'
 #   bash scripts/carry_run.sh save runs/lowrank_nin checkpoints/lowrank_nin --exclude '*.npz'
