@@ -31,7 +31,7 @@ from bench import measure
 from bench.paths import RESULTS
 from bench.mask_baselines import (baseline_model, fractional_masks, fractional_rows, resize_split, skipped_rate,
                                   strided_rows)
-from bench.report import _csv, _md
+from bench.report import _csv, _md, _shown
 from perforated.data import Split, load_dataset, preprocess_for, training_subsets
 from perforated.impact import estimate_impact
 from perforated.errors import PerforatedError
@@ -137,7 +137,7 @@ def run(weights: Path, data: Optional[str], images: int, impact_images: int, rou
         del c["build"]
     meta = measure.machine_metadata()
     meta.update(threads=perforated.get_num_threads(), rounds=rounds, images=images, impact_images=impact_images,
-                weights=str(weights), weights_digest=file_digest(weights), kinds=list(kinds))
+                weights=_shown(weights), weights_digest=file_digest(weights), kinds=list(kinds))
     return {"metadata": meta, "dense": {"top1_error": dense_eval["top1_error"], "loss": dense_eval["loss"],
                                         "time": t_dense}, "rows": configs}
 

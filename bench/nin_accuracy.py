@@ -28,7 +28,7 @@ import numpy as np
 import perforated
 from bench import measure
 from bench.paths import RESULTS
-from bench.report import _md
+from bench.report import _md, _shown
 from bench.tables import interleaved_times, rate_for_reduction
 from perforated.data import load_dataset, preprocess_for, training_subsets
 from perforated.files import file_digest, write_json_atomic
@@ -181,7 +181,7 @@ def measure_speed(state: dict, keys: List[str], rounds: int) -> None:
 
 def write(state: dict, keys: List[str], args, seconds: float) -> dict:
     meta = measure.machine_metadata()
-    meta.update(threads=perforated.get_num_threads(), rounds=args.rounds, seconds=seconds, weights=str(args.weights),
+    meta.update(threads=perforated.get_num_threads(), rounds=args.rounds, seconds=seconds, weights=_shown(args.weights),
                 weights_digest=file_digest(args.weights))
     rows = []
     for r in (state["rows"][k] for k in keys):
