@@ -291,6 +291,9 @@ def test_train_and_evaluate_commands(tmp_path, rng, capsys):
     assert re.search(r"^top-1 error: \d+\.\d\d%$", printed, re.M)
     assert re.search(r"^top-5 error: \d+\.\d\d%$", printed, re.M)
     assert "images: 4 (test)" in printed
+    assert ev.main(["--network", "nin", "--weights", str(out / "weights.npz"), "--data", str(tmp_path),
+                    "--batch", "4", "--flip"]) == 0
+    assert "images: 4 (test, 2 views: image and mirror)" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="no weights file"):
         ev.evaluate("nin", tmp_path / "none.npz", data=tmp_path)
 
@@ -387,3 +390,23 @@ def test_resume_can_change_the_number_of_epochs(tmp_path, rng):
     assert len(done["history"]) == 2 and done["config"].epochs == 2
     assert done["history"][-1]["lr"] == pytest.approx(tr.learning_rate(done["config"], 2 - 1 / 2))
     assert "epochs changed from 3 to 2" in (tmp_path / "a" / "train.log").read_text()
+
+
+def test_evaluate_flip_averages_the_image_and_its_mirror(rng):
+    """Two-view evaluation: a left-right symmetric image is its own mirror, so it scores as one view
+    (loss = the cross-entropy of model.loss); a mirrored test set scores exactly as the original."""
+    model = Model("nin", 4)
+    splits = _tiny_nin_splits(rng)
+    pre = Preprocess.fit(splits["train"], "channel")
+    half = rng.integers(0, 256, (6, 3, 32, 16), dtype=np.uint8)
+    labels = rng.integers(0, 10, 6)
+    symmetric = Split(np.concatenate([half, half[..., ::-1]], axis=3), labels, splits["test"].classes)
+    one, two = tr.evaluate_split(model, symmetric, pre), tr.evaluate_split(model, symmetric, pre, flip=True)
+    assert one["images"] == two["images"] == 6  # the padded last batch is not counted
+    assert one["top1_error"] == two["top1_error"] and one["top5_error"] == two["top5_error"]
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    images = rng.integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    plain, mirrored = Split(images, labels, symmetric.classes), Split(images[..., ::-1].copy(), labels, symmetric.classes)
+    a, b = tr.evaluate_split(model, plain, pre, flip=True), tr.evaluate_split(model, mirrored, pre, flip=True)
+    assert a["top1_error"] == b["top1_error"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert a["loss"] != pytest.approx(tr.evaluate_split(model, plain, pre)["loss"], rel=1e-6)

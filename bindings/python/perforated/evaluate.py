@@ -2,9 +2,10 @@
 
 ``python -m perforated.evaluate --network nin --weights W.npz [--data ...] [--plan plan.json | --lowrank
 plan.json]`` prints
-``top-1 error: X%`` and ``top-5 error: Y%``. The input normalisation is the one stored in the weights
-file (``_preprocess``, written by ``perforated.train``); weights without it are normalised with the
-training set's per-channel mean and standard deviation.
+``top-1 error: X%`` and ``top-5 error: Y%`` (``--flip``: averaged over each image and its mirror). The
+input normalisation is the one stored in the weights file (``_preprocess``, written by
+``perforated.train``); weights without it are normalised with the training set's per-channel mean and
+standard deviation.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from .train import build_model, evaluate_split, read_preprocess
 
 def evaluate(network: str, weights, data=None, plan=None, split: str = "test", batch: int = 100,
              subset: Optional[int] = None, splits: Optional[Dict[str, Split]] = None,
-             threads: Optional[int] = None, lowrank=None, device: str = "cpu") -> Dict[str, float]:
-    """Top-1 / top-5 error (%), mean loss and image count of ``weights`` on ``split``."""
+             threads: Optional[int] = None, lowrank=None, device: str = "cpu", flip: bool = False) -> Dict[str, float]:
+    """Top-1 / top-5 error (%), mean loss and image count of ``weights`` on ``split`` (``flip``: two
+    views, the image and its mirror, softmax outputs averaged)."""
     if not Path(weights).is_file():
         raise FileNotFoundError(f"evaluate: no weights file at {weights}")
     if threads:
@@ -42,7 +44,7 @@ def evaluate(network: str, weights, data=None, plan=None, split: str = "test", b
     if subset:
         target = target.subset(min(subset, len(target)), seed=1)
     model = build_model(network, batch, plan, lowrank, weights, device=device)
-    return evaluate_split(model, target, preprocess)
+    return evaluate_split(model, target, preprocess, flip=flip)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -56,11 +58,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--subset", type=int, default=None, help="evaluate on this many (seeded) images")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--flip", action="store_true", help="two views per image, it and its left-right mirror, "
+                   "softmax averaged (the default, one view, is the figure the README and results/ report)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the CUDA backend (with CuPy)")
     a = p.parse_args(argv)
     r = evaluate(a.network, a.weights, a.data, a.plan, a.split, a.batch, a.subset, threads=a.threads,
-                 lowrank=a.lowrank, device=a.device)
-    print(f"images: {r['images']} ({a.split})")
+                 lowrank=a.lowrank, device=a.device, flip=a.flip)
+    print(f"images: {r['images']} ({a.split}{', 2 views: image and mirror' if a.flip else ''})")
     print(f"top-1 error: {r['top1_error']:.2f}%")
     print(f"top-5 error: {r['top5_error']:.2f}%")
     print(f"loss: {r['loss']:.4f}")

@@ -168,24 +168,42 @@ class SGD:
 
 # -- evaluation ----------------------------------------------------------------------------------
 
-def evaluate_split(model: Model, split: Split, preprocess: Preprocess) -> Dict[str, float]:
-    """Top-1 / top-5 error (%) and mean loss over ``split`` (the last batch padded, padding ignored)."""
+def evaluate_split(model: Model, split: Split, preprocess: Preprocess, flip: bool = False) -> Dict[str, float]:
+    """Top-1 / top-5 error (%) and mean loss over ``split`` (the last batch padded, padding ignored).
+
+    flip: also classify each image mirrored left-right and average the two softmax outputs (two views,
+    a common test-time protocol; training augments with the same flips). The loss is then the negative
+    log of the averaged probability of the true class. Off by default: one view is the standard figure.
+    """
     n = top1 = top5 = 0
     loss_sum = 0.0
     k = min(5, model.classes)
     to_host = model.buffers.to_host  # a CUDA model's logits and losses are GPU arrays
     for b in batches(split, model.batch, preprocess, last="pad"):
-        logits = to_host(model.forward(b.x, training=False))
-        loss = to_host(model.loss(b.labels)[0])
         v = b.valid
-        top = np.argsort(-logits[:v], axis=1)[:, :k]
+        if flip:
+            probs = _softmax(to_host(model.forward(b.x, training=False))[:v])
+            mirrored = np.ascontiguousarray(b.x[..., ::-1])
+            probs = 0.5 * (probs + _softmax(to_host(model.forward(mirrored, training=False))[:v]))
+            scores = probs
+            loss = -np.log(np.maximum(probs[np.arange(v), b.labels[:v]], np.finfo(probs.dtype).tiny))
+        else:
+            scores = to_host(model.forward(b.x, training=False))[:v]
+            loss = to_host(model.loss(b.labels)[0])[:v]
+        top = np.argsort(-scores, axis=1)[:, :k]
         hit = top == b.labels[:v, None]
         top1 += int(hit[:, 0].sum())
         top5 += int(hit.any(axis=1).sum())
-        loss_sum += float(loss[:v].sum())
+        loss_sum += float(loss.sum())
         n += v
     return {"top1_error": 100.0 * (1 - top1 / n), "top5_error": 100.0 * (1 - top5 / n),
             "loss": loss_sum / n, "images": n}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 # -- files ---------------------------------------------------------------------------------------
