@@ -201,9 +201,7 @@ def evaluate_split(model: Model, split: Split, preprocess: Preprocess, flip: boo
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return np.exp(distill._log_softmax(logits.astype(np.float64)))
 
 
 # -- files ---------------------------------------------------------------------------------------
