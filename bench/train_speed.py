@@ -7,13 +7,16 @@ pooling, inverted dropout), both with the given thread count, interleaved in rou
 shared machine, and prints images/s of each (median over rounds) and their ratio. ``--check`` first compares the two networks' gradients on the same
 weights (dropout left out) and prints the largest relative difference. ``--batchnorm`` times (and
 checks) both networks with batch normalisation after every conv but the last, as
-``python -m perforated.train --batchnorm`` trains.
+``python -m perforated.train --batchnorm`` trains. ``--plan P.json`` also times the network perforated by
+that plan (as ``python -m perforated.train --plan`` fine-tunes it) and prints its training speedup over
+the original network in the same rounds; PyTorch is then optional (``--no-peer``, or not installed).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import List
 
 import numpy as np
@@ -107,12 +110,13 @@ def check_gradients(network: str = "nin", batch: int = 8, seed: int = 0, batchno
     return worst
 
 
-def ours_step(network: str, batch: int, batchnorm: bool = False):
-    """A closure running one SGD step of our model on fixed random input."""
+def ours_step(network: str, batch: int, batchnorm: bool = False, plan=None):
+    """A closure running one SGD step of our model (perforated by ``plan`` when given, a plan JSON path)
+    on fixed random input."""
     from perforated.model import Model
     from perforated.train import SGD
 
-    model = Model(network, batch, batchnorm=batchnorm)
+    model = Model(network, batch, plan=plan, batchnorm=batchnorm)
     sgd = SGD(model, 0.9, 5e-4)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(model.x.shape).astype(np.float32)
@@ -124,6 +128,7 @@ def ours_step(network: str, batch: int, batchnorm: bool = False):
         model.backward(y)
         sgd.step(1e-4)
 
+    step.model = model  # what is timed, for a look (tests)
     return step
 
 
@@ -164,6 +169,38 @@ def interleaved(steps: dict, rounds: int, per_round: int, batch: int) -> dict:
     return {k: {"median": float(np.median(v)), "min": float(min(v)), "max": float(max(v))} for k, v in rates.items()}
 
 
+def measure(network: str = "nin", batch: int = 128, rounds: int = 3, steps: int = 2, threads: int = 2,
+            batchnorm: bool = False, plan=None, peer: bool = True, check: bool = False) -> dict:
+    """images/s of each timed step (``perforated``: the original network; ``perforated+plan``: perforated
+    by ``plan``; ``pytorch``: the peer, when ``peer``), the ratios, and the gradient check when asked."""
+    import perforated
+
+    if plan is not None and not Path(plan).is_file():
+        raise FileNotFoundError(f"train_speed: no plan file at {plan}")
+    if not peer and plan is None:
+        raise ValueError("train_speed: without the peer, give a plan (there would be nothing to compare)")
+    perforated.set_num_threads(threads)
+    out = {"network": network, "batchnorm": batchnorm, "batch": batch, "threads": threads, "rounds": rounds,
+           "steps_per_round": steps, "plan": str(plan) if plan else None}
+    fns = {"perforated": ours_step(network, batch, batchnorm)}
+    if plan is not None:
+        fns["perforated+plan"] = ours_step(network, batch, batchnorm, plan)
+    if peer:
+        import torch
+
+        torch.set_num_threads(threads)
+        out["torch"] = torch.__version__
+        if check:
+            out["gradient_check"] = check_gradients(network, batchnorm=batchnorm)
+        fns["pytorch"] = torch_step(network, batch, batchnorm)
+    r = out["images_per_s"] = interleaved(fns, rounds, steps, batch)
+    if peer:
+        out["ratio_perforated_pytorch"] = r["perforated"]["median"] / r["pytorch"]["median"]
+    if plan is not None:
+        out["plan_training_speedup"] = r["perforated+plan"]["median"] / r["perforated"]["median"]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.train_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--network", default="nin")
@@ -173,32 +210,39 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--check", action="store_true", help="compare gradients with PyTorch first")
     p.add_argument("--batchnorm", action="store_true", help="both networks with batch normalisation")
+    p.add_argument("--plan", default=None, help="also time the network perforated by this plan JSON")
+    p.add_argument("--no-peer", action="store_true", help="leave PyTorch out (needs --plan)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     a = p.parse_args()
-    import torch
-
     import perforated
 
-    perforated.set_num_threads(a.threads)
-    torch.set_num_threads(a.threads)
-    if a.check:
+    peer = not a.no_peer
+    if peer and a.plan is not None:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("train_speed: PyTorch is not installed; timing without the peer")
+            peer = False
+    r = measure(a.network, a.batch, a.rounds, a.steps, a.threads, a.batchnorm, a.plan, peer, a.check)
+    if "gradient_check" in r:
         print(f"gradient check vs PyTorch (float64, no dropout): largest relative difference (norm) "
-              f"{check_gradients(a.network, batchnorm=a.batchnorm):.2e}")
-    r = interleaved({"perforated": ours_step(a.network, a.batch, a.batchnorm),
-                     "pytorch": torch_step(a.network, a.batch, a.batchnorm)}, a.rounds, a.steps, a.batch)
-    ours, theirs = r["perforated"]["median"], r["pytorch"]["median"]
+              f"{r['gradient_check']:.2e}")
     print(f"{a.network}{' with batch normalisation' if a.batchnorm else ''} training step (forward+backward+SGD), batch {a.batch}, {a.threads} threads, "
           f"{a.rounds} interleaved rounds of {a.steps} steps each after 1 warm-up; median (min..max) images/s")
-    for k, extra in (("perforated", perforated.build_info()), ("pytorch", f"torch {torch.__version__}")):
-        print(f"  {k:10s}: {r[k]['median']:.1f} ({r[k]['min']:.1f}..{r[k]['max']:.1f})   [{extra}]")
-    print(f"  ratio perforated/pytorch: {ours / theirs:.2f}")
+    rates = r["images_per_s"]
+    extras = {"perforated": perforated.build_info(), "perforated+plan": f"plan {a.plan}",
+              "pytorch": f"torch {r.get('torch')}"}
+    for k in rates:
+        print(f"  {k:15s}: {rates[k]['median']:.1f} ({rates[k]['min']:.1f}..{rates[k]['max']:.1f})   [{extras[k]}]")
+    if "ratio_perforated_pytorch" in r:
+        print(f"  ratio perforated/pytorch: {r['ratio_perforated_pytorch']:.2f}")
+    if "plan_training_speedup" in r:
+        print(f"  training speedup of the plan (perforated+plan / perforated): {r['plan_training_speedup']:.2f}")
     if a.json:
         from bench.measure import machine_metadata
 
         with open(a.json, "w") as f:
-            json.dump({"network": a.network, "batchnorm": a.batchnorm, "batch": a.batch, "threads": a.threads, "rounds": a.rounds,
-                       "steps_per_round": a.steps, "images_per_s": r,
-                       "machine": machine_metadata()}, f, indent=2)
+            json.dump(dict(r, machine=machine_metadata()), f, indent=2)
 
 
 if __name__ == "__main__":
