@@ -214,6 +214,10 @@ def main() -> None:
     p.add_argument("--no-peer", action="store_true", help="leave PyTorch out (needs --plan)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     a = p.parse_args()
+    if a.no_peer and a.plan is None:
+        p.error("--no-peer needs --plan (without the peer and a plan there is nothing to compare)")
+    if a.no_peer and a.check:
+        p.error("--check compares gradients with PyTorch: leave out --no-peer")
     import perforated
 
     peer = not a.no_peer

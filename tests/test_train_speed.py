@@ -46,3 +46,9 @@ def test_command_writes_json(tmp_path):
     assert "training speedup of the plan" in res.stdout
     data = json.loads(out.read_text())
     assert data["plan_training_speedup"] > 0 and "machine" in data
+
+
+def test_command_refuses_no_peer_without_plan():
+    res = subprocess.run([sys.executable, "-m", "bench.train_speed", "--no-peer"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert res.returncode == 2 and "--no-peer needs --plan" in res.stderr
