@@ -144,6 +144,12 @@ perf_status perf_mask_grid(int h, int w, double rate, uint64_t seed, perf_mask *
     return st;
 }
 
+/* Division rounding toward minus infinity (b > 0). */
+static int64_t floor_div(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
 /* cover[in]: how many windows of the pooling layer along one axis contain each position (Caffe ceil
  * mode; windows clipped to the map, as Caffe's pooling does). */
 static perf_status pool_cover(const char *fn, const char *axis, int in, int kernel, int stride,
@@ -160,14 +166,15 @@ static perf_status pool_cover(const char *fn, const char *axis, int in, int kern
                          kernel, (long long)padded);
     int64_t outs = (padded - kernel + stride - 1) / stride + 1;
     if ((outs - 1) * stride >= (int64_t)in + pad) outs--; /* as pool.c: no window starts past the map */
-    memset(cover, 0, (size_t)in * sizeof *cover);
-    for (int64_t o = 0; o < outs; o++) {
-        int64_t start = o * stride - pad;
-        int64_t end = start + kernel;
-        if (end > (int64_t)in + pad) end = (int64_t)in + pad;
-        if (start < 0) start = 0;
-        if (end > in) end = in;
-        for (int64_t i = start; i < end; i++) cover[i]++;
+    /* Count, per position, the windows o in [0, outs) with o*stride - pad <= i < o*stride - pad +
+     * kernel, in closed form: a loop over the windows would take O(outs), and a huge pad and kernel
+     * make outs huge for a small map. */
+    for (int64_t i = 0; i < in; i++) {
+        int64_t hi = floor_div(i + pad, stride);
+        if (hi > outs - 1) hi = outs - 1;
+        int64_t lo = floor_div(i + pad - kernel, stride) + 1;
+        if (lo < 0) lo = 0;
+        cover[i] = hi >= lo ? (int)(hi - lo + 1) : 0;
     }
     return PERF_STATUS_SUCCESS;
 }
