@@ -18,6 +18,7 @@ from perforated import train as tr
 from perforated.data import (Preprocess, Split, augment, batches, load_cifar_batches, load_dataset,
                              load_image_folder, num_batches)
 from perforated.model import Model
+from perforated.plan import PerforationPlan
 
 
 @pytest.fixture(autouse=True)
@@ -316,6 +317,34 @@ def test_mid_epoch_checkpoint_resumes_exactly(tmp_path, rng):
     assert "resumed from" in (tmp_path / "b" / "train.log").read_text()
     with pytest.raises(ValueError, match="checkpoint_every must be >= 0"):
         tr.TrainConfig(checkpoint_every=-1).check()
+
+
+def test_resumed_finetuning_keeps_the_masks_it_started_with(tmp_path, rng):
+    """A fine-tuning run freezes its masks (as positions) in out/plan.json when it starts; resumed, it
+    uses those even when the plan's scores file is gone and the plan file was rewritten."""
+    splits = _tiny_nin_splits(rng)
+    scores = tmp_path / "scores.npz"
+    np.savez(scores, conv2=rng.random((16, 16)).astype(np.float32))
+    plan_path = tmp_path / "p.json"
+    PerforationPlan("nin", {"conv2": {"kind": "impact", "rate": 0.5, "scores": scores.name},
+                            "conv1": {"kind": "uniform", "rate": 0.3, "seed": 4}}).save(plan_path)
+    cfg = tr.TrainConfig(network="nin", epochs=2, batch=4, lr=0.01, seed=3, plan=str(plan_path))
+    full = tr.train(cfg, tmp_path / "a", splits=splits, stream=None)
+    tr.train(cfg, tmp_path / "b", splits=splits, stream=None, stop_after=1)
+    frozen = PerforationPlan.load(tmp_path / "b" / "plan.json")
+    started = {n: m.indices for n, m in full["model"].masks.items()}
+    assert set(frozen.layers) == set(started) == {"conv1", "conv2"}
+    for name, spec in frozen.layers.items():
+        np.testing.assert_array_equal(spec["indices"], started[name])
+    scores.unlink()
+    PerforationPlan.uniform_rate("nin", 0.5, seed=9).save(plan_path)  # other masks, other layers
+    resumed = tr.train(cfg, tmp_path / "b", resume=True, splits=splits, stream=None)
+    assert {n: m.indices.tolist() for n, m in resumed["model"].masks.items()} == \
+        {n: i.tolist() for n, i in started.items()}
+    for name, p in full["model"].params.items():
+        for key in p:
+            np.testing.assert_array_equal(p[key], resumed["model"].params[name][key])
+    assert "masks from" in (tmp_path / "b" / "train.log").read_text()
 
 
 def test_finetune_lowrank_network_and_evaluate(tmp_path, rng):

@@ -21,7 +21,8 @@
   quicker estimate), an atomic checkpoint ``out/checkpoint.npz`` (weights, momentum buffers, epoch,
   RNG state, dropout counters, config, history; also written every ``--checkpoint-every`` batches
   within an epoch, so a killed run loses at most that much), the weights alone ``out/weights.npz`` and a line in
-  ``out/log.jsonl``. ``--resume`` continues from the checkpoint with its saved config and gives the
+  ``out/log.jsonl``. With ``--plan`` the masks are also frozen as positions in ``out/plan.json`` at the
+  start, and a resumed run uses those. ``--resume`` continues from the checkpoint with its saved config and gives the
   same result as an uninterrupted run (the C library is deterministic for a fixed thread count).
 
 Weights files hold ``name/weight`` and ``name/bias`` (the format of ``Model.save_weights``) plus
@@ -47,6 +48,7 @@ from . import distill
 from .data import Preprocess, Split, batches, load_dataset, num_batches
 from .files import save_npz_atomic, save_params_npz
 from .model import BatchNormStep, DropoutStep, Model
+from .plan import PerforationPlan
 
 
 @dataclass
@@ -246,6 +248,9 @@ def _batchnorms(model: Model) -> List[BatchNormStep]:
     return [s for s in model.steps if isinstance(s, BatchNormStep)]
 
 
+FROZEN_PLAN = "plan.json"  # a fine-tuning run's masks as positions, written when it starts
+
+
 def save_checkpoint(path: Path, model: Model, sgd: SGD, state: dict) -> None:
     arrays = {}
     for n, p in model.params.items():
@@ -368,8 +373,14 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     else:
         preprocess = Preprocess.fit(train_split, cfg.normalize, cfg.zca_epsilon)
 
-    model = build_model(cfg.network, cfg.batch, cfg.plan, cfg.lowrank, seed=cfg.seed, device=cfg.device,
+    # The masks are fixed for the whole run: a resumed run takes them from the copy frozen at its start,
+    # so it neither needs the plan's files (impact scores) nor changes masks if they were rewritten.
+    frozen = out / FROZEN_PLAN
+    plan = str(frozen) if cfg.plan and state is not None and frozen.is_file() else cfg.plan
+    model = build_model(cfg.network, cfg.batch, plan, cfg.lowrank, seed=cfg.seed, device=cfg.device,
                         batchnorm=cfg.batchnorm)
+    if cfg.plan and state is None:
+        PerforationPlan.from_masks(cfg.network, model.masks).save(frozen)
     if cfg.weights and state is None:
         model.load_weights(cfg.weights)
         if cfg.batchnorm:  # keep the loaded network's function: normalisations start as the identity
@@ -396,7 +407,8 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
         if skip:
             rng.bit_generator.state = state["epoch_rng"]
             running = tuple(state["running"])
-        log(f"resumed from {ckpt_path} after epoch {start_epoch}" + (f" batch {skip}" if skip else ""))
+        log(f"resumed from {ckpt_path} after epoch {start_epoch}" + (f" batch {skip}" if skip else "")
+            + (f"; masks from {plan}" if cfg.plan else ""))
         if set_epochs is not None and changed_epochs[0] != changed_epochs[1]:
             log(f"epochs changed from {changed_epochs[0]} to {changed_epochs[1]} (schedule recomputed from here)")
     else:
