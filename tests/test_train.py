@@ -377,6 +377,32 @@ def test_finetune_lowrank_network_and_evaluate(tmp_path, rng):
         tr.build_model("alexnet", 2, lowrank=str(plan_path))
 
 
+def test_resumed_lowrank_finetuning_keeps_the_plan_it_started_with(tmp_path, rng):
+    """A low-rank fine-tuning run copies its plan to out/lowrank_plan.json when it starts; resumed, it
+    uses that copy even when the plan file was rewritten with other ranks and masks."""
+    from perforated import lowrank as LR
+
+    splits = _tiny_nin_splits(rng)
+    plan = LR.LowRankPlan("nin", {"conv2": {"rank": 16, "method": "channel", "rate": 0.5, "seed": 2}})
+    plan_path, w_path = tmp_path / "plan.json", tmp_path / "decomposed.npz"
+    plan.save(plan_path)
+    _, weights = LR.apply_plan(plan, 2, LR.network_weights("nin", seed=2))
+    LR.save_weights(weights, w_path)
+    cfg = tr.TrainConfig(network="nin", epochs=2, batch=4, lr=0.01, seed=1, lowrank=str(plan_path),
+                         weights=str(w_path), augment=False)
+    full = tr.train(cfg, tmp_path / "a", splits=splits, stream=None)
+    tr.train(cfg, tmp_path / "b", splits=splits, stream=None, stop_after=1)
+    assert LR.LowRankPlan.load(tmp_path / "b" / "lowrank_plan.json").layers == plan.layers
+    LR.LowRankPlan("nin", {"conv2": {"rank": 8, "method": "channel", "rate": 0.3, "seed": 7}}).save(plan_path)
+    resumed = tr.train(cfg, tmp_path / "b", resume=True, splits=splits, stream=None)
+    np.testing.assert_array_equal(resumed["model"].masks["conv2_a"].indices,
+                                  full["model"].masks["conv2_a"].indices)
+    for name, p in full["model"].params.items():
+        for key in p:
+            np.testing.assert_array_equal(p[key], resumed["model"].params[name][key])
+    assert "low-rank plan from" in (tmp_path / "b" / "train.log").read_text()
+
+
 def test_lowrank_command_fits_on_a_dataset_and_keeps_the_normalisation(tmp_path, rng, capsys):
     """perforated.lowrank --data DATASET fits on normalised training images and saves the decomposed
     weights with the original's _preprocess; evaluate --lowrank then reads them as train wrote them."""

@@ -22,8 +22,8 @@
   RNG state, dropout counters, config, history; also written every ``--checkpoint-every`` batches
   within an epoch, so a killed run loses at most that much), the weights alone ``out/weights.npz`` and a line in
   ``out/log.jsonl``. With ``--plan`` the masks are also frozen as positions in ``out/plan.json`` at the
-  start, and a resumed run uses those. ``--resume`` continues from the checkpoint with its saved config and gives the
-  same result as an uninterrupted run (the C library is deterministic for a fixed thread count).
+  start (with ``--lowrank`` the plan is copied to ``out/lowrank_plan.json``), and a resumed run uses
+  those. ``--resume`` continues from the checkpoint with its saved config and gives the same result as an uninterrupted run (the C library is deterministic for a fixed thread count).
 
 Weights files hold ``name/weight`` and ``name/bias`` (the format of ``Model.save_weights``) plus
 ``_preprocess`` (the input normalisation, JSON) and ``_meta`` (network, plan, epochs; JSON), which
@@ -249,6 +249,7 @@ def _batchnorms(model: Model) -> List[BatchNormStep]:
 
 
 FROZEN_PLAN = "plan.json"  # a fine-tuning run's masks as positions, written when it starts
+FROZEN_LOWRANK = "lowrank_plan.json"  # a low-rank fine-tuning run's plan, copied when it starts
 
 
 def save_checkpoint(path: Path, model: Model, sgd: SGD, state: dict) -> None:
@@ -375,12 +376,18 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
 
     # The masks are fixed for the whole run: a resumed run takes them from the copy frozen at its start,
     # so it neither needs the plan's files (impact scores) nor changes masks if they were rewritten.
-    frozen = out / FROZEN_PLAN
+    # A low-rank plan (ranks, seeded masks) is copied as it is for the same reason.
+    frozen, frozen_lr = out / FROZEN_PLAN, out / FROZEN_LOWRANK
     plan = str(frozen) if cfg.plan and state is not None and frozen.is_file() else cfg.plan
-    model = build_model(cfg.network, cfg.batch, plan, cfg.lowrank, seed=cfg.seed, device=cfg.device,
+    lowrank = str(frozen_lr) if cfg.lowrank and state is not None and frozen_lr.is_file() else cfg.lowrank
+    model = build_model(cfg.network, cfg.batch, plan, lowrank, seed=cfg.seed, device=cfg.device,
                         batchnorm=cfg.batchnorm)
     if cfg.plan and state is None:
         PerforationPlan.from_masks(cfg.network, model.masks).save(frozen)
+    if cfg.lowrank and state is None:
+        from .lowrank import LowRankPlan
+
+        LowRankPlan.load(cfg.lowrank).save(frozen_lr)
     if cfg.weights and state is None:
         model.load_weights(cfg.weights)
         if cfg.batchnorm:  # keep the loaded network's function: normalisations start as the identity
@@ -408,7 +415,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
             rng.bit_generator.state = state["epoch_rng"]
             running = tuple(state["running"])
         log(f"resumed from {ckpt_path} after epoch {start_epoch}" + (f" batch {skip}" if skip else "")
-            + (f"; masks from {plan}" if cfg.plan else ""))
+            + (f"; masks from {plan}" if cfg.plan else "") + (f"; low-rank plan from {lowrank}" if cfg.lowrank else ""))
         if set_epochs is not None and changed_epochs[0] != changed_epochs[1]:
             log(f"epochs changed from {changed_epochs[0]} to {changed_epochs[1]} (schedule recomputed from here)")
     else:
