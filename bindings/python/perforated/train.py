@@ -23,7 +23,8 @@
   within an epoch, so a killed run loses at most that much), the weights alone ``out/weights.npz`` and a line in
   ``out/log.jsonl``. With ``--plan`` the masks are also frozen as positions in ``out/plan.json`` at the
   start (with ``--lowrank`` the plan is copied to ``out/lowrank_plan.json``), and a resumed run uses
-  those. ``--resume`` continues from the checkpoint with its saved config and gives the same result as an uninterrupted run (the C library is deterministic for a fixed thread count).
+  those. ``--resume`` continues from the checkpoint with its saved config and gives the same result
+  as an uninterrupted run (the C library is deterministic for a fixed thread count).
 
 Weights files hold ``name/weight`` and ``name/bias`` (the format of ``Model.save_weights``) plus
 ``_preprocess`` (the input normalisation, JSON) and ``_meta`` (network, plan, epochs; JSON), which
