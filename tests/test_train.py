@@ -347,18 +347,27 @@ def test_resumed_finetuning_keeps_the_masks_it_started_with(tmp_path, rng):
     assert "masks from" in (tmp_path / "b" / "train.log").read_text()
 
 
+def _lowrank_plan_and_weights(tmp_path, layers):
+    """A NIN low-rank plan saved as tmp_path/plan.json and its decomposed random weights as
+    tmp_path/decomposed.npz: (plan path, weights path, weights)."""
+    from perforated import lowrank as LR
+
+    plan = LR.LowRankPlan("nin", layers)
+    plan_path, w_path = tmp_path / "plan.json", tmp_path / "decomposed.npz"
+    plan.save(plan_path)
+    _, weights = LR.apply_plan(plan, 2, LR.network_weights("nin", seed=2))
+    LR.save_weights(weights, w_path)
+    return plan_path, w_path, weights
+
+
 def test_finetune_lowrank_network_and_evaluate(tmp_path, rng):
     """A decomposed (and perforated) NIN fine-tunes from its decomposed weights, changes only through
     training, and evaluates with the same plan; wrong combinations fail with the argument named."""
     from perforated import lowrank as LR
 
     splits = _tiny_nin_splits(rng)
-    plan = LR.LowRankPlan("nin", {"conv2": {"rank": 16, "method": "channel", "rate": 0.5},
-                                  "conv3": {"rank": 30, "method": "spatial"}})
-    plan_path, w_path = tmp_path / "plan.json", tmp_path / "decomposed.npz"
-    plan.save(plan_path)
-    _, weights = LR.apply_plan(plan, 2, LR.network_weights("nin", seed=2))
-    LR.save_weights(weights, w_path)
+    plan_path, w_path, weights = _lowrank_plan_and_weights(tmp_path, {
+        "conv2": {"rank": 16, "method": "channel", "rate": 0.5}, "conv3": {"rank": 30, "method": "spatial"}})
     cfg = tr.TrainConfig(network="nin", epochs=1, batch=4, lr=0.01, seed=1, lowrank=str(plan_path),
                          weights=str(w_path), augment=False)
     out = tr.train(cfg, tmp_path / "run", splits=splits, stream=None)
@@ -383,16 +392,13 @@ def test_resumed_lowrank_finetuning_keeps_the_plan_it_started_with(tmp_path, rng
     from perforated import lowrank as LR
 
     splits = _tiny_nin_splits(rng)
-    plan = LR.LowRankPlan("nin", {"conv2": {"rank": 16, "method": "channel", "rate": 0.5, "seed": 2}})
-    plan_path, w_path = tmp_path / "plan.json", tmp_path / "decomposed.npz"
-    plan.save(plan_path)
-    _, weights = LR.apply_plan(plan, 2, LR.network_weights("nin", seed=2))
-    LR.save_weights(weights, w_path)
+    layers = {"conv2": {"rank": 16, "method": "channel", "rate": 0.5, "seed": 2}}
+    plan_path, w_path, _ = _lowrank_plan_and_weights(tmp_path, layers)
     cfg = tr.TrainConfig(network="nin", epochs=2, batch=4, lr=0.01, seed=1, lowrank=str(plan_path),
                          weights=str(w_path), augment=False)
     full = tr.train(cfg, tmp_path / "a", splits=splits, stream=None)
     tr.train(cfg, tmp_path / "b", splits=splits, stream=None, stop_after=1)
-    assert LR.LowRankPlan.load(tmp_path / "b" / "lowrank_plan.json").layers == plan.layers
+    assert LR.LowRankPlan.load(tmp_path / "b" / "lowrank_plan.json").layers == LR.LowRankPlan.load(plan_path).layers
     LR.LowRankPlan("nin", {"conv2": {"rank": 8, "method": "channel", "rate": 0.3, "seed": 7}}).save(plan_path)
     resumed = tr.train(cfg, tmp_path / "b", resume=True, splits=splits, stream=None)
     np.testing.assert_array_equal(resumed["model"].masks["conv2_a"].indices,
