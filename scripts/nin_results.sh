@@ -38,7 +38,7 @@
 # (62 / 43 minutes), the equal-rate impact 2x / 3x rows +0.82 / +1.47 (..._impact2x.md, _impact3x.md;
 # 93 / 60 minutes on an AMD EPYC VM), grid 2x / 3x +1.67 / +2.29 (..._grid2x.md, _grid3x.md) and the
 # 4x rows grid +2.55, impact +3.12, greedy +2.75 (..._4x.md, 48-54 minutes each). Not the default: its
-# control has not been run (2 to 3.5 hours here).
+# control has not been run (2.5 to 3.5 hours here).
 # FINETUNE_BN=1: fine-tune step 3's networks with batch normalisation (identity at the start, folded
 # back). Measured worse than without on the 15.95% weights; on the 12.63% ones better on 4 of the 9
 # rows (greedy 2x +1.13 against +1.55; impact 2x/3x/4x), worse on 5 (results/variants/nin_accuracy_batchnorm.md).
