@@ -32,6 +32,14 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-4,
                                atol=atol * scale, err_msg=what)
 
 
+def assert_same_params(actual: dict, expected: dict) -> None:
+    """Two models' parameters (``Model.params``: layer -> {weight, bias}) equal bit for bit, e.g. a
+    resumed training run against an uninterrupted one."""
+    for name, p in expected.items():
+        for key in p:
+            np.testing.assert_array_equal(actual[name][key], p[key], err_msg=f"{name}/{key}")
+
+
 def gpu_test(f):
     """Marked gpu (run with --run-gpu) and skipped without a CUDA build and a visible GPU."""
     f = pytest.mark.skipif(not P.cuda_available(), reason="no CUDA backend or no GPU (cuda_available())")(f)

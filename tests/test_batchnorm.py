@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import perforated as P
-from helpers import assert_close, randn
+from helpers import assert_close, assert_same_params, randn
 from perforated import batchnorm as BN
 from perforated import train as tr
 from perforated.model import Model
@@ -146,9 +146,7 @@ def test_training_with_batchnorm_resumes_and_saves_the_plain_network(tmp_path, r
     full = tr.train(cfg, tmp_path / "a", splits=splits, stream=None)
     tr.train(cfg, tmp_path / "b", splits=splits, stream=None, stop_after=1)
     resumed = tr.train(cfg, tmp_path / "b", resume=True, splits=splits, stream=None)
-    for name, p in full["model"].params.items():
-        for key in p:
-            np.testing.assert_array_equal(p[key], resumed["model"].params[name][key])
+    assert_same_params(resumed["model"].params, full["model"].params)
     running = [s.running["var"] for s in full["model"].steps if s.kind == "batchnorm"]
     assert running and not np.allclose(running[0], 1.0)
     plain = Model("nin", 4, weights=tmp_path / "a" / "weights.npz")  # the folded, plain NIN

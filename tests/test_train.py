@@ -20,6 +20,8 @@ from perforated.data import (Preprocess, Split, augment, batches, load_cifar_bat
 from perforated.model import Model
 from perforated.plan import PerforationPlan
 
+from helpers import assert_same_params
+
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
@@ -254,9 +256,7 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, rng):
     assert set(state["dropout_calls"]) == {"drop1", "drop2"}
     resumed = tr.train(tr.TrainConfig(), tmp_path / "b", resume=True, splits=splits, stream=None)
     assert resumed["config"].batch == 4  # the checkpoint's config wins
-    for name, p in full["model"].params.items():
-        for key in p:
-            np.testing.assert_array_equal(p[key], resumed["model"].params[name][key])
+    assert_same_params(resumed["model"].params, full["model"].params)
     a = tr.load_checkpoint(tmp_path / "a" / "checkpoint.npz")
     b = tr.load_checkpoint(tmp_path / "b" / "checkpoint.npz")
     for k in a["arrays"]:
@@ -310,9 +310,7 @@ def test_mid_epoch_checkpoint_resumes_exactly(tmp_path, rng):
     state = tr.load_checkpoint(tmp_path / "b" / "checkpoint.npz")
     assert state["epoch"] == 1 and state["batch"] == 2
     resumed = tr.train(cfg, tmp_path / "b", resume=True, splits=splits, stream=None)
-    for name, p in full["model"].params.items():
-        for key in p:
-            np.testing.assert_array_equal(p[key], resumed["model"].params[name][key])
+    assert_same_params(resumed["model"].params, full["model"].params)
     assert [h["train_loss"] for h in full["history"]] == [h["train_loss"] for h in resumed["history"]]
     assert "resumed from" in (tmp_path / "b" / "train.log").read_text()
     with pytest.raises(ValueError, match="checkpoint_every must be >= 0"):
@@ -341,9 +339,7 @@ def test_resumed_finetuning_keeps_the_masks_it_started_with(tmp_path, rng):
     resumed = tr.train(cfg, tmp_path / "b", resume=True, splits=splits, stream=None)
     assert {n: m.indices.tolist() for n, m in resumed["model"].masks.items()} == \
         {n: i.tolist() for n, i in started.items()}
-    for name, p in full["model"].params.items():
-        for key in p:
-            np.testing.assert_array_equal(p[key], resumed["model"].params[name][key])
+    assert_same_params(resumed["model"].params, full["model"].params)
     assert "masks from" in (tmp_path / "b" / "train.log").read_text()
 
 
@@ -403,9 +399,7 @@ def test_resumed_lowrank_finetuning_keeps_the_plan_it_started_with(tmp_path, rng
     resumed = tr.train(cfg, tmp_path / "b", resume=True, splits=splits, stream=None)
     np.testing.assert_array_equal(resumed["model"].masks["conv2_a"].indices,
                                   full["model"].masks["conv2_a"].indices)
-    for name, p in full["model"].params.items():
-        for key in p:
-            np.testing.assert_array_equal(p[key], resumed["model"].params[name][key])
+    assert_same_params(resumed["model"].params, full["model"].params)
     assert "low-rank plan from" in (tmp_path / "b" / "train.log").read_text()
 
 
