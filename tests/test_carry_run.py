@@ -49,6 +49,22 @@ def test_save_and_restore_round_trip(tmp_path):
     assert (back / "checkpoint.npz").read_bytes() == b"newer"
 
 
+def test_keep_npz_leaves_out_the_other_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    make_run(run, 1000)
+    (run / "sub" / "checkpoint.npz").write_bytes(b"in progress")
+    (run / "sub" / "weights.npz").write_bytes(b"w")
+    (run / "sub" / "rows.json").write_text("[]")
+    (run / "sub" / "log.tmp").write_text("being written")
+    saved = tmp_path / "saved"
+    r = carry("save", run, saved, "--keep-npz", "*/checkpoint.npz", "--exclude", "config.json")
+    assert r.returncode == 0, r.stderr
+    assert (saved / "files.txt").read_text().split() == ["sub/", "sub/checkpoint.npz", "sub/rows.json",
+                                                         "sub/step_001.json"]
+    assert carry("restore", saved, tmp_path / "back").returncode == 0
+    assert (tmp_path / "back" / "sub" / "checkpoint.npz").read_bytes() == b"in progress"
+
+
 def test_a_damaged_part_is_refused(tmp_path):
     make_run(tmp_path / "run", 5 * 1024 * 1024)
     saved = tmp_path / "saved"
@@ -61,7 +77,8 @@ def test_a_damaged_part_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("args", [(), ("save",), ("move", "a", "b"), ("save", "a", "b", "--exclude"),
-                                  ("restore", "a", "b", "--exclude", "x")])
+                                  ("restore", "a", "b", "--exclude", "x"),
+                                  ("save", "a", "b", "--keep", "x"), ("restore", "a", "b", "--keep-npz", "x")])
 def test_bad_usage(args):
     r = carry(*args)
     assert r.returncode == 2 and "usage" in r.stderr
