@@ -247,9 +247,11 @@ def main(argv=None) -> None:
     p.add_argument("--impact-images", type=int, default=5000)
     p.add_argument("--greedy", default=None, help="a perforated.greedy output folder: add rows for its "
                    "plan_<t>x.json plans (masks chosen by the search against measured time)")
-    p.add_argument("--finetune-epochs", type=int, default=1, help="0: no fine-tuning")
+    p.add_argument("--finetune-epochs", type=int, default=1,
+                   help="0: no fine-tuning; results/nin_accuracy.md uses 12 with --finetune-lr 0.01 "
+                        "--finetune-batchnorm (scripts/nin_results.sh's default, hours per row on 2 cores)")
     p.add_argument("--finetune-lr", type=float, default=0.001,
-                   help="0.001: on the 15.95%% weights 0.005 did worse (results/variants/)")
+                   help="0.001 suits one epoch; 0.01 with 12 epochs and --finetune-batchnorm (results/)")
     p.add_argument("--finetune-batchnorm", action="store_true",
                    help="fine-tune with batch normalisation after every conv but the last (identity at the start, "
                         "folded back): for weights trained with perforated.train --batchnorm")

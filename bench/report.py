@@ -49,19 +49,38 @@ def _recipe_variants(out: Path, accuracy: dict, nin_table) -> List[str]:
     digest = accuracy["metadata"].get("weights_digest")
     if not digest:  # results from before the digest was recorded: nothing to match against
         return []
-    found = []
+    found, repeated = [], []
     for path in sorted((out / "variants").glob("nin_accuracy_*.json")):
         variant = json.loads(path.read_text())
-        if variant.get("metadata", {}).get("weights_digest") == digest and variant.get("rows"):
-            found.append((path, variant))
-    if not found:
+        if variant.get("metadata", {}).get("weights_digest") != digest or not variant.get("rows"):
+            continue
+        (repeated if _rows_shown_already(variant, accuracy) else found).append((path, variant))
+    if not found and not repeated:
         return []
     lines = ["", "### Other fine-tuning recipes on the same weights", ""]
+    if repeated:  # e.g. the runs that first made the main table's rows: their files keep the notes
+        names = ", ".join(_shown(path) for path, _ in repeated)
+        lines += [f"Rows of {names}: the same recipe and the same fine-tuned errors as rows above, "
+                  "so not repeated here (their speedups came from other timing runs).", ""]
     for path, variant in found:
         header, rows = nin_table(variant)
         m = variant["metadata"]
         lines += [f"From {_shown(path)} (`{m['command']}`, {m['date']}):", ""] + _md(header, rows) + [""]
     return lines
+
+
+def _recipe(row: dict) -> dict:
+    """A row's fine-tuning recipe, without what its run measured (the error, the seconds it took)."""
+    return {k: v for k, v in (row.get("finetune") or {}).items() if k not in ("top1_error", "seconds")}
+
+
+def _rows_shown_already(variant: dict, accuracy: dict) -> bool:
+    """Every row of the variant is a row of the main table: same plan kind and target, same recipe,
+    same fine-tuned error (the same finished run read twice, timed apart)."""
+    def key(row):
+        return row["kind"], row["target"], json.dumps(_recipe(row), sort_keys=True), round(row["tuned_error"], 6)
+    main = {key(row) for row in accuracy["rows"] if row.get("tuned_error") is not None}
+    return all(row.get("tuned_error") is not None and key(row) in main for row in variant["rows"])
 
 
 def _has_gpu(raw: dict) -> bool:

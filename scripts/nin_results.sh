@@ -24,35 +24,33 @@
 # Run it first on new weights: a mistake then costs minutes, not the session.
 # Set STEPS to a subset ("1 2 3") to run only those. GREEDY_EVAL / GREEDY_IMPACT: the greedy search's
 # held-out images for the NLL and its impact images (the issue's 10,000 / 5,000 by default).
-# FINETUNE_LR: step 3's fine-tuning rate (0.001; 0.005 did worse on the 15.95% weights; on the 12.63%
-# ones 0.001 takes the fine-tuned control from 12.63% to 13.29%, results/nin_accuracy.md).
 # MASK_IMAGES: step 4's test images (all 10,000: with 2,000 the rows' differences were mostly within
 # the noise, about +-0.8 points; the whole 2,000-image comparison took 6 minutes here, seconds 354 in
 # results/mask_comparison.json, and the evaluations scale with the images).
-# FINETUNE_EPOCHS: step 3's fine-tuning epochs per row (1; 3 epochs took the grid 3x row from +2.95
-# to +2.80 on the 15.95% weights, at three times the cost: results/variants/).
-# FINETUNE_EPOCHS=5 FINETUNE_LR=0.01 FINETUNE_BN=1: on the 12.44% weights the greedy 2x / 3x rows end at
-# +1.30 / +3.07 against +2.07 / +3.81 for the defaults (results/variants/nin_accuracy_ft5_lr0.01_bn.md),
-# at 5.2-5.5 times the cost per row; FINETUNE_EPOCHS=12 with the same two: +0.91 / +1.90, meeting the
-# issue's +1.0 / +2.5 (results/variants/nin_accuracy_ft12_lr0.01_bn.md), at 13.6 times the cost per row
-# (62 / 43 minutes), the equal-rate impact 2x / 3x rows +0.82 / +1.47 (..._impact2x.md, _impact3x.md;
-# 93 / 60 minutes on an AMD EPYC VM), grid 2x / 3x +1.67 / +2.29 (..._grid2x.md, _grid3x.md) and the
-# 4x rows grid +2.55, impact +3.12, greedy +2.75 (..._4x.md, 48-54 minutes each). Not the default: its
-# control has not been run (2.5 to 3.5 hours here).
-# FINETUNE_BN=1: fine-tune step 3's networks with batch normalisation (identity at the start, folded
-# back). Measured worse than without on the 15.95% weights; on the 12.63% ones better on 4 of the 9
-# rows (greedy 2x +1.13 against +1.55; impact 2x/3x/4x), worse on 5 (results/variants/nin_accuracy_batchnorm.md).
+# FINETUNE_EPOCHS / FINETUNE_LR / FINETUNE_BN: step 3's fine-tuning recipe, by default that of
+# results/nin_accuracy.md: 12 epochs per row at lr 0.01 (cosine to 0) with batch normalisation
+# (identity at the start, folded back), which meets the issue's +1.0 / +2.5 at 2x / 3x on the 12.44%
+# weights (greedy +0.91 / +1.90; the control, the original network fine-tuned alike, 12.44% -> 12.42%);
+# 43-128 minutes per row and 123 for the control on 2-vCPU AMD EPYC VMs (epochs of 7 to 14 minutes, with
+# the VM and what else ran), about 12 hours for step 3 (10.0 h for the nine rows, 2.1 for the control:
+# the `seconds` in results/nin_accuracy.json), so carried across sessions (below).
+# FINETUNE_EPOCHS=1 FINETUNE_LR=0.001 FINETUNE_BN=0, the recipe before 2026-12-04: 44 minutes for
+# step 3, greedy 2x / 3x +2.07 / +3.81 (results/variants/nin_accuracy_ft1_lr0.001.md); 5 epochs at lr 0.01 with batch normalisation:
+# +1.30 / +3.07 (results/variants/nin_accuracy_ft5_lr0.01_bn.md). Recipes tried on earlier weights:
+# lr 0.005 and 0.0002, 3 epochs, batch normalisation alone (results/variants/).
 # Nothing else should run meanwhile: the search picks steps by measured time.
-# About 2 hours on a 2-core CPU (2026-12-03, the 2-vCPU Intel Xeon VM, nothing else running: the greedy
-# search 30 minutes, step 3 44, step 4 16, step 5 12 (1 of its 10 fine-tunings had finished in an
-# earlier session, another resumed from its checkpoint), step 6 9; runs/nin_results_v4*.out); a GPU
-# is not used. Longer than a session there: carry the search, the finished rows and the plans beside them to the next one:
+# About 2 hours on a 2-core CPU with the one-epoch recipe (2026-12-03, the 2-vCPU Intel Xeon VM,
+# nothing else running: the greedy search 30 minutes, step 3 44, step 4 16, step 5 12 (1 of its 10
+# fine-tunings had finished in an earlier session, another resumed from its checkpoint), step 6 9;
+# runs/nin_results_v4*.out); with the default 12-epoch one, step 3 takes about 12 hours instead of 44
+# minutes. A GPU is not used. Longer than a session: carry the search, the finished rows (with the
+# checkpoint of the row in progress) and the plans beside them to the next one:
 #   bash scripts/carry_run.sh save runs/greedy_nin_... checkpoints/greedy_nin
-#   bash scripts/carry_run.sh save runs/nin_accuracy checkpoints/nin_accuracy --exclude '*.npz'
+#   bash scripts/carry_run.sh save runs/nin_accuracy checkpoints/nin_accuracy --keep-npz '*/ROW/checkpoint.npz'
 #   bash scripts/carry_run.sh save runs/lowrank_nin checkpoints/lowrank_nin --exclude '*.npz'
 #   git add checkpoints results/plans results/greedy_nin.md && git commit ...
-# (and `restore` there. The finished rows live in rows.json; a row cut short starts again, up to
-# one epoch of fine-tuning. Keeping its checkpoint would commit 7.8 MB per row of every save.)
+# (and `restore` there. The finished rows live in rows.json; ROW is the fine-tuning folder in progress,
+# e.g. ft12_lr0.01_nall_bn/grid_2x: its checkpoint, 7.8 MB, is rewritten every epoch, so carry only that one.)
 set -euo pipefail
 [[ $# -eq 0 || -f "$1" ]] || { echo "nin_results.sh: no weights file $1" >&2; exit 2; }
 given="$(realpath "${1:-$(dirname "${BASH_SOURCE[0]}")/../results/models/nin_cifar10.npz}")"
@@ -95,8 +93,8 @@ if stored.get("mode") == "zca":
 print(f"nin_results: {perforated.build_info()}; library {LIBRARY_PATH}", file=sys.stderr)
 PY
 hash="$(sha256sum "$weights" | cut -c1-12)"  # = perforated.files.file_digest: the runs/ keys
-bn=(); [[ "${FINETUNE_BN:-0}" == 1 ]] && bn=(--finetune-batchnorm)
-finetune=(--finetune-lr "${FINETUNE_LR:-0.001}" --finetune-epochs "${FINETUNE_EPOCHS:-1}" "${bn[@]}")
+bn=(); [[ "${FINETUNE_BN:-1}" == 1 ]] && bn=(--finetune-batchnorm)
+finetune=(--finetune-lr "${FINETUNE_LR:-0.01}" --finetune-epochs "${FINETUNE_EPOCHS:-12}" "${bn[@]}")
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
     # every step at toy sizes into runs/nin_results_dry_<weights>/ (minutes, results/ untouched): the
     # pipeline checked end to end on these weights before the hours of the real run

@@ -36,3 +36,22 @@ def test_variants_on_the_same_weights_are_shown(tmp_path):
 def test_no_variants_no_section(tmp_path):
     raw = json.loads(COMMITTED.read_text())
     assert "Other fine-tuning recipes" not in report.write_all(raw, tmp_path)
+
+
+def test_a_variant_whose_rows_are_all_in_the_main_table_is_named_not_repeated(tmp_path):
+    raw = json.loads(COMMITTED.read_text())
+    accuracy = raw["nin_accuracy"]
+    same_run = copy.deepcopy(accuracy)
+    same_run["metadata"]["command"] = "python -m bench.nin_accuracy --targets 2 --rounds 5"
+    same_run["rows"] = [dict(row, speedup=row["speedup"] * 0.9) for row in accuracy["rows"][:2]]
+    (tmp_path / "variants").mkdir()
+    (tmp_path / "variants" / "nin_accuracy_same_run.json").write_text(json.dumps(same_run))
+    section = report.write_all(raw, tmp_path).split("### Other fine-tuning recipes on the same weights")[1]
+    assert "nin_accuracy_same_run.json: the same recipe" in section
+    assert "--rounds 5" not in section  # its table is not shown again
+
+    different = copy.deepcopy(same_run)  # one row fine-tuned to another error: a different run, shown
+    different["rows"][0]["tuned_error"] += 0.5
+    (tmp_path / "variants" / "nin_accuracy_same_run.json").write_text(json.dumps(different))
+    section = report.write_all(raw, tmp_path).split("### Other fine-tuning recipes on the same weights")[1]
+    assert "--rounds 5" in section and "the same recipe" not in section
