@@ -62,6 +62,43 @@ def network_speedups(raw: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# The issue's NIN targets (the paper's Table 2 rows for its greedy impact plans): error increase after
+# fine-tuning at 2x and 3x speedup.
+NIN_TARGETS = {2.0: 1.0, 3.0: 2.5}
+
+
+def nin_accuracy(accuracy: dict, path: Path) -> None:
+    """bench.nin_accuracy's rows: error increase over the original network against measured speedup,
+    before fine-tuning (hollow, dashed) and after (filled), one colour per mask kind."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    kinds = list(dict.fromkeys(r["kind"] for r in accuracy["rows"]))
+    for kind, marker, colour in zip(kinds, "osD^v", plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        rows = sorted((r for r in accuracy["rows"] if r["kind"] == kind), key=lambda r: r["speedup"])
+        xs = [r["speedup"] for r in rows]
+        ax.plot(xs, [r["error_increase"] for r in rows], marker=marker, linestyle="--", color=colour,
+                markerfacecolor="none", label=f"{kind}, before fine-tuning")
+        tuned = [(r["speedup"], r["tuned_error_increase"]) for r in rows if r.get("tuned_error_increase") is not None]
+        if tuned:
+            ax.plot(*zip(*tuned), marker=marker, color=colour, label=f"{kind}, fine-tuned")
+    ax.scatter(list(NIN_TARGETS), list(NIN_TARGETS.values()), marker="*", s=160, color="k", zorder=5,
+               label="target after fine-tuning (paper)")
+    if accuracy.get("dense_tuned_error") is not None:
+        ax.axhline(accuracy["dense_tuned_error"] - accuracy["dense_error"], color="grey", linestyle=":",
+                   label="original network fine-tuned alike")
+    ax.axhline(0, color="k", linewidth=0.8)
+    recipe = next((r["finetune"] for r in accuracy["rows"] if r.get("finetune")), None)
+    ax.set_title("NIN / CIFAR-10: perforated networks" + (
+        f"\nfine-tuned {recipe['epochs']} epoch(s) at lr {recipe['lr']:g}"
+        + (" with batch norm" if recipe.get("batchnorm") else "") if recipe else ""), fontsize=10)
+    ax.set_xlabel("measured speedup (CPU, batch 128)")
+    ax.set_ylabel(f"top-1 error increase, points (original {accuracy['dense_error']:.2f}%)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def mask_pictures(path: Path) -> None:
     """The four mask kinds on a 32x32 map (NIN conv1's output) at r = 1/2 and 3/4: computed
     positions in black over the nearest-map cells they fill."""

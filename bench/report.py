@@ -42,6 +42,17 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _nin_accuracy_plot(accuracy: dict, path: Path) -> List[str]:
+    """The NIN rows as a plot beside their table (error increase against measured speedup)."""
+    try:
+        from bench import plots
+    except ImportError as e:
+        return ["", f"Plot skipped: {e} (pip install matplotlib)"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plots.nin_accuracy(accuracy, path)
+    return ["", f"![nin accuracy](plots/{path.name})"]
+
+
 def _recipe_variants(out: Path, accuracy: dict, nin_table) -> List[str]:
     """Other fine-tuning recipes run on the same weights (OUT/variants/nin_accuracy_*.json, matched by
     the weights' SHA-256), so the table shows them beside the default recipe's rows; files from other
@@ -241,6 +252,7 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
         lines += [f"From {accuracy_file} (`{m['command']}`, {m['date']}, {m['cpu']}); speedups "
                   "there were measured in that run. Original network top-1 error "
                   f"{accuracy['dense_error']:.2f}%.", ""] + _md(header, rows) + ["", accuracy.get("note", "")]
+        lines += _nin_accuracy_plot(accuracy, out / "plots" / f"nin_accuracy{suffix}.png")
         lines += _recipe_variants(out, accuracy, nin_table)
     else:
         lines += [f"Not measured: {accuracy_file} is missing (run `python -m bench.nin_accuracy` "

@@ -55,3 +55,16 @@ def test_a_variant_whose_rows_are_all_in_the_main_table_is_named_not_repeated(tm
     (tmp_path / "variants" / "nin_accuracy_same_run.json").write_text(json.dumps(different))
     section = report.write_all(raw, tmp_path).split("### Other fine-tuning recipes on the same weights")[1]
     assert "--rounds 5" in section and "the same recipe" not in section
+
+
+def test_the_nin_rows_are_plotted_beside_their_table(tmp_path):
+    raw = json.loads(COMMITTED.read_text())
+    text = report.write_all(raw, tmp_path, "_t")
+    try:
+        import matplotlib  # noqa: F401  (bench extra; the test extra does without)
+    except ImportError:
+        assert "Plot skipped: " in text
+        return
+    png = tmp_path / "plots" / "nin_accuracy_t.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![nin accuracy](plots/nin_accuracy_t.png)" in text
