@@ -83,8 +83,8 @@ def nin_accuracy(accuracy: dict, path: Path) -> None:
     ax.scatter(list(NIN_TARGETS), list(NIN_TARGETS.values()), marker="*", s=160, color="k", zorder=5,
                label="target after fine-tuning (paper)")
     if accuracy.get("dense_tuned_error") is not None:
-        ax.axhline(accuracy["dense_tuned_error"] - accuracy["dense_error"], color="grey", linestyle=":",
-                   label="original network fine-tuned alike")
+        control = accuracy["dense_tuned_error"] - accuracy["dense_error"]
+        ax.axhline(control, color="grey", linestyle=":", label=f"original network fine-tuned alike ({control:+.2f})")
     ax.axhline(0, color="k", linewidth=0.8)
     recipe = next((r["finetune"] for r in accuracy["rows"] if r.get("finetune")), None)
     ax.set_title("NIN / CIFAR-10: perforated networks" + (

@@ -31,9 +31,9 @@
 # results/nin_accuracy.md: 12 epochs per row at lr 0.01 (cosine to 0) with batch normalisation
 # (identity at the start, folded back), which meets the issue's +1.0 / +2.5 at 2x / 3x on the 12.44%
 # weights (greedy +0.91 / +1.90; the control, the original network fine-tuned alike, 12.44% -> 12.42%);
-# 43-128 minutes per row and 123 for the control on 2-vCPU AMD EPYC VMs (epochs of 7 to 14 minutes, with
-# the VM and what else ran), about 12 hours for step 3 (10.0 h for the nine rows, 2.1 for the control:
-# the `seconds` in results/nin_accuracy.json), so carried across sessions (below).
+# 43-128 minutes per row (the `seconds` of each row in results/nin_accuracy.json, on 2-vCPU AMD EPYC and
+# Intel Xeon VMs) and 123 for the control (its log.jsonl in checkpoints/nin_accuracy), about 12 hours for
+# step 3 (10.0 h for the nine rows, 2.1 for the control), so carried across sessions (below).
 # FINETUNE_EPOCHS=1 FINETUNE_LR=0.001 FINETUNE_BN=0, the recipe before 2026-12-04: 44 minutes for
 # step 3, greedy 2x / 3x +2.07 / +3.81 (results/variants/nin_accuracy_ft1_lr0.001.md); 5 epochs at lr 0.01 with batch normalisation:
 # +1.30 / +3.07 (results/variants/nin_accuracy_ft5_lr0.01_bn.md). Recipes tried on earlier weights:

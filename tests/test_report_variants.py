@@ -56,6 +56,13 @@ def test_a_variant_whose_rows_are_all_in_the_main_table_is_named_not_repeated(tm
     section = report.write_all(raw, tmp_path).split("### Other fine-tuning recipes on the same weights")[1]
     assert "--rounds 5" in section and "the same recipe" not in section
 
+    other_recipe = copy.deepcopy(same_run)  # the same errors from another recipe: shown
+    for row in other_recipe["rows"]:
+        row["finetune"] = dict(row["finetune"], epochs=row["finetune"]["epochs"] + 1)
+    (tmp_path / "variants" / "nin_accuracy_same_run.json").write_text(json.dumps(other_recipe))
+    section = report.write_all(raw, tmp_path).split("### Other fine-tuning recipes on the same weights")[1]
+    assert "--rounds 5" in section and "the same recipe" not in section
+
 
 def test_the_nin_rows_are_plotted_beside_their_table(tmp_path):
     raw = json.loads(COMMITTED.read_text())
