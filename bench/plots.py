@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import perforated  # noqa: E402
-from bench.paper import PAPER_ROWS  # noqa: E402
+from bench.paper import PAPER_NIN_TUNED, PAPER_ROWS  # noqa: E402
 
 
 def layer_speedups(raw: dict, path: Path) -> None:
@@ -62,11 +62,6 @@ def network_speedups(raw: dict, path: Path) -> None:
     plt.close(fig)
 
 
-# The issue's NIN targets (the paper's Table 2 rows for its greedy impact plans): error increase after
-# fine-tuning at 2x and 3x speedup.
-NIN_TARGETS = {2.0: 1.0, 3.0: 2.5}
-
-
 def nin_accuracy(accuracy: dict, path: Path) -> None:
     """bench.nin_accuracy's rows: error increase over the original network against measured speedup,
     before fine-tuning (hollow, dashed) and after (filled), one colour per mask kind."""
@@ -74,22 +69,23 @@ def nin_accuracy(accuracy: dict, path: Path) -> None:
     kinds = list(dict.fromkeys(r["kind"] for r in accuracy["rows"]))
     for kind, marker, colour in zip(kinds, "osD^v", plt.rcParams["axes.prop_cycle"].by_key()["color"]):
         rows = sorted((r for r in accuracy["rows"] if r["kind"] == kind), key=lambda r: r["speedup"])
-        xs = [r["speedup"] for r in rows]
-        ax.plot(xs, [r["error_increase"] for r in rows], marker=marker, linestyle="--", color=colour,
+        ax.plot([r["speedup"] for r in rows], [r["error_increase"] for r in rows], marker=marker, linestyle="--", color=colour,
                 markerfacecolor="none", label=f"{kind}, before fine-tuning")
         tuned = [(r["speedup"], r["tuned_error_increase"]) for r in rows if r.get("tuned_error_increase") is not None]
         if tuned:
             ax.plot(*zip(*tuned), marker=marker, color=colour, label=f"{kind}, fine-tuned")
-    ax.scatter(list(NIN_TARGETS), list(NIN_TARGETS.values()), marker="*", s=160, color="k", zorder=5,
+    ax.scatter(list(PAPER_NIN_TUNED), list(PAPER_NIN_TUNED.values()), marker="*", s=160, color="k", zorder=5,
                label="target after fine-tuning (paper)")
     if accuracy.get("dense_tuned_error") is not None:
         control = accuracy["dense_tuned_error"] - accuracy["dense_error"]
         ax.axhline(control, color="grey", linestyle=":", label=f"original network fine-tuned alike ({control:+.2f})")
     ax.axhline(0, color="k", linewidth=0.8)
+    title = "NIN / CIFAR-10: perforated networks"
     recipe = next((r["finetune"] for r in accuracy["rows"] if r.get("finetune")), None)
-    ax.set_title("NIN / CIFAR-10: perforated networks" + (
-        f"\nfine-tuned {recipe['epochs']} epoch(s) at lr {recipe['lr']:g}"
-        + (" with batch norm" if recipe.get("batchnorm") else "") if recipe else ""), fontsize=10)
+    if recipe:
+        title += f"\nfine-tuned {recipe['epochs']} epoch(s) at lr {recipe['lr']:g}"
+        title += " with batch norm" if recipe.get("batchnorm") else ""
+    ax.set_title(title, fontsize=10)
     ax.set_xlabel("measured speedup (CPU, batch 128)")
     ax.set_ylabel(f"top-1 error increase, points (original {accuracy['dense_error']:.2f}%)")
     ax.legend(fontsize=7)

@@ -35,8 +35,8 @@
 # Intel Xeon VMs) and 123 for the control (its log.jsonl in checkpoints/nin_accuracy), about 12 hours for
 # step 3 (10.0 h for the nine rows, 2.1 for the control), so carried across sessions (below).
 # FINETUNE_EPOCHS=1 FINETUNE_LR=0.001 FINETUNE_BN=0, the recipe before 2026-12-04: 44 minutes for
-# step 3, greedy 2x / 3x +2.07 / +3.81 (results/variants/nin_accuracy_ft1_lr0.001.md); 5 epochs at lr 0.01 with batch normalisation:
-# +1.30 / +3.07 (results/variants/nin_accuracy_ft5_lr0.01_bn.md). Recipes tried on earlier weights:
+# step 3, greedy 2x / 3x +2.07 / +3.81 (results/variants/nin_accuracy_ft1_lr0.001.md); 5 epochs at
+# lr 0.01 with batch normalisation: +1.30 / +3.07 (results/variants/nin_accuracy_ft5_lr0.01_bn.md). Recipes tried on earlier weights:
 # lr 0.005 and 0.0002, 3 epochs, batch normalisation alone (results/variants/).
 # Nothing else should run meanwhile: the search picks steps by measured time.
 # About 2 hours on a 2-core CPU with the one-epoch recipe (2026-12-03, the 2-vCPU Intel Xeon VM,
