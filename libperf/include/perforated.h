@@ -144,6 +144,16 @@ PERF_API perf_status perf_interp_forward(const perf_mask *mask, int planes, cons
 PERF_API perf_status perf_interp_backward(const perf_mask *mask, int planes, const float *full,
                                           float *compact);
 
+/* Channels-last: full[b][h*w][channels] = compact[b][count][channels] read through the mask's nearest
+ * map (the CPU inference engine's layout). */
+PERF_API perf_status perf_interp_forward_nhwc(const perf_mask *mask, int batch, int channels,
+                                              const float *compact, float *full);
+
+/* Layout conversions at a network's ends: y[batch][spatial][channels] from x[batch][channels][spatial]
+ * and back. x and y must not overlap. */
+PERF_API perf_status perf_layout_nchw_to_nhwc(int batch, int channels, int spatial, const float *x, float *y);
+PERF_API perf_status perf_layout_nhwc_to_nchw(int batch, int channels, int spatial, const float *x, float *y);
+
 /* ------------------------------------------------------------------------------------------------
  * Convolution
  * ---------------------------------------------------------------------------------------------- */
@@ -202,6 +212,25 @@ PERF_API perf_status perf_conv_forward(const perf_conv_plan *plan, const float *
                                        const float *bias, float *y, void *workspace,
                                        size_t workspace_bytes);
 
+/* Channels-last (NHWC) forward, the CPU inference engine's layout:
+ *   x: full x[batch][in_h*in_w][in_channels], or compact x_c[batch][count_in][in_channels];
+ *   y: y[batch][count][out_channels] (count = out_h*out_w when dense), overwritten;
+ *   weight: the usual [out_channels][in_channels/groups][kernel_h][kernel_w] (packed at each call);
+ *   y = relu?(conv(x, weight) * scale + bias) per output channel: scale [out_channels] or NULL (1;
+ *   a batch normalisation folded in), bias [out_channels] or NULL (0), relu 0 or 1.
+ * Register-blocked micro-kernels (AVX-512, AVX2+FMA or portable C, chosen at run time: see
+ * perf_conv_plan_kernels) read the input through pointers to channel runs (no im2row copy) and write
+ * y directly. Same result for any thread count. CPU plans only (UNSUPPORTED for a CUDA plan).
+ * workspace: at least perf_conv_nhwc_workspace_size bytes, any alignment of float. */
+PERF_API perf_status perf_conv_nhwc_workspace_size(const perf_conv_plan *plan, size_t *bytes);
+PERF_API perf_status perf_conv_forward_nhwc(const perf_conv_plan *plan, const float *x, const float *weight,
+                                            const float *scale, const float *bias, int relu, float *y,
+                                            void *workspace, size_t workspace_bytes);
+
+/* The micro-kernel set perf_conv_forward_nhwc uses, as a static string: "avx512", "avx2" or "generic".
+ * The environment variable PERF_ISA=avx2|generic, read at the first plan, picks a weaker set. */
+PERF_API perf_status perf_conv_plan_kernels(const perf_conv_plan *plan, const char **name);
+
 /* dx = d(loss)/dx given dy = d(loss)/dy of the plan's (compact) output.
  * dy: [batch][out_channels][count]; dx: same layout as x (full or compact), overwritten.
  * Input positions that no computed output reads get zero gradient. */
@@ -245,6 +274,9 @@ PERF_API void perf_pool_plan_destroy(perf_pool_plan *plan);
 PERF_API perf_status perf_pool_plan_output(const perf_pool_plan *plan, int *out_h, int *out_w);
 
 PERF_API perf_status perf_pool_forward(const perf_pool_plan *plan, const float *x, float *y);
+/* Channels-last: x[batch][in_spatial][channels] (in_spatial = in_h*in_w, or the input mask's count),
+ * y[batch][out_h*out_w][channels]; the same windows and values as perf_pool_forward. CPU plans only. */
+PERF_API perf_status perf_pool_forward_nhwc(const perf_pool_plan *plan, const float *x, float *y);
 
 /* dx (overwritten; same layout as x) from dy [batch][channels][out_h][out_w]. Max pooling routes each
  * gradient to the first maximum of its window in x (recomputed from x), so x is required for max and
@@ -267,6 +299,9 @@ PERF_API perf_status perf_relu_backward(size_t size, const float *y, const float
  * y = x * scale^-beta; local_size odd. x, y: [batch][channels][spatial]; y must not overlap x. */
 PERF_API perf_status perf_lrn_forward(int batch, int channels, int spatial, int local_size, float alpha,
                                       float beta, float k, const float *x, float *y);
+/* The same in channels-last layout: x, y [positions][channels] (positions = batch * spatial). */
+PERF_API perf_status perf_lrn_forward_nhwc(int positions, int channels, int local_size, float alpha,
+                                           float beta, float k, const float *x, float *y);
 /* dx (overwritten) given x, y = lrn(x) and dy. */
 PERF_API perf_status perf_lrn_backward(int batch, int channels, int spatial, int local_size,
                                        float alpha, float beta, float k, const float *x, const float *y,

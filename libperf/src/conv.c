@@ -59,3 +59,27 @@ perf_status perf_conv_backward_filter(const perf_conv_plan *plan, const float *x
     perf_cpu_conv_backward_filter(plan, x, dy, dweight, dbias, workspace);
     return PERF_STATUS_SUCCESS;
 }
+
+perf_status perf_conv_forward_nhwc(const perf_conv_plan *plan, const float *x, const float *weight,
+                                   const float *scale, const float *bias, int relu, float *y, void *workspace,
+                                   size_t workspace_bytes) {
+    static const char fn[] = "perf_conv_forward_nhwc";
+    PERF_CHECK_NOT_NULL(fn, plan);
+    PERF_CHECK_NOT_NULL(fn, x);
+    PERF_CHECK_NOT_NULL(fn, weight);
+    PERF_CHECK_NOT_NULL(fn, y);
+    PERF_CHECK_NOT_NULL(fn, workspace);
+    if (relu != 0 && relu != 1)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: relu must be 0 or 1, got %d", fn, relu);
+    if (plan->ctx)
+        return perf_fail(PERF_STATUS_UNSUPPORTED,
+                         "%s: the channels-last forward runs on the CPU only; this plan was made for a CUDA "
+                         "context (use perf_conv_forward)", fn);
+    size_t need = perf_conv_nhwc_workspace_floats(plan) * sizeof(float);
+    if (workspace_bytes < need)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
+                         "%s: workspace_bytes must be >= %zu (perf_conv_nhwc_workspace_size), got %zu", fn, need,
+                         workspace_bytes);
+    perf_cpu_conv_forward_nhwc(plan, x, weight, scale, bias, relu, y, workspace);
+    return PERF_STATUS_SUCCESS;
+}

@@ -35,6 +35,11 @@ struct perf_conv_plan {
     int32_t *origin;    /* [count]: index of tap (0, 0) when every tap of the position is inside a full
                          * (not compact) input, so kernel rows are contiguous runs; else PERF_NO_ORIGIN */
     size_t workspace_floats;
+    /* channels-last forward (cpu/conv_nhwc.c, set by perf_cpu_conv_nhwc_setup) */
+    const struct perf_igemm_isa *isa; /* micro-kernel set chosen for this CPU */
+    int nhwc_panels;   /* column panels per group */
+    int nhwc_klen;     /* most channels (k values) of one tap range in a K block */
+    int nhwc_rows;     /* GEMM rows per task */
     const perf_context *ctx; /* CUDA plans only (perf_conv_plan_create_ctx); NULL on the CPU */
     int32_t *dev_table;      /* CUDA plans: device copy of table (NULL for a pointwise plan) */
 };
@@ -47,6 +52,10 @@ void perf_cpu_conv_forward(const perf_conv_plan *p, const float *x, const float 
 void perf_cpu_conv_forward_shift(const perf_conv_plan *p, const float *x, const float *weight, const float *bias,
                                  float *y, float *workspace);
 size_t perf_conv_shift_workspace_floats(const perf_conv_plan *p);
+void perf_cpu_conv_nhwc_setup(perf_conv_plan *p);
+size_t perf_conv_nhwc_workspace_floats(const perf_conv_plan *p);
+void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const float *weight, const float *scale,
+                                const float *bias, int relu, float *y, float *workspace);
 void perf_cpu_conv_backward_data(const perf_conv_plan *p, const float *weight, const float *dy, float *dx,
                                  float *workspace);
 void perf_cpu_conv_backward_filter(const perf_conv_plan *p, const float *x, const float *dy, float *dweight,

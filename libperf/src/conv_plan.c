@@ -13,6 +13,7 @@
 
 #include "conv_internal.h"
 #include "device_internal.h"
+#include "cpu/igemm.h"
 
 /* Rows per GEMM chunk: a thread's im2row chunk (chunk_rows x k_gemm floats) is kept near 2 MiB so it
  * is written and read back from cache, with at least 256 rows so single-threaded SGEMM stays
@@ -186,6 +187,7 @@ perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *o
         }
         fill_table(p, output_mask, input_mask);
     }
+    perf_cpu_conv_nhwc_setup(p);
     *out = p;
     return PERF_STATUS_SUCCESS;
 }
@@ -212,6 +214,22 @@ perf_status perf_conv_plan_path(const perf_conv_plan *plan, const char **path) {
     PERF_CHECK_NOT_NULL(fn, plan);
     PERF_CHECK_NOT_NULL(fn, path);
     *path = plan->pointwise ? "pointwise" : plan->shift ? "shift" : "im2row";
+    return PERF_STATUS_SUCCESS;
+}
+
+perf_status perf_conv_nhwc_workspace_size(const perf_conv_plan *plan, size_t *bytes) {
+    static const char fn[] = "perf_conv_nhwc_workspace_size";
+    PERF_CHECK_NOT_NULL(fn, plan);
+    PERF_CHECK_NOT_NULL(fn, bytes);
+    *bytes = perf_conv_nhwc_workspace_floats(plan) * sizeof(float);
+    return PERF_STATUS_SUCCESS;
+}
+
+perf_status perf_conv_plan_kernels(const perf_conv_plan *plan, const char **name) {
+    static const char fn[] = "perf_conv_plan_kernels";
+    PERF_CHECK_NOT_NULL(fn, plan);
+    PERF_CHECK_NOT_NULL(fn, name);
+    *name = plan->isa->name;
     return PERF_STATUS_SUCCESS;
 }
 

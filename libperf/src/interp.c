@@ -7,6 +7,7 @@
  * full[pl][p]. Planes are independent, so both loops parallelise over planes with no write races
  * (each thread owns whole output planes); within a plane the scatter-add stays sequential.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "internal.h"
@@ -54,6 +55,28 @@ perf_status perf_interp_backward(const perf_mask *mask, int planes, const float 
         float *dst = compact + (size_t)pl * count;
         memset(dst, 0, count * sizeof *dst);
         for (size_t p = 0; p < hw; p++) dst[nearest[p]] += src[p];
+    }
+    return PERF_STATUS_SUCCESS;
+}
+
+/* Channels-last: full[b][p][c] = compact[b][nearest[p]][c], a copy of one channel run per position. */
+perf_status perf_interp_forward_nhwc(const perf_mask *mask, int batch, int channels, const float *compact,
+                                     float *full) {
+    static const char fn[] = "perf_interp_forward_nhwc";
+    PERF_CHECK_POSITIVE(fn, batch);
+    PERF_CHECK_POSITIVE(fn, channels);
+    size_t full_size, compact_size;
+    const size_t planes64 = (size_t)batch * (size_t)channels;
+    if (planes64 > INT32_MAX)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: batch*channels = %zu exceeds 2^31-1", fn, planes64);
+    PERF_CHECK(interp_check(fn, mask, (int)planes64, compact, full, &full_size, &compact_size));
+    const size_t hw = (size_t)mask->h * (size_t)mask->w, count = (size_t)mask->count, C = (size_t)channels;
+    const int32_t *nearest = mask->nearest;
+    const long long rows = (long long)batch * (long long)hw;
+#pragma omp parallel for schedule(static) if (full_size >= PERF_PARALLEL_MIN)
+    for (long long r = 0; r < rows; r++) {
+        const size_t b = (size_t)r / hw, pos = (size_t)r % hw;
+        memcpy(full + (size_t)r * C, compact + (b * count + (size_t)nearest[pos]) * C, C * sizeof(float));
     }
     return PERF_STATUS_SUCCESS;
 }

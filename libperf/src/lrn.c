@@ -152,6 +152,40 @@ perf_status perf_lrn_forward(int batch, int channels, int spatial, int local_siz
     return PERF_STATUS_SUCCESS;
 }
 
+/* Channels-last: x, y [positions][channels] (positions = batch*h*w, or batch*count on a compact tensor).
+ * Per position, the window sums run over the contiguous channels in double (add the entering channel's
+ * square, subtract the leaving one's), LRN_CHUNK channels at a time, and scale_pow gives scale^-beta. */
+perf_status perf_lrn_forward_nhwc(int positions, int channels, int local_size, float alpha, float beta, float k,
+                                  const float *x, float *y) {
+    static const char fn[] = "perf_lrn_forward_nhwc";
+    lrn_geom geom;
+    PERF_CHECK(lrn_check(fn, positions, channels, 1, local_size, alpha, beta, k, &geom));
+    PERF_CHECK_NOT_NULL(fn, x);
+    PERF_CHECK_NOT_NULL(fn, y);
+    const size_t C = (size_t)channels;
+#pragma omp parallel for schedule(static) if ((size_t)positions * C >= PERF_PARALLEL_MIN)
+    for (int pos = 0; pos < positions; pos++) {
+        lrn_geom g = geom;
+        const float *xp = x + (size_t)pos * C;
+        float *yp = y + (size_t)pos * C;
+        double acc[LRN_CHUNK], run = 0.0;
+        float scale[LRN_CHUNK], pw[LRN_CHUNK];
+        for (int c = 0; c < g.half && c < channels; c++) run += (double)xp[c] * xp[c];
+        for (int c0 = 0; c0 < channels; c0 += LRN_CHUNK) {
+            g.len = channels - c0 < LRN_CHUNK ? channels - c0 : LRN_CHUNK;
+            for (int s = 0; s < g.len; s++) {
+                const int c = c0 + s, in = c + g.half, out = c - g.half - 1;
+                if (in < channels) run += (double)xp[in] * xp[in];
+                if (out >= 0) run -= (double)xp[out] * xp[out];
+                acc[s] = run;
+            }
+            scale_pow(&g, acc, scale, pw);
+            for (int s = 0; s < g.len; s++) yp[c0 + s] = xp[c0 + s] * pw[s];
+        }
+    }
+    return PERF_STATUS_SUCCESS;
+}
+
 /* acc (the ratio window sum) += sign * dy[c] y[c] / scale[c] for the channel a window is centred on. */
 static void ratio_add(const lrn_geom *g, const lrn_window *w, const float *dy, const float *y,
                       double *restrict acc, double sign) {

@@ -33,12 +33,6 @@ enum { POOL_ROW_BUFFER = 4096 }; /* floats of stack per thread for the separable
  * NIN, AlexNet and VGG-16 but VGG's 224x224 pool1, which follows the CSR table. */
 enum { POOL_PLANE_BUFFER = 16384 };
 
-/* Clip the window of output coordinate o along one axis to [0, in). */
-static inline void window(int o, int stride, int pad, int kernel, int in, int *start, int *end) {
-    long long s = (long long)o * stride - pad, e = s + kernel;
-    *start = s < 0 ? 0 : (int)s;
-    *end = e > in ? in : (int)e;
-}
 
 /* Max or sum of v[a..b), a < b, in index order (the first maximum wins ties). */
 static inline float span_reduce(const float *v, int a, int b, int is_max) {
@@ -73,10 +67,10 @@ static perf_status build_table(perf_pool_plan *p, const perf_mask *m) {
     size_t total = 0;
     for (int oh = 0; oh < p->out_h; oh++) {
         int hs, he;
-        window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
+        perf_pool_window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
         for (int ow = 0; ow < p->out_w; ow++) {
             int ws, we;
-            window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
+            perf_pool_window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
             total += (size_t)(he - hs) * (size_t)(we - ws); /* bounded by out_spatial*kh*kw, checked */
         }
     }
@@ -95,10 +89,10 @@ static perf_status build_table(perf_pool_plan *p, const perf_mask *m) {
     size_t n = 0, o = 0;
     for (int oh = 0; oh < p->out_h; oh++) {
         int hs, he;
-        window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
+        perf_pool_window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
         for (int ow = 0; ow < p->out_w; ow++, o++) {
             int ws, we;
-            window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
+            perf_pool_window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
             p->offsets[o] = (int64_t)n;
             for (int r = hs; r < he; r++)
                 for (int c = ws; c < we; c++) {
@@ -198,7 +192,7 @@ static void forward_dense_plane(const perf_pool_plan *p, const float *x, float *
     const int in_w = d->in_w, is_max = d->mode == PERF_POOL_MAX;
     for (int oh = 0; oh < p->out_h; oh++) {
         int hs, he;
-        window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
+        perf_pool_window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
         memcpy(row, x + (size_t)hs * in_w, (size_t)in_w * sizeof *row);
         for (int r = hs + 1; r < he; r++) {
             const float *xr = x + (size_t)r * in_w;
@@ -232,7 +226,7 @@ static void forward_dense_plane(const perf_pool_plan *p, const float *x, float *
             if (ow == lo) ow = hi;
             if (ow >= p->out_w) break;
             int ws, we;
-            window(ow, sw, d->pad_w, kw, in_w, &ws, &we);
+            perf_pool_window(ow, sw, d->pad_w, kw, in_w, &ws, &we);
             const float v = span_reduce(row, ws, we, is_max);
             yr[ow] = is_max ? v : v / (float)((he - hs) * (we - ws));
         }
@@ -244,8 +238,8 @@ static void forward_dense_plane(const perf_pool_plan *p, const float *x, float *
 static size_t dense_reduce(const perf_pool_plan *p, const float *x, int oh, int ow, float *value) {
     const perf_pool_desc *d = &p->d;
     int hs, he, ws, we;
-    window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
-    window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
+    perf_pool_window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
+    perf_pool_window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
     const size_t in_w = (size_t)d->in_w;
     size_t best = (size_t)hs * in_w + ws;
     float v = x[best];
@@ -275,7 +269,7 @@ static void max_backward_dense_plane(const perf_pool_plan *p, const float *x, co
     forward_dense_plane(p, x, ymax, row);
     for (int oh = 0; oh < p->out_h; oh++) {
         int hs, he;
-        window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
+        perf_pool_window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
         for (int ow = 0; ow < p->out_w; ow++) {
             const size_t o = (size_t)oh * p->out_w + ow;
             const float m = ymax[o];
@@ -285,7 +279,7 @@ static void max_backward_dense_plane(const perf_pool_plan *p, const float *x, co
                 continue;
             }
             int ws, we;
-            window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
+            perf_pool_window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
             size_t best = 0;
             for (size_t r = (size_t)he; r-- > (size_t)hs;) /* backwards: the earliest match is kept */
                 for (int c = we - 1; c >= ws; c--) best = x[r * in_w + c] == m ? r * in_w + c : best;
@@ -386,8 +380,8 @@ perf_status perf_pool_backward(const perf_pool_plan *plan, const float *x, const
                 }
                 const perf_pool_desc *d = &p->d;
                 int hs, he, ws, we;
-                window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
-                window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
+                perf_pool_window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
+                perf_pool_window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
                 const float gn = g / (float)((he - hs) * (we - ws));
                 for (size_t r = (size_t)hs; r < (size_t)he; r++)
                     for (int c = ws; c < we; c++) dxp[r * in_w + c] += gn;

@@ -19,4 +19,11 @@ struct perf_pool_plan {
     int32_t *dev_idx;
 };
 
+/* Clip the window of output coordinate o along one axis to [0, in). */
+static inline void perf_pool_window(int o, int stride, int pad, int kernel, int in, int *start, int *end) {
+    long long s = (long long)o * stride - pad, e = s + kernel;
+    *start = s < 0 ? 0 : (int)s;
+    *end = e > in ? in : (int)e;
+}
+
 #endif /* PERF_POOL_INTERNAL_H */

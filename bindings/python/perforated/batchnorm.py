@@ -107,11 +107,24 @@ def fold(weight: np.ndarray, bias: np.ndarray, gamma: np.ndarray, beta: np.ndarr
     """The conv ``(weight, bias)`` that computes ``batchnorm(conv(x))`` at inference: each output
     channel scaled by ``gamma / sqrt(var + eps)``, the bias shifted. Computed in float64 on the host
     (GPU arrays are copied there; the result is numpy)."""
-    weight, bias, gamma, beta, mean, var = (_to_host(a) for a in (weight, bias, gamma, beta, mean, var))
-    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    weight = _to_host(weight)
+    scale, shift = _affine64(gamma, beta, mean, var, bias, eps)
     w = weight.astype(np.float64) * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
-    b = (bias.astype(np.float64) - mean) * scale + beta
-    return w.astype(np.float32), b.astype(np.float32)
+    return w.astype(np.float32), shift.astype(np.float32)
+
+
+def affine(gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, bias: np.ndarray,
+           eps: float = EPS) -> Tuple[np.ndarray, np.ndarray]:
+    """``(scale, shift)``, float32, with ``batchnorm(conv(x) + bias) = conv(x) * scale + shift`` per
+    channel at inference: what a conv's epilogue applies (the same float64 arithmetic as :func:`fold`)."""
+    scale, shift = _affine64(gamma, beta, mean, var, bias, eps)
+    return scale.astype(np.float32), shift.astype(np.float32)
+
+
+def _affine64(gamma, beta, mean, var, bias, eps: float):
+    gamma, beta, mean, var, bias = (_to_host(a).astype(np.float64) for a in (gamma, beta, mean, var, bias))
+    scale = gamma / np.sqrt(var + eps)
+    return scale, (bias - mean) * scale + beta
 
 
 def batch_variance(invstd: np.ndarray, eps: float = EPS) -> np.ndarray:

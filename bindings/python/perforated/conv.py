@@ -143,6 +143,52 @@ class ConvPlan:
                                         self._ws, self.workspace_bytes))
         return y
 
+    # Channels-last forward (the CPU inference engine's layout; perf_conv_forward_nhwc).
+    @property
+    def x_shape_nhwc(self) -> Tuple[int, int, int]:
+        """``(N, positions, C)``: positions ``H*W``, or ``input_mask.count`` for a compact input."""
+        d = self._desc
+        positions = self.input_mask.count if self.input_mask is not None else d.in_h * d.in_w
+        return (d.batch, positions, d.in_channels)
+
+    @property
+    def y_shape_nhwc(self) -> Tuple[int, int, int]:
+        """``(N, count, Cout)``: count ``oh*ow`` when dense."""
+        return (self._desc.batch, self.count, self._desc.out_channels)
+
+    @property
+    def kernels(self) -> str:
+        """Micro-kernel set of :meth:`forward_nhwc`: ``"avx512"``, ``"avx2"`` or ``"generic"``."""
+        out = ffi.new("const char **")
+        check(lib.perf_conv_plan_kernels(self._ptr, out))
+        return ffi.string(out[0]).decode()
+
+    def forward_nhwc(self, x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
+                     scale: Optional[np.ndarray] = None, relu: bool = False,
+                     out: Optional[np.ndarray] = None) -> np.ndarray:
+        """``relu?(conv(x, weight) * scale + bias)`` in channels-last layout: x of ``x_shape_nhwc``,
+        returns ``y_shape_nhwc``. ``scale``, ``bias``: ``(Cout,)`` or None. CPU plans only."""
+        fn = "ConvPlan.forward_nhwc"
+        if self.context is not None:
+            raise ValueError(f"{fn}: the channels-last forward runs on the CPU; this plan is on {self.device}")
+        check_array(fn, "x", x, shape=self.x_shape_nhwc)
+        self._weight(fn, weight)
+        cout = self._desc.out_channels
+        if bias is not None:
+            check_array(fn, "bias", bias, shape=(cout,))
+        if scale is not None:
+            check_array(fn, "scale", scale, shape=(cout,))
+        y = output_array(fn, "out", out, self.y_shape_nhwc)
+        with self._lock:
+            if not hasattr(self, "_ws_nhwc"):
+                nbytes = ffi.new("size_t *")
+                check(lib.perf_conv_nhwc_workspace_size(self._ptr, nbytes))
+                self._ws_nhwc = workspace(int(nbytes[0]))
+            _, ws, nbytes = self._ws_nhwc
+            check(lib.perf_conv_forward_nhwc(self._ptr, fptr(x), fptr(weight), fptr(scale), fptr(bias),
+                                             1 if relu else 0, fptr(y), ws, nbytes))
+        return y
+
     def backward_data(self, weight: np.ndarray, dy: np.ndarray,
                       out: Optional[np.ndarray] = None) -> np.ndarray:
         """``dx`` (layout of x: full or compact) from ``dy`` of shape ``y_shape``."""

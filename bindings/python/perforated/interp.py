@@ -51,6 +51,19 @@ def interpolate(compact: np.ndarray, mask: Mask, out: Optional[np.ndarray] = Non
     return y
 
 
+def interpolate_nhwc(compact: np.ndarray, mask: Mask, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """:func:`interpolate` in channels-last layout: compact ``(N, count, C)`` -> ``(N, h*w, C)`` (CPU)."""
+    fn = "interpolate_nhwc"
+    _check_mask(fn, mask)
+    check_array(fn, "compact", compact, ndim=3)
+    n, _, c = compact.shape
+    check_array(fn, "compact", compact, shape=(n, mask.count, c))
+    h, w = mask.shape
+    y = output_array(fn, "out", out, (n, h * w, c))
+    check(lib.perf_interp_forward_nhwc(mask._ptr, n, c, fptr(compact), fptr(y)))
+    return y
+
+
 def interpolate_backward(dy: np.ndarray, mask: Mask, out: Optional[np.ndarray] = None, *,
                          context: Optional[Context] = None) -> np.ndarray:
     """Adjoint of :func:`interpolate`: ``dc[n, c, k] = sum of dy[n, c].flat[p] over nearest[p] == k``.

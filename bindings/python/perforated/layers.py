@@ -81,6 +81,20 @@ def lrn(x: np.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k
     return y
 
 
+def lrn_nhwc(x: np.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+             out: Optional[np.ndarray] = None) -> np.ndarray:
+    """:func:`lrn` in channels-last layout: x ``(N, positions, C)`` (CPU). ``out`` must not be x."""
+    fn = "lrn_nhwc"
+    check_array(fn, "x", x, ndim=3)
+    y = output_array(fn, "out", out, x.shape)
+    if out is not None and np.shares_memory(x, y):
+        raise ValueError(f"{fn}: out must not overlap x")
+    n, s, c = x.shape
+    check(lib.perf_lrn_forward_nhwc(n * s, c, to_int(fn, "size", size), float(alpha), float(beta), float(k),
+                                    fptr(x), fptr(y)))
+    return y
+
+
 def lrn_backward(x: np.ndarray, y: np.ndarray, dy: np.ndarray, size: int = 5, alpha: float = 1e-4,
                  beta: float = 0.75, k: float = 1.0,
                  out: Optional[np.ndarray] = None, *, context: Optional[Context] = None) -> np.ndarray:

@@ -339,6 +339,11 @@ class Model:
         device; :mod:`perforated.batchnorm`). Its parameters are ``<conv>_bn``; :meth:`deploy_params` and
         :meth:`save_weights` fold it into the convs, giving weights of the plain network.
 
+      inference: how ``forward(training=False)`` runs on the CPU: ``"nhwc"`` (default), the
+        channels-last engine of :mod:`perforated.engine` (fused conv epilogues, no per-layer layout
+        changes), or ``"layers"``, the layer steps in NCHW that training uses (to compare the two).
+        Training, the backward pass and GPU models always run the steps.
+
     A conv row with ``fractional=True`` and a mask is a fractional-stride conv (a baseline, SPEC §4):
     the mask must be a grid, and its rows x cols are the layer's output map, which the next layers
     read as a smaller map (no interpolation).
@@ -352,7 +357,7 @@ class Model:
                  plan: Union[None, PerforationPlan, str, Path] = None, masks: Optional[Dict[str, Mask]] = None,
                  weights=None, seed: int = 0, input_shape: Optional[Tuple[int, int, int]] = None,
                  classes: Optional[int] = None, device: str = "cpu", context: Optional[Context] = None,
-                 batchnorm: bool = False):
+                 batchnorm: bool = False, inference: str = "nhwc"):
         if isinstance(network, str):
             if network not in NETWORKS:
                 raise ValueError(f"Model: network must be one of {sorted(NETWORKS)}, got {network!r}")
@@ -379,6 +384,11 @@ class Model:
             self.masks.update(plan.masks(self.output_sizes()))
         self.params = Parameters(self.buffers)
         self.batchnorm = bool(batchnorm)
+        if inference not in ("nhwc", "layers"):
+            raise ValueError(f"Model: inference must be 'nhwc' or 'layers', got {inference!r}")
+        self.inference = inference
+        self._engine = None
+        self._activations_stale = False
         self._build(np.random.default_rng(seed), seed)
         if weights is not None:
             self.load_weights(weights)
@@ -458,9 +468,35 @@ class Model:
             if tuple(x.shape) != self.x.shape:
                 raise ValueError(f"Model.forward: x must have shape {self.x.shape}, got {tuple(x.shape)}")
             self.buffers.copy_into(self.x, x)
+        if not training and self._use_engine():
+            self._activations_stale = True  # a backward pass reruns the layer steps first
+            return self.engine.run()
         for step in self.steps:
             step.forward(training)
+        self._activations_stale = False
         return self.logits
+
+    def _use_engine(self) -> bool:
+        """Inference on the CPU runs the channels-last engine (:mod:`perforated.engine`), unless
+        ``inference="layers"`` or a batch normalisation is gathering statistics (those need the steps)."""
+        if self.inference != "nhwc" or self.context is not None:
+            return False
+        if any(getattr(s, "calibrate", False) or getattr(s, "collect", False) for s in self.steps):
+            return False
+        if self._engine is None:
+            from .engine import Engine
+
+            self._engine = Engine(self)
+        return True
+
+    @property
+    def engine(self):
+        """The channels-last inference engine of a CPU model (built on first use)."""
+        if self._engine is None:
+            from .engine import Engine
+
+            self._engine = Engine(self)
+        return self._engine
 
     def synchronize(self) -> None:
         """Wait until the model's GPU work has finished (a no-op on the CPU): before timing or
@@ -505,6 +541,10 @@ class Model:
         cross-entropy's stays there: no check, copy or synchronisation in the training step)."""
         if not hasattr(self, "_grad_buffers"):
             self._grad_buffers: Dict[int, np.ndarray] = {}
+        if self._activations_stale:  # the last forward ran the engine: the steps' outputs are not set
+            for step in self.steps:
+                step.forward(False)
+            self._activations_stale = False
         dy = dy.reshape(self.steps[-1].y.shape)
         for step in reversed(self.steps):
             if step.in_place:  # ReLU / dropout: the gradient is rewritten in place, like the activation
@@ -639,6 +679,8 @@ class Model:
         with its output shape and multiply-adds per image: a per-layer table of the network."""
         import time
 
+        if self._use_engine():
+            return self.engine.profile(repeat)
         self.forward()
         self.synchronize()  # on the GPU, each step is timed to the end of its own work
         rows = []

@@ -93,6 +93,27 @@ class PoolPlan:
         check(lib.perf_pool_forward(self._ptr, fptr(x), fptr(y)))
         return y
 
+    @property
+    def x_shape_nhwc(self) -> Tuple[int, int, int]:
+        """Channels-last input ``(N, positions, C)`` (positions: H*W, or the input mask's count)."""
+        n, c = self.x_shape[:2]
+        return (n, int(np.prod(self.x_shape[2:])), c)
+
+    @property
+    def y_shape_nhwc(self) -> Tuple[int, int, int]:
+        n, c, oh, ow = self.y_shape
+        return (n, oh * ow, c)
+
+    def forward_nhwc(self, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """The forward in channels-last layout: x of ``x_shape_nhwc``, returns ``y_shape_nhwc``."""
+        fn = "PoolPlan.forward_nhwc"
+        if self.context is not None:
+            raise ValueError(f"{fn}: the channels-last pooling runs on the CPU; this plan is on the GPU")
+        check_array(fn, "x", x, shape=self.x_shape_nhwc)
+        y = output_array(fn, "out", out, self.y_shape_nhwc)
+        check(lib.perf_pool_forward_nhwc(self._ptr, fptr(x), fptr(y)))
+        return y
+
     def backward(self, x: Optional[np.ndarray], dy: np.ndarray,
                  out: Optional[np.ndarray] = None) -> np.ndarray:
         """``dx`` (x's layout). ``x`` is required for max pooling, ignored (may be None) for avg."""

@@ -1,0 +1,220 @@
+/*
+ * cpu/conv_nhwc.c - the channels-last forward: an indirect GEMM over packed weights, written straight
+ * into the output with bias, a per-channel scale (batch normalisation) and ReLU fused.
+ *
+ * Layouts: x[batch][in_spatial][in_channels] (in_spatial = in_h*in_w, or count_in for a compact input),
+ * y[batch][count][out_channels] (compact when the plan has an output mask). Rows of the GEMM are the
+ * computed positions of all images, r = b*count + j; columns are output channels; the inner dimension
+ * is k = t*cin_g + c (tap-major, so a tap reads one contiguous run of cin_g channels).
+ *
+ * No im2row copy: for each row and tap the kernel gets a pointer to the run x[b][table[j][t]][g*cin_g..]
+ * (a zero run where the tap is in the padding): the indirection buffer. It is filled per task for the
+ * taps of one K block, so its size is bounded whatever the kernel size.
+ *
+ * Weights are packed at each call (cheap next to the GEMM: one pass over them) into, per group, column
+ * panels of NR = nv*vw channels, each [K][NR] with zeros past the last channel. Panels are as wide as
+ * the kernel set allows (64 with AVX-512), the last one narrower.
+ *
+ * Blocking: a task is (chunk of rows, group). For each K block (at most KC_BYTES of one panel's packed
+ * weights, so the block stays in L1 while every tile of the chunk streams over it), the task fills the
+ * chunk's pointers for the block's taps, then for each panel runs the micro-kernel on every MR-row tile
+ * of the chunk, accumulating into y (first block: from zero; last block: epilogue). Each output value
+ * is summed in the same order whatever the number of threads or tasks.
+ */
+#include <string.h>
+
+#include "../conv_internal.h"
+#include "igemm.h"
+
+#if defined(PERF_WITH_OPENMP)
+#include <omp.h>
+static int thread_id(void) { return omp_get_thread_num(); }
+#else
+static int thread_id(void) { return 0; }
+#endif
+
+enum {
+    KC_BYTES = 1 << 20,   /* packed weights of one K block of one panel (measured: 32 KiB blocks that
+                           * stay in L1 lose more to the output tile's round trips through memory than
+                           * whole-K tiles lose to streaming the weights from L2) */
+    KC_MAX = 4096,        /* most channels of one tap in a block (the zero run's length) */
+    ROWS_MAX = 240,       /* rows per task */
+    ROWS_PAD = 16,        /* pointer slots past a chunk's last row (>= the largest MR) */
+};
+
+static const float zero_run[KC_MAX];
+
+typedef struct panel {
+    int col0, ncols, nv;
+    size_t offset; /* floats from the group's packed block */
+} panel;
+
+static panel get_panel(const perf_conv_plan *p, int index) {
+    const perf_igemm_isa *isa = p->isa;
+    const int nr_max = isa->vw * isa->nv_max, full = p->cout_g / nr_max;
+    panel q;
+    q.col0 = index * nr_max;
+    q.ncols = index < full ? nr_max : p->cout_g - q.col0;
+    q.nv = index < full ? isa->nv_max : (q.ncols + isa->vw - 1) / isa->vw;
+    q.offset = (size_t)p->k_gemm * (size_t)q.col0;
+    return q;
+}
+
+/* K blocks: either whole taps [t0, t1) with all cin_g channels, or one tap's channel range [c0, c1). */
+typedef struct kblock {
+    int t0, t1, c0, c1;
+} kblock;
+
+static int channel_splits(const perf_conv_plan *p) { return (p->cin_g + p->nhwc_klen - 1) / p->nhwc_klen; }
+
+static int taps_per_block(const perf_conv_plan *p) {
+    int t = p->nhwc_klen / p->cin_g;
+    return t < 1 ? 1 : t;
+}
+
+static long long kblock_count(const perf_conv_plan *p) {
+    int s = channel_splits(p);
+    if (s > 1) return (long long)p->kk * s;
+    int tpb = taps_per_block(p);
+    return (p->kk + tpb - 1) / tpb;
+}
+
+static kblock get_kblock(const perf_conv_plan *p, long long i) {
+    kblock b;
+    int s = channel_splits(p);
+    if (s > 1) {
+        int part = (int)(i % s);
+        b.t0 = (int)(i / s);
+        b.t1 = b.t0 + 1;
+        b.c0 = (int)((long long)p->cin_g * part / s);
+        b.c1 = (int)((long long)p->cin_g * (part + 1) / s);
+    } else {
+        int tpb = taps_per_block(p);
+        b.t0 = (int)(i * tpb);
+        b.t1 = b.t0 + tpb < p->kk ? b.t0 + tpb : p->kk;
+        b.c0 = 0;
+        b.c1 = p->cin_g;
+    }
+    return b;
+}
+
+static size_t packed_floats(const perf_conv_plan *p) {
+    panel last = get_panel(p, p->nhwc_panels - 1);
+    size_t per_group = last.offset + (size_t)p->k_gemm * (size_t)(last.nv * p->isa->vw);
+    return (size_t)p->d.groups * per_group;
+}
+
+static size_t group_stride(const perf_conv_plan *p) { return packed_floats(p) / (size_t)p->d.groups; }
+
+static size_t pointer_slot(const perf_conv_plan *p) { /* pointers per thread */
+    int taps = channel_splits(p) > 1 ? 1 : taps_per_block(p);
+    if (taps > p->kk) taps = p->kk;
+    return (size_t)taps * (size_t)(p->nhwc_rows + ROWS_PAD);
+}
+
+void perf_cpu_conv_nhwc_setup(perf_conv_plan *p) {
+    p->isa = perf_igemm_isa_select();
+    const int nr_max = p->isa->vw * p->isa->nv_max;
+    p->nhwc_panels = (p->cout_g + nr_max - 1) / nr_max;
+    int widest = p->cout_g < nr_max ? ((p->cout_g + p->isa->vw - 1) / p->isa->vw) * p->isa->vw : nr_max;
+    int klen = KC_BYTES / (int)(sizeof(float) * (size_t)widest);
+    p->nhwc_klen = klen > KC_MAX ? KC_MAX : klen;
+    /* rows per task: up to ROWS_MAX, fewer when that leaves under four tasks per thread */
+    size_t total = (size_t)p->d.batch * (size_t)p->count;
+    size_t want = (total * (size_t)p->d.groups + 4 * (size_t)p->threads - 1) / (4 * (size_t)p->threads);
+    size_t rows = want < ROWS_MAX ? want : ROWS_MAX;
+    rows = (rows + 23) / 24 * 24; /* whole tiles of 6, 8 and 12 rows */
+    if (rows > ROWS_MAX) rows = ROWS_MAX;
+    p->nhwc_rows = (int)rows;
+}
+
+size_t perf_conv_nhwc_workspace_floats(const perf_conv_plan *p) {
+    /* 16 floats of slack to align the packed weights to 64 bytes; pointers take two floats each */
+    return 16 + packed_floats(p) + (size_t)p->threads * pointer_slot(p) * (sizeof(void *) / sizeof(float));
+}
+
+static void pack_weights(const perf_conv_plan *p, const float *w, float *packed) {
+    const int kk = p->kk, cin_g = p->cin_g, np = p->nhwc_panels, vw = p->isa->vw;
+    const size_t gstride = group_stride(p);
+    const long long items = (long long)p->d.groups * np * kk;
+#pragma omp parallel for schedule(static) num_threads(p->threads) if (packed_floats(p) >= PERF_PARALLEL_MIN)
+    for (long long item = 0; item < items; item++) {
+        const int t = (int)(item % kk), pi = (int)(item / kk % np), g = (int)(item / kk / np);
+        const panel q = get_panel(p, pi);
+        const int nr = q.nv * vw;
+        float *dst = packed + (size_t)g * gstride + q.offset + (size_t)t * cin_g * nr;
+        const float *src = w + ((size_t)g * p->cout_g + q.col0) * (size_t)cin_g * kk + t;
+        for (int c = 0; c < cin_g; c++, dst += nr) {
+            int n = 0;
+            for (; n < q.ncols; n++) dst[n] = src[((size_t)n * cin_g + c) * kk];
+            for (; n < nr; n++) dst[n] = 0.0f;
+        }
+    }
+}
+
+/* Pointers of rows [r0, r0 + n) for the taps of block kb, [tap][rows + ROWS_PAD]; rows past n repeat
+ * row 0 (valid memory; their results are never stored). */
+static void fill_pointers(const perf_conv_plan *p, const float *x, int g, size_t r0, int n, kblock kb,
+                          const float **ptr) {
+    const size_t stride = (size_t)p->nhwc_rows + ROWS_PAD, count = (size_t)p->count;
+    const size_t cin = (size_t)p->d.in_channels, plane = (size_t)p->in_spatial;
+    const size_t choff = (size_t)g * p->cin_g + (size_t)kb.c0;
+    for (int t = kb.t0; t < kb.t1; t++) {
+        const float **row = ptr + (size_t)(t - kb.t0) * stride;
+        size_t b = r0 / count, j = r0 % count;
+        for (int i = 0; i < n; i++) {
+            long idx = p->table ? p->table[j * (size_t)p->kk + t] : (long)j;
+            row[i] = idx >= 0 ? x + (b * plane + (size_t)idx) * cin + choff : zero_run;
+            if (++j == count) j = 0, b++;
+        }
+        for (int i = n; i < n + ROWS_PAD; i++) row[i] = row[0];
+    }
+}
+
+void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const float *w, const float *scale,
+                                const float *bias, int relu, float *y, float *ws) {
+    float *packed = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    const float **ptr_base = (const float **)(packed + packed_floats(p));
+    pack_weights(p, w, packed);
+    const perf_igemm_isa *isa = p->isa;
+    const int G = p->d.groups, chunk = p->nhwc_rows, cout = p->d.out_channels;
+    const size_t total = (size_t)p->d.batch * (size_t)p->count, gstride = group_stride(p);
+    const long long nchunks = (long long)((total + chunk - 1) / chunk), tasks = nchunks * G;
+    const long long nblocks = kblock_count(p);
+    const size_t slot = pointer_slot(p), stride = (size_t)chunk + ROWS_PAD;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(p->threads)
+    for (long long task = 0; task < tasks; task++) {
+        const int g = (int)(task % G);
+        const size_t r0 = (size_t)(task / G) * chunk;
+        const int n = total - r0 < (size_t)chunk ? (int)(total - r0) : chunk;
+        const float **ptr = ptr_base + (size_t)thread_id() * slot;
+        for (long long bi = 0; bi < nblocks; bi++) {
+            const kblock kb = get_kblock(p, bi);
+            const int clen = kb.c1 - kb.c0, ntaps = kb.t1 - kb.t0;
+            fill_pointers(p, x, g, r0, n, kb, ptr);
+            for (int pi = 0; pi < p->nhwc_panels; pi++) {
+                const panel q = get_panel(p, pi);
+                const int MR = isa->rows[q.nv], nr = q.nv * isa->vw;
+                const int col = g * p->cout_g + q.col0;
+                perf_igemm_args a;
+                a.a_stride = stride;
+                a.ntaps = ntaps;
+                a.clen = clen;
+                a.w = packed + (size_t)g * gstride + q.offset + ((size_t)kb.t0 * p->cin_g + kb.c0) * nr;
+                a.ldy = (size_t)cout;
+                a.ncols = q.ncols;
+                a.first = bi == 0;
+                a.last = bi == nblocks - 1;
+                a.relu = relu;
+                a.scale = scale ? scale + col : NULL;
+                a.bias = bias ? bias + col : NULL;
+                for (int m0 = 0; m0 < n; m0 += MR) {
+                    a.a = ptr + m0;
+                    a.mr = n - m0 < MR ? n - m0 : MR;
+                    a.y = y + (r0 + (size_t)m0) * cout + col;
+                    isa->fn[q.nv](&a);
+                }
+            }
+        }
+    }
+}
