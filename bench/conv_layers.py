@@ -1,12 +1,15 @@
-"""Per-layer convolution benchmark: our dense and perforated paths beside ONNX Runtime and PyTorch.
+"""Per-layer convolution benchmark: our dense and perforated paths beside ONNX Runtime, OpenVINO and PyTorch.
 
     python -m bench.conv_layers [--quick] [--networks alexnet,vgg16,nin] [--repeat N]
 
 For every conv layer of AlexNet (batch 256), VGG-16 (batch 16) and NIN (batch 128) it times, in one
 run: our dense convolution (rate 0), our perforated convolution at r = 1/2, 2/3, 3/4 (uniform masks,
 compact output: the implicit-interpolation path a network uses), and the dense convolution of the
-installed peers. Each of our calls reuses a plan and a workspace built beforehand, so nothing is
-allocated inside the timed call. Writes results/conv_layers.{md,csv,json}.
+installed peers (ONNX Runtime and OpenVINO run the same one-node ONNX graph; PyTorch NCHW and
+channels-last), all in the same alternating rounds. Each row and each network's sum names the
+fastest peer and gives our dense and perforated speed relative to it. Each of our calls reuses a
+plan and a workspace built beforehand, so nothing is allocated inside the timed call. Writes
+results/conv_layers.{md,csv,json}.
 
 Where a GPU is usable (bench/gpu.py: CUDA build, visible GPU, CuPy) the same layers are also timed
 on it: our CUDA plans (dense, and perforated with compact output) and PyTorch / cuDNN's dense
@@ -53,20 +56,21 @@ def bench_layer(layer: ConvShape, batch: int, repeat: int, threads: int, gpu: bo
         y = np.empty(plan.y_shape, np.float32)
         return plan, (lambda: plan.forward(x, w, b, out=y))
 
-    _, run = ours(None)
-    dense = measure.time_call(run, warmup=1, repeat=repeat)
-    row["dense"] = dense
-    row["dense_gflops"] = flop / dense["median"] / 1e9
-    for rate, name in zip(RATES, RATE_NAMES):
+    calls = [ours(None)[1]]
+    ideals = []
+    for rate in RATES:
         mask = perforated.make_mask("uniform", (oh, ow), rate, seed=1)
-        plan, run = ours(mask)
-        t = measure.time_call(run, warmup=1, repeat=repeat)
+        calls.append(ours(mask)[1])
+        ideals.append(oh * ow / mask.count)
+    # ours (dense, perforated) and the peers in the same alternating rounds
+    times, row["peers"] = peers.time_together(calls, peers.conv_peers(x, w, layer.stride, layer.pad, layer.groups,
+                                                                      threads), repeat)
+    dense = row["dense"] = times[0]
+    row["dense_gflops"] = flop / dense["median"] / 1e9
+    for name, t, ideal in zip(RATE_NAMES, times[1:], ideals):
         row[f"r{name}"] = t
         row[f"r{name}_speedup"] = dense["median"] / t["median"]
-        row[f"r{name}_ideal"] = oh * ow / mask.count
-    for peer, (runner, note) in peers.conv_peers(x, w, layer.stride, layer.pad, layer.groups, threads).items():
-        row[peer] = measure.time_call(runner, warmup=1, repeat=repeat) if runner else None
-        row[peer + "_note"] = note
+        row[f"r{name}_ideal"] = ideal
     if gpu:
         row["gpu"] = bench_layer_gpu(layer, batch, repeat, x, w, b)
     return row
@@ -150,53 +154,96 @@ def _ms(t, digits: int = 1) -> str:
     return f"{t['median'] * 1e3:.{digits}f}" if t else "n/a"
 
 
-def write_tables(rows: List[Dict[str, object]], meta: Dict[str, object], out_dir: Path) -> str:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "conv_layers.json").write_text(json.dumps({"metadata": meta, "rows": rows}, indent=1))
+def peer_columns(rows: List[Dict[str, object]]) -> List[str]:
+    """The peers with a time on at least one layer (bench.peers.ORDER): one column each."""
+    return peers.timed_names(r.get("peers") for r in rows)
+
+
+def _ratio(best, t) -> str:
+    return f"{best[1] / t['median']:.2f}x" if best and t else "n/a"
+
+
+def layer_cells(r: Dict[str, object], names: List[str]) -> tuple:
+    """(header, cells) of one layer: ours, every peer in `names`, the fastest peer, our dense speed
+    relative to it and each rate's speedup over it (best peer's time / ours)."""
     header = ["network", "layer", "batch", "shape", "dense ms", "dense GFLOP/s"]
     for name in RATE_NAMES:
         header += [f"r={name} ms", f"r={name} speedup (ideal)"]
-    header += ["onnxruntime ms", "torch NCHW ms", "torch CL ms"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table = [header]
-    for r in rows:
-        cells = [r["network"], r["layer"], str(r["batch"]), r["shape"], _ms(r["dense"]), f"{r['dense_gflops']:.0f}"]
-        for name in RATE_NAMES:
-            cells += [_ms(r[f"r{name}"]), f"{r[f'r{name}_speedup']:.2f} ({r[f'r{name}_ideal']:.2f})"]
-        cells += [_ms(r.get("onnxruntime")), _ms(r.get("torch_nchw")), _ms(r.get("torch_cl"))]
-        table.append(cells)
-        lines.append("| " + " | ".join(cells) + " |")
-    with open(out_dir / "conv_layers.csv", "w", newline="") as f:
-        csv.writer(f).writerows(table)
+    header += [f"{peers.label(k)} ms" for k in names]
+    if names:
+        header += ["best peer", "dense vs best peer"] + [f"r={n} vs best peer" for n in RATE_NAMES]
+    cells = [r["network"], r["layer"], str(r["batch"]), r["shape"], _ms(r["dense"]), f"{r['dense_gflops']:.0f}"]
+    for name in RATE_NAMES:
+        cells += [_ms(r[f"r{name}"]), f"{r[f'r{name}_speedup']:.2f} ({r[f'r{name}_ideal']:.2f})"]
+    results = r.get("peers") or {}
+    cells += [_ms(results.get(k, {}).get("time")) for k in names]
+    if names:
+        best = peers.best_peer(peers.medians(results))
+        cells += [peers.label(best[0]) if best else "n/a", _ratio(best, r["dense"])]
+        cells += [_ratio(best, r[f"r{n}"]) for n in RATE_NAMES]
+    return header, cells
 
-    summary = ["", "Conv layers summed per network (medians, seconds); speedup target: >= 0.9 x ideal "
-               "on every layer.", "",
-               "| network | batch | ours dense | onnxruntime | torch NCHW | torch CL | ours vs best peer | "
-               + " | ".join(f"r={n} sum (speedup)" for n in RATE_NAMES) + " | layers meeting 0.9 x ideal |",
-               "|---|---|---|---|---|---|---|" + "---|" * len(RATE_NAMES) + "---|"]
+
+def summary_lines(rows: List[Dict[str, object]], names: List[str]) -> List[str]:
+    """Conv layers summed per network: ours, each peer measured on every layer of the network, the
+    fastest of them by sum, and our dense / perforated speed against it."""
+    header = ["network", "batch", "ours dense"] + [peers.label(k) for k in names]
+    if names:
+        header += ["best peer", "dense vs best peer"]
+    header += [f"r={n} sum (speedup)" for n in RATE_NAMES]
+    if names:
+        header += [f"r={n} vs best peer" for n in RATE_NAMES]
+    header.append("layers meeting 0.9 x ideal")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for net in dict.fromkeys(r["network"] for r in rows):
         sub = [r for r in rows if r["network"] == net]
         total = lambda key: sum(r[key]["median"] for r in sub) if all(r.get(key) for r in sub) else None
+        peer_total = lambda k: (sum(r["peers"][k]["time"]["median"] for r in sub)
+                                if all(((r.get("peers") or {}).get(k) or {}).get("time") for r in sub) else None)
         dense = total("dense")
-        peer_totals = {p: total(p) for p in ("onnxruntime", "torch_nchw", "torch_cl")}
-        best = min((v for v in peer_totals.values() if v), default=None)
-        cells = [net, str(sub[0]["batch"]), f"{dense:.3f}"]
-        cells += [f"{v:.3f}" if v else "n/a" for v in peer_totals.values()]
-        cells.append(f"{best / dense:.2f}x" if best else "n/a")
-        met = 0
-        for name in RATE_NAMES:
-            t = total(f"r{name}")
-            cells.append(f"{t:.3f} ({dense / t:.2f}x)")
-            met += sum(r[f"r{name}_speedup"] >= 0.9 * r[f"r{name}_ideal"] for r in sub)
+        totals = {k: peer_total(k) for k in names}
+        best = peers.best_peer(totals)
+        sums = {n: total(f"r{n}") for n in RATE_NAMES}
+        cells = [net, str(sub[0]["batch"]), f"{dense:.3f}"] + [f"{v:.3f}" if v else "n/a" for v in totals.values()]
+        if names:
+            cells += [peers.label(best[0]) if best else "n/a", f"{best[1] / dense:.2f}x" if best else "n/a"]
+        cells += [f"{sums[n]:.3f} ({dense / sums[n]:.2f}x)" for n in RATE_NAMES]
+        if names:
+            cells += [f"{best[1] / sums[n]:.2f}x" if best else "n/a" for n in RATE_NAMES]
+        met = sum(r[f"r{n}_speedup"] >= 0.9 * r[f"r{n}_ideal"] for r in sub for n in RATE_NAMES)
         cells.append(f"{met}/{len(sub) * len(RATE_NAMES)}")
-        summary.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_tables(rows: List[Dict[str, object]], meta: Dict[str, object], out_dir: Path) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "conv_layers.json").write_text(json.dumps({"metadata": meta, "rows": rows}, indent=1))
+    names = peer_columns(rows)
+    table = [layer_cells(r, names)[1] for r in rows]
+    header = layer_cells(rows[0], names)[0] if rows else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(cells) + " |" for cells in table]
+    with open(out_dir / "conv_layers.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header] + table)
+    notes = sorted({f"{peers.label(k)}: {res['note']}" for r in rows for k, res in (r.get("peers") or {}).items()
+                    if k in names})
+    missing = peers.untimed_notes(r.get("peers") for r in rows)
+    summary = ["", "Conv layers summed per network (medians, seconds); speedup target: >= 0.9 x ideal "
+               "on every layer. Best peer: the fastest peer by the network's sum; ratios are its time / ours "
+               "(above 1: ours is faster).", ""] + summary_lines(rows, names)
     md = ["# Convolution layers: ours (dense, perforated) vs dense peers", "",
           f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
           f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs; {meta['platform']}  ",
           f"Library: {meta['perforated_build']}  ", f"OpenBLAS: {meta.get('openblas_config', 'n/a')}  ",
           f"Environment: {meta['environment']}  ", f"Peers: {meta['peers']}  ",
-          f"Threads: {meta['threads']} for every engine. Times are medians of {meta['repeat']} runs after a "
-          "warm-up; perforated layers use uniform masks and compact outputs.", ""]
+          f"Threads: {meta['threads']} for every engine. Times are medians of {meta['repeat']} rounds after a "
+          "warm-up; in each round our dense and perforated calls and every peer run once, in alternation "
+          "(order reversed every other round); perforated layers use uniform masks and compact outputs. "
+          "Per layer, the best peer is the fastest one on that layer; ratios are its time / ours.", ""]
+    if notes or missing:
+        md += [("Peer settings: " + "; ".join(notes) + ". " if notes else "")
+               + ("Not timed: " + "; ".join(missing) + "." if missing else ""), ""]
     text = "\n".join(md + lines + summary + gpu_tables(rows, meta, out_dir)) + "\n"
     (out_dir / "conv_layers.md").write_text(text)
     return text

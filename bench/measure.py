@@ -13,7 +13,7 @@ import shlex
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence
 
 
 def time_call(fn: Callable[[], object], *, warmup: int = 1, repeat: int = 5,
@@ -32,6 +32,25 @@ def time_call(fn: Callable[[], object], *, warmup: int = 1, repeat: int = 5,
         if len(times) >= 1000:
             break
     return summarize(times)
+
+
+def alternating(calls: Sequence[Callable[[], object]], rounds: int) -> List[List[float]]:
+    """Wall times in seconds of each call in `rounds` alternating rounds, one list per call, without
+    warm-up (the caller's job). Round r runs every call once: in the given order when r is even, in
+    reverse when r is odd, so no call always follows the same neighbour (another engine's threads
+    winding down, its cache footprint). Each round goes through perforated.timing.alternating_times,
+    the library's own interleaved timer."""
+    from perforated.timing import alternating_times
+
+    if rounds < 1:
+        raise ValueError(f"alternating: rounds must be >= 1, got {rounds}")
+    times: List[List[float]] = [[] for _ in calls]
+    order = list(range(len(calls)))
+    for r in range(rounds):
+        idx = order if r % 2 == 0 else order[::-1]
+        for i, t in zip(idx, alternating_times([calls[i] for i in idx], 1, warmup=False)):
+            times[i] += t
+    return times
 
 
 def summarize(times: List[float]) -> Dict[str, float]:

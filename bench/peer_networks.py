@@ -1,4 +1,5 @@
-"""Whole-network dense peers: the paper's networks (SPEC §7) in ONNX Runtime and PyTorch (both optional).
+"""Whole-network dense peers: the paper's networks (SPEC §7) in ONNX Runtime, OpenVINO and PyTorch
+(all optional; OpenVINO reads the ONNX graph ONNX Runtime runs).
 
     python -m bench.peer_networks --check
     python -m bench.peer_networks --time nin:128,alexnet:64 [--threads 2] [--repeat 3]
@@ -188,22 +189,83 @@ def onnx_network(rows: Sequence[Row], input_shape: Shape, batch: int, classes: i
                       inits)
 
 
+def _onnx_bytes(rows: Sequence[Row], input_shape: Shape, batch: int, classes: int,
+                weights: Optional[Weights], softmax: bool) -> bytes:
+    return onnx_network(rows, input_shape, batch, classes, weights, softmax=softmax).SerializeToString()
+
+
+def _fixed_input(batch: int, input_shape: Shape, x: Optional[np.ndarray]) -> np.ndarray:
+    return _input(batch, input_shape) if x is None else np.ascontiguousarray(x, np.float32)
+
+
 def ort_network_runner(rows: Sequence[Row], input_shape: Shape, batch: int, classes: int,
                        threads: int, weights: Optional[Weights] = None, softmax: bool = True,
-                       x: Optional[np.ndarray] = None) -> Tuple[Optional[Runner], str]:
-    """(callable running one ONNX Runtime forward on a fixed input, note), or (None, reason)."""
+                       x: Optional[np.ndarray] = None, model: Optional[bytes] = None
+                       ) -> Tuple[Optional[Runner], str]:
+    """(callable running one ONNX Runtime forward on a fixed input, note), or (None, reason).
+    `model`: the serialised ONNX graph when already built (shared with OpenVINO)."""
     try:
         import onnx  # noqa: F401  (the model is built with onnx)
         import onnxruntime as ort
     except Exception:  # ImportError, or a broken install raising something else
         return None, "not installed (pip install onnxruntime onnx)"
-    from bench.peers import _ort_session
+    from bench.peers import ort_runner
 
-    session = _ort_session(onnx_network(rows, input_shape, batch, classes, weights, softmax=softmax),
-                           threads)
-    feeds = {"x": _input(batch, input_shape) if x is None else np.ascontiguousarray(x, np.float32)}
-    return (lambda: session.run(None, feeds)[0]), \
+    if model is None:
+        model = _onnx_bytes(rows, input_shape, batch, classes, weights, softmax)
+    return ort_runner(model, _fixed_input(batch, input_shape, x), threads), \
         f"onnxruntime {ort.__version__}, all optimisations, {threads} intra-op threads"
+
+
+def ov_network_runner(rows: Sequence[Row], input_shape: Shape, batch: int, classes: int,
+                      threads: int, weights: Optional[Weights] = None, softmax: bool = True,
+                      x: Optional[np.ndarray] = None, model: Optional[bytes] = None
+                      ) -> Tuple[Optional[Runner], str]:
+    """(callable running one OpenVINO forward of the same ONNX graph on a fixed input, note), or
+    (None, reason). CPU plugin, f32, latency hint, `threads` threads (bench.peers.ov_config)."""
+    try:
+        import onnx  # noqa: F401
+        import openvino  # noqa: F401
+    except Exception:
+        return None, "not installed (pip install openvino onnx)"
+    from bench.peers import ov_runner
+
+    if model is None:
+        model = _onnx_bytes(rows, input_shape, batch, classes, weights, softmax)
+    return ov_runner(model, _fixed_input(batch, input_shape, x), threads)
+
+
+def network_peers(rows: Sequence[Row], input_shape: Shape, batch: int, classes: int, threads: int,
+                  weights: Optional[Weights] = None, softmax: bool = True,
+                  x: Optional[np.ndarray] = None) -> Dict[str, Tuple[Optional[Runner], str]]:
+    """Every known whole-network peer: name -> (runner or None, note), all on the same input and
+    weights; ONNX Runtime and OpenVINO read one ONNX graph, built once. A peer whose build fails
+    gets (None, "failed: ...") instead of stopping the run."""
+    from bench.peers import ORDER, _built
+
+    x = _fixed_input(batch, input_shape, x)
+    if weights is None:
+        weights = random_weights(rows, input_shape)
+    model: Optional[bytes] = None
+    try:
+        import onnx  # noqa: F401
+
+        model = _onnx_bytes(rows, input_shape, batch, classes, weights, softmax)
+    except ImportError:
+        pass
+    builders = {
+        "onnxruntime": lambda: ort_network_runner(rows, input_shape, batch, classes, threads, weights,
+                                                  softmax, x, model),
+        "openvino": lambda: ov_network_runner(rows, input_shape, batch, classes, threads, weights,
+                                              softmax, x, model),
+        "torch_nchw": lambda: torch_network_runner(rows, input_shape, batch, classes, threads, False,
+                                                   weights, softmax, x),
+        "torch_cl": lambda: torch_network_runner(rows, input_shape, batch, classes, threads, True,
+                                                 weights, softmax, x),
+    }
+    peers = {name: _built(builders[name]) for name in ORDER}
+    del model  # the sessions hold their own copies of the weights
+    return peers
 
 
 # --- PyTorch -------------------------------------------------------------------------------------
@@ -362,6 +424,16 @@ def check() -> bool:
         ok &= good
         print(f"  {'softmax' if softmax else 'logits '} {a.shape} (max |torch| {np.abs(b).max():.3g}): "
               f"max |ort - torch| / max |torch| = {err:.1e} {'ok' if good else 'MISMATCH'}")
+        ov_run, note = ov_network_runner(rows, shape, 4, classes, 2, softmax=softmax, x=x)
+        if ov_run is None:
+            print(f"  OpenVINO: skipped, {note}")
+            continue
+        c = np.array(ov_run())
+        err = _rel_err(c, a)
+        good = c.shape == a.shape and err < 1e-4
+        ok &= good
+        print(f"  {'softmax' if softmax else 'logits '} OpenVINO {c.shape}: max |ov - ort| / max |ort| = "
+              f"{err:.1e} {'ok' if good else 'MISMATCH'}")
 
     for net in ("nin", "alexnet", "vgg16"):
         spec = nets[net]
@@ -387,8 +459,8 @@ def check() -> bool:
 
 
 def time_networks(plan: List[Tuple[str, int]], threads: int, repeat: int) -> None:
-    """Median of `repeat` forwards after one warm-up, for every installed peer."""
-    from bench.measure import time_call
+    """Median of `repeat` alternating rounds after one warm-up, every installed peer in each round."""
+    from bench.peers import time_together
 
     nets = _networks()
     for net, batch in plan:
@@ -396,21 +468,15 @@ def time_networks(plan: List[Tuple[str, int]], threads: int, repeat: int) -> Non
         rows, shape, classes = spec["layers"](), spec["input"], spec["classes"]
         weights = random_weights(rows, shape)
         x = _input(batch, shape)
-        builders = [("onnxruntime", lambda: ort_network_runner(rows, shape, batch, classes, threads,
-                                                               weights, x=x)),
-                    ("torch_nchw", lambda: torch_network_runner(rows, shape, batch, classes, threads,
-                                                                False, weights, x=x)),
-                    ("torch_cl", lambda: torch_network_runner(rows, shape, batch, classes, threads,
-                                                              True, weights, x=x))]
-        for peer, build in builders:
-            run, note = build()
-            if run is None:
+        _, results = time_together([], network_peers(rows, shape, batch, classes, threads, weights, x=x),
+                                   repeat)
+        for peer, r in results.items():
+            t, note = r["time"], r["note"]
+            if t is None:
                 print(f"{net} b{batch} {peer}: skipped, {note}")
                 continue
-            t = time_call(run, warmup=1, repeat=repeat)
             print(f"{net} b{batch} {peer:11s}: median {t['median']:.3f} s (min {t['min']:.3f}, "
                   f"max {t['max']:.3f}, {t['runs']} runs)  [{note}]", flush=True)
-            del run
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -22,9 +22,11 @@ def _csv(path: Path, header: List[str], rows: List[List[str]]) -> None:
 
 
 def _best_peer(net: Dict[str, object]) -> Optional[tuple]:
-    peers = net.get("peers") or {}
-    timed = [(v["time"]["median"], k) for k, v in peers.items() if v.get("time")]
-    return min(timed) if timed else None
+    """(median seconds, label) of the network's fastest dense peer, or None when no peer was timed."""
+    from bench import peers as peer_mod
+
+    best = peer_mod.best_peer(peer_mod.medians(net.get("peers")))
+    return (best[1], peer_mod.label(best[0])) if best else None
 
 
 def _dense_error(network: str, accuracy: Optional[dict]) -> str:
@@ -203,17 +205,57 @@ def layer_table(net: dict) -> tuple:
 
 
 def peer_table(raw: dict) -> tuple:
-    header = ["network", "batch", "ours dense, s", "onnxruntime, s", "torch NCHW, s", "torch channels-last, s",
-              "ours fastest perforated, s"]
+    """Our dense network, every peer with a time in the measurements (one column each, in
+    bench.peers.ORDER; peer_note says why the others have none), the fastest peer per network, our dense speed relative to it and each
+    perforated plan's speedup over it (with the plan's multiplication reduction)."""
+    from bench import peers as peer_mod
+
+    names = peer_mod.timed_names(net.get("peers") for net in raw["networks"])
+    plans = max((len(net["rows"]) for net in raw["networks"]), default=0)
+    header = (["network", "batch", "ours dense, s"] + [f"{peer_mod.label(k)}, s" for k in names]
+              + ["best dense peer", "ours dense vs best peer (speed)"]
+              + [f"plan {i + 1} vs best peer (mult. red.)" for i in range(plans)])
     rows = []
     for net in raw["networks"]:
         peers = net.get("peers") or {}
-        cell = lambda k: f"{peers[k]['time']['median']:.3f}" if peers.get(k, {}).get("time") else \
-            (peers.get(k, {}).get("note") or "n/a")
-        fastest = min(r["measured"]["time"]["median"] for r in net["rows"])
-        rows.append([net["network"], str(net["batch"]), f"{net['dense']['time']['median']:.3f}",
-                     cell("onnxruntime"), cell("torch_nchw"), cell("torch_cl"), f"{fastest:.3f}"])
+        times = peer_mod.medians(peers)
+        best = peer_mod.best_peer(times)
+        dense = net["dense"]["time"]["median"]
+        cells = [net["network"], str(net["batch"]), f"{dense:.3f}"]
+        cells += [f"{times[k]:.3f}" if times.get(k) else (peers.get(k, {}).get("note") or "n/a") for k in names]
+        cells += [peer_mod.label(best[0]) if best else "n/a", f"{best[1] / dense:.2f}x" if best else "n/a"]
+        for i in range(plans):
+            r = net["rows"][i] if i < len(net["rows"]) else None
+            cells.append("-" if r is None else "n/a" if not best else
+                         f"{best[1] / r['measured']['time']['median']:.2f}x ({r['mult_reduction']:.2f})")
+        rows.append(cells)
     return header, rows
+
+
+def peer_note(raw: dict) -> str:
+    """How the peers were timed, and how closely their logits matched our dense network's."""
+    from bench import peers as peer_mod
+
+    nets = [net for net in raw["networks"] if net.get("peers")]
+    if not nets:
+        return "Peers: not measured in this run (--no-peers)."
+    if all(net.get("peers_interleaved") for net in nets):
+        how = ("Peers ran in the same alternating rounds as our dense and perforated networks (order "
+               "reversed every other round), on our dense network's weights and input, to the logits.")
+    else:
+        how = "Peers were timed after our networks (measurements from before they were interleaved)."
+    diffs = {}
+    for net in nets:
+        for name, r in net["peers"].items():
+            if r.get("max_rel_diff") is not None:
+                diffs[name] = max(diffs.get(name, 0.0), r["max_rel_diff"])
+    if diffs:
+        how += (" Largest relative difference of their logits from ours: "
+                + ", ".join(f"{peer_mod.label(k)} {diffs[k]:.1e}" for k in peer_mod.ordered(diffs)) + ".")
+    missing = peer_mod.untimed_notes(net.get("peers") for net in nets)
+    if missing:
+        how += " Not timed: " + "; ".join(missing) + "."
+    return how + " Speed ratios: best peer's time / ours (above 1: ours is faster)."
 
 
 def write_all(raw: dict, out: Path, suffix: str = "") -> str:
@@ -276,9 +318,10 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
         lines += ["", f"## Low-rank decomposition (accnn), perforation, and both (results/lowrank{suffix}.md)", "",
                   f"`{lowrank['metadata']['command']}`, {lowrank['metadata']['date']}; NIN accuracy columns: "
                   f"{lowrank['metadata'].get('nin_accuracy_source', 'this run')}.", ""] + _md(header, rows)
-    lines += ["", "## Whole-network dense peers (same run)", ""]
+    lines += ["", "## Whole-network dense peers (same run)", "", peer_note(raw), ""]
     header, rows = peer_table(raw)
     lines += _md(header, rows)
+    _csv(out / f"peers{suffix}.csv", header, rows)
     for net in raw["networks"]:
         lines += ["", f"## Per-layer times: {net['network']} (batch {net['batch']})", ""]
         header, rows = layer_table(net)

@@ -10,7 +10,9 @@ one run on this machine:
   NIN rows aim at 2x / 3x / 4x. Error columns come from results/nin_accuracy.json when the training
   work has produced it, and read "not measured" otherwise;
 - per-layer times of each network inside the model (DeepBench style), dense and perforated;
-- whole-network dense inference of ONNX Runtime and PyTorch on the same shapes (optional peers);
+- whole-network dense inference of ONNX Runtime, OpenVINO and PyTorch (optional peers) on the same
+  shapes, weights and input, timed in the same alternating rounds as our dense and perforated networks;
+  every table names the fastest peer per network and our speed against it;
 - where a GPU is usable (CUDA build of the library, a visible GPU, CuPy; see bench/gpu.py): the dense
   and perforated networks' forward time on the GPU, the GPU speedups, and PyTorch / cuDNN's dense
   forward on the same GPU with our dense / cuDNN ratio. Without one, the tables say in one line why
@@ -103,27 +105,32 @@ def describe_model(model: Model, t: Dict[str, float], repeat: int,
             "peak_rss_bytes": rss.measure_in_child(model.name, model.batch, plan.to_dict() if plan else None)}
 
 
-def measure_peers(network: str, batch: int, repeat: int, threads: int) -> Dict[str, object]:
+def network_peers(model: Model, threads: int) -> Dict[str, tuple]:
+    """The whole-network peers (bench.peer_networks) on our dense model's weights and input, to the
+    logits as our forward: the same function, so their outputs can be checked against ours."""
     from bench import peer_networks
 
-    info = NETWORKS[network]
-    rows = info["layers"]()
-    out: Dict[str, object] = {}
-    builders = {
-        "onnxruntime": lambda: peer_networks.ort_network_runner(rows, info["input"], batch, info["classes"], threads),
-        "torch_nchw": lambda: peer_networks.torch_network_runner(rows, info["input"], batch, info["classes"],
-                                                                  threads, channels_last=False),
-        "torch_cl": lambda: peer_networks.torch_network_runner(rows, info["input"], batch, info["classes"],
-                                                                threads, channels_last=True),
-    }
-    for name, build in builders.items():
-        measure.progress(f"  peer {name}")
-        try:
-            runner, note = build()
-        except Exception as e:  # a peer failing must not lose the run: record why
-            runner, note = None, f"failed: {type(e).__name__}: {e}"
-        out[name] = {"note": note, "time": measure.time_call(runner, warmup=1, repeat=repeat) if runner else None}
-    return out
+    info = NETWORKS[model.name]
+    weights = {name: {"weight": p["weight"], "bias": p["bias"]} for name, p in model.params.items()}
+    return peer_networks.network_peers(info["layers"](), info["input"], model.batch, info["classes"], threads,
+                                       weights, softmax=False, x=np.array(model.x))
+
+
+def times_with_peers(models: List[Model], peers: Dict[str, tuple], repeat: int) -> tuple:
+    """Our models' forward passes and the peers in the same alternating rounds (bench.peers
+    .time_together; random inputs as interleaved_times). Returns (one summary per model, peer results
+    ``{name: {"note", "time", "max_rel_diff"}}``; max_rel_diff: the peer's logits against our first
+    model's after the warm-up, relative to their largest magnitude, when the peers got its input)."""
+    from bench import peers as peer_mod
+
+    ours, results = peer_mod.time_together([model.forward for model in models], peers, repeat)
+    if models:
+        logits = np.asarray(models[0].forward(), np.float64)
+        for name, (runner, _) in peers.items():
+            if runner is not None and results[name]["time"] is not None:
+                got = np.asarray(runner(), np.float64).reshape(logits.shape)
+                results[name]["max_rel_diff"] = float(np.abs(got - logits).max() / max(np.abs(logits).max(), 1e-30))
+    return ours, results
 
 
 def nin_accuracy(folder: Path = RESULTS) -> Optional[dict]:
@@ -145,7 +152,17 @@ def run_network(network: str, batch: int, repeat: int, threads: int, peers: bool
                      + ", ".join(f"{r:.3f}" for _, _, r, _ in plans) + " on every perforable layer")
     dense_model = Model(network, batch)
     models = [dense_model] + [Model(network, batch, plan=plan, weights=dense_model.params) for *_, plan in plans]
-    times = interleaved_times(models, repeat)
+    rng = np.random.default_rng(0)
+    for model in models:
+        model.x[...] = rng.standard_normal(model.x.shape, dtype=np.float32)
+    peer_runners = {}
+    if peers:
+        measure.progress(f"{network}: building the dense peers (same weights and input as ours)")
+        peer_runners = network_peers(dense_model, threads)
+        measure.progress(f"{network}: timing ours and {', '.join(n for n, (r, _) in peer_runners.items() if r)} "
+                         "in the same rounds")
+    times, peer_results = times_with_peers(models, peer_runners, repeat)
+    del peer_runners
     measure.progress(f"{network}: per-layer profiles and peak memory")
     dense = describe_model(dense_model, times[0], repeat)
     result: Dict[str, object] = {"network": network, "batch": batch, "dense": dense, "rows": []}
@@ -160,7 +177,8 @@ def run_network(network: str, batch: int, repeat: int, threads: int, peers: bool
                                                  if dense["peak_rss_bytes"] and perf["peak_rss_bytes"] else None)})
     del models, dense_model
     if peers:
-        result["peers"] = measure_peers(network, batch, repeat, threads)
+        result["peers"] = peer_results
+        result["peers_interleaved"] = True
     if gpu:
         result["gpu"] = gpu_mod.run_network(network, batch, [(rate, plan) for _, _, rate, plan in plans], repeat)
     return result
@@ -172,7 +190,7 @@ def main(argv=None) -> None:
     parser.add_argument("--networks", default="nin,alexnet,vgg16", help="comma-separated subset")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed rounds per measurement (default 5; dense and perforated alternate)")
-    parser.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime / PyTorch")
+    parser.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime / OpenVINO / PyTorch")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default results/)")
     parser.add_argument("--no-lowrank", action="store_true",
                         help="skip the low-rank table (bench.lowrank_tables --speed-only: results/lowrank.md)")
