@@ -10,15 +10,21 @@ Shared-state rules checked here (see also the ConvPlan docstring):
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import perforated as pf
+import reference
 from perforated import ffi, lib
-from helpers import randn
+from helpers import assert_close, randn
+from reference import conv_out_size
 
 N_THREADS = 4
 
@@ -185,3 +191,94 @@ def test_exception_messages_from_threads_are_their_own():
     for i, msgs in enumerate(_run_threads(work, [(i,) for i in range(N_THREADS)])):
         want = "perf_mask_uniform: h must be >= 1" if i % 2 else "indices must be strictly increasing"
         assert all(want in m for m in msgs), (i, set(msgs))
+
+
+# --- teams smaller than the plan's thread count (issue 29) ---------------------------------------
+
+_SMALL_TEAM_CHILD = r"""
+import sys
+import numpy as np
+import perforated as pf
+from perforated import lib
+
+data = dict(np.load(sys.argv[1]))
+out = {"max_threads": np.int64(lib.perf_get_num_threads())}
+for name in ("big", "grouped", "pointwise"):
+    kw = dict(stride=int(data[name + "_stride"]), pad=int(data[name + "_pad"]),
+              groups=int(data[name + "_groups"]))
+    if name == "grouped":
+        kw["mask"] = pf.make_mask("uniform", tuple(data["grouped_mask_size"]), 0.5, seed=7)
+    for k, v in zip(("dx", "dw", "db"),
+                    pf.conv2d_backward(data[name + "_x"], data[name + "_w"], data[name + "_dy"], **kw)):
+        out[name + "_" + k] = v
+np.savez(sys.argv[2], **out)
+"""
+
+# OpenMP settings under which a parallel region gets fewer threads than omp_get_max_threads(),
+# which is what a plan records as the thread count its workspace and partition were made for.
+_SMALL_TEAM_ENVS = {
+    "limit1": {"OMP_NUM_THREADS": "2", "OMP_THREAD_LIMIT": "1"},
+    "limit3of4": {"OMP_NUM_THREADS": "4", "OMP_THREAD_LIMIT": "3"},
+    "dynamic": {"OMP_NUM_THREADS": "8", "OMP_DYNAMIC": "true"},
+}
+
+
+def _small_team_cases(rng):
+    """The issue's shape (several rounds of chunks), a strided grouped perforated conv with odd sizes,
+    and a pointwise conv whose filter gradient is split by columns (40 = a 32-wide and an 8-wide
+    share for two threads)."""
+    cases = {
+        "big": (randn(rng, 16, 16, 20, 20), randn(rng, 72, 16, 3, 3), 1, 1, 1),
+        "grouped": (randn(rng, 5, 6, 17, 13), randn(rng, 10, 3, 3, 3), 2, 1, 2),
+        "pointwise": (randn(rng, 3, 40, 9, 11), randn(rng, 24, 40, 1, 1), 1, 0, 1),
+    }
+    data = {}
+    for name, (x, w, stride, pad, groups) in cases.items():
+        oh, ow = conv_out_size(x.shape[2:], w.shape[2:], stride, pad)
+        data.update({name + "_x": x, name + "_w": w, name + "_dy": randn(rng, x.shape[0], w.shape[0], oh, ow),
+                     name + "_stride": stride, name + "_pad": pad, name + "_groups": groups})
+        if name == "grouped":
+            data["grouped_mask_size"] = np.array([oh, ow])
+    return data
+
+
+def _child_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    package_parent = str(Path(pf.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([package_parent, env.get("PYTHONPATH", "")])
+    env["PERFORATED_LIBRARY"] = str(pf.LIBRARY_PATH)
+    return env
+
+
+def test_conv_backward_with_a_smaller_openmp_team_than_planned(rng, tmp_path):
+    """conv2d_backward planned for T threads but run by a smaller team (OMP_THREAD_LIMIT below
+    OMP_NUM_THREADS, OMP_DYNAMIC) gives the float64 reference's gradients (it gave errors of
+    hundreds when the partition assumed T threads)."""
+    data = _small_team_cases(rng)
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, **data)
+    script = tmp_path / "child.py"
+    script.write_text(_SMALL_TEAM_CHILD)
+    procs = {}
+    for name, extra in _SMALL_TEAM_ENVS.items():
+        procs[name] = subprocess.Popen([sys.executable, str(script), str(inputs), str(tmp_path / f"{name}.npz")],
+                                       env=dict(_child_env(), **extra), stderr=subprocess.PIPE, text=True)
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"{name}: child exited {proc.returncode}\n{err[-4000:]}"
+    refs = {}
+    for case in ("big", "grouped", "pointwise"):
+        kw = dict(stride=int(data[case + "_stride"]), pad=int(data[case + "_pad"]),
+                  groups=int(data[case + "_groups"]))
+        if case == "grouped":
+            mask = pf.make_mask("uniform", tuple(data["grouped_mask_size"]), 0.5, seed=7)
+            refs[case] = reference.perforated_conv2d_backward(data[case + "_x"], data[case + "_w"],
+                                                              data[case + "_dy"], mask=mask, **kw)
+        else:
+            refs[case] = reference.conv2d_backward(data[case + "_x"], data[case + "_w"], data[case + "_dy"], **kw)
+    for name in _SMALL_TEAM_ENVS:
+        with np.load(tmp_path / f"{name}.npz") as got:
+            assert int(got["max_threads"]) == int(_SMALL_TEAM_ENVS[name]["OMP_NUM_THREADS"]), name
+            for case, ref in refs.items():
+                for k, r in zip(("dx", "dw", "db"), ref):
+                    assert_close(got[case + "_" + k], r, what=f"{name}: {case} {k}")

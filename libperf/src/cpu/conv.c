@@ -133,6 +133,17 @@ void perf_cpu_conv_forward(const perf_conv_plan *p, const float *x, const float 
     }
 }
 
+/* Threads of the current team that own a workspace slot: the team's size, at most the T slots the
+ * plan's workspace was sized for. Called inside the backward passes' parallel regions. */
+static int team_slots(int T) {
+#if defined(PERF_WITH_OPENMP)
+    int nt = omp_get_num_threads();
+#else
+    int nt = 1;
+#endif
+    return nt < T ? nt : T;
+}
+
 void perf_cpu_conv_backward_data(const perf_conv_plan *p, const float *w, const float *dy, float *dx,
                                  float *ws) {
     const perf_conv_desc *d = &p->d;
@@ -150,19 +161,22 @@ void perf_cpu_conv_backward_data(const perf_conv_plan *p, const float *w, const 
     }
     const int K = p->k_gemm, kk = p->kk, cout = d->out_channels, chunk = p->chunk_rows, T = p->threads;
     const size_t total = (size_t)d->batch * p->count, plane = (size_t)p->in_spatial;
-    const size_t count = (size_t)p->count, round = (size_t)T * chunk;
+    const size_t count = (size_t)p->count;
     const long planes = (long)d->batch * d->in_channels;
 #pragma omp parallel num_threads(T)
     {
-        const int tid = thread_id();
+        /* The team may be smaller than T (OMP_THREAD_LIMIT, OMP_DYNAMIC, a nested call): a round is
+         * as many chunks as the team has threads, never more than the T slots the workspace holds. */
+        const int tid = thread_id(), nt = team_slots(T);
+        const size_t round = (size_t)nt * chunk;
+        float *rows = ws + (size_t)tid * chunk * K;
+        float *gemm = ws + (size_t)T * chunk * K + (size_t)tid * chunk * cout;
 #pragma omp for schedule(static)
         for (long i = 0; i < planes; i++) memset(dx + (size_t)i * plane, 0, plane * sizeof(float));
         for (size_t s0 = 0; s0 < total; s0 += round) {
             size_t r0 = s0 + (size_t)tid * chunk;
-            int n = r0 < total ? min_int(total - r0, (size_t)chunk) : 0;
+            int n = tid < nt && r0 < total ? min_int(total - r0, (size_t)chunk) : 0;
             int round_rows = min_int(total - s0, round);
-            float *rows = ws + (size_t)tid * chunk * K;
-            float *gemm = ws + round * K + (size_t)tid * chunk * cout;
             if (n > 0) output_to_gemm(p, dy, r0, n, gemm);
             for (int g = 0; g < d->groups; g++) {
                 if (n > 0)
@@ -219,8 +233,8 @@ void perf_cpu_conv_backward_filter(const perf_conv_plan *p, const float *x, cons
         const int S = p->count;
 #pragma omp parallel num_threads(T)
         {
-            int k0, k1;
-            column_share(p->cin_g, thread_id(), T, &k0, &k1);
+            int k0, k1; /* shares of the team actually running (it may be smaller than T) */
+            column_share(p->cin_g, thread_id(), team_slots(T), &k0, &k1);
             for (int b = 0; b < d->batch && k1 > k0; b++)
                 for (int g = 0; g < d->groups; g++)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p->cout_g, k1 - k0, S, 1.0f,
@@ -231,17 +245,19 @@ void perf_cpu_conv_backward_filter(const perf_conv_plan *p, const float *x, cons
         return;
     }
     const int K = p->k_gemm, cout = d->out_channels, chunk = p->chunk_rows;
-    const size_t total = (size_t)d->batch * p->count, round = (size_t)T * chunk;
+    const size_t total = (size_t)d->batch * p->count;
+    float *gemm_round = ws + (size_t)T * chunk * K; /* the T gemm slots follow the T rows slots */
 #pragma omp parallel num_threads(T)
     {
-        const int tid = thread_id();
+        /* As in backward_data: rounds and column shares follow the team's real size (<= T). */
+        const int tid = thread_id(), nt = team_slots(T);
+        const size_t round = (size_t)nt * chunk;
         int k0, k1;
-        column_share(K, tid, T, &k0, &k1);
+        column_share(K, tid, nt, &k0, &k1);
         for (size_t s0 = 0; s0 < total; s0 += round) {
             size_t r0 = s0 + (size_t)tid * chunk;
-            int n = r0 < total ? min_int(total - r0, (size_t)chunk) : 0;
+            int n = tid < nt && r0 < total ? min_int(total - r0, (size_t)chunk) : 0;
             int round_rows = min_int(total - s0, round);
-            float *gemm_round = ws + round * K;
             if (n > 0) output_to_gemm(p, dy, r0, n, gemm_round + (size_t)tid * chunk * cout);
             for (int g = 0; g < d->groups; g++) {
                 if (n > 0) im2row(p, x, g, r0, n, ws + (size_t)tid * chunk * K);
