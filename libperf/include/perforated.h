@@ -79,8 +79,14 @@ PERF_API const char *perf_status_string(perf_status status);
  * CUDA on/off. For benchmark metadata. Never NULL. */
 PERF_API const char *perf_build_info(void);
 
-/* Number of threads used by BLAS and the library's own loops. perf_set_num_threads(n) sets both
- * (n >= 1). Returns PERF_STATUS_INVALID_ARGUMENT for n < 1. */
+/* Threads of the library's own loops (OpenMP). perf_get_num_threads() returns omp_get_max_threads()
+ * (1 without OpenMP). perf_set_num_threads(n) calls omp_set_num_threads(n): it applies to later calls
+ * from the calling thread only (an OpenMP setting of that thread), and a convolution plan keeps the
+ * thread count it was created with (its workspace is sized for it). It does not change BLAS's
+ * threads: with OpenMP the library sets its BLAS to one thread when loaded and each OpenMP thread
+ * calls BLAS on its own slice (with a system BLAS shared with numpy, numpy's BLAS stays
+ * single-threaded too). Only a build without OpenMP passes n to the BLAS instead.
+ * Returns PERF_STATUS_INVALID_ARGUMENT for n < 1. */
 PERF_API int perf_get_num_threads(void);
 PERF_API perf_status perf_set_num_threads(int num_threads);
 

@@ -70,4 +70,8 @@ def _cdef_from_header(text: str) -> str:
 ffi = cffi.FFI()
 ffi.cdef(_cdef_from_header(_find_header().read_text()))
 LIBRARY_PATH = _find_library()
-lib = ffi.dlopen(str(LIBRARY_PATH))
+# RTLD_NODELETE: the library stays mapped for the life of the process. cffi dlclose()s it when `lib`
+# is collected at interpreter shutdown, while OpenMP worker threads of the library may still be alive;
+# unmapped under them, a process exited with SIGSEGV about once in 25 runs (issue 29). The library is
+# also linked with -z nodelete (CMakeLists.txt); the flag here covers libraries built without it.
+lib = ffi.dlopen(str(LIBRARY_PATH), ffi.RTLD_NOW | getattr(ffi, "RTLD_NODELETE", 0))
