@@ -167,7 +167,9 @@ def _host(a):
 
 
 def _pair(network, batch, fake_device, **kw):
-    cpu = Model(network, batch, **kw)
+    # the fake device runs the layer steps; the CPU model runs them too (not the channels-last engine,
+    # whose sums are ordered differently), so the two agree bit for bit
+    cpu = Model(network, batch, inference="layers", **kw)
     dev = Model(network, batch, context=fake_device, **kw)
     assert dev.device == "cuda" and isinstance(dev.x, _FakeGpu) and isinstance(dev.logits, _FakeGpu)
     assert all(isinstance(p[k], _FakeGpu) for p in dev.params.values() for k in ("weight", "bias"))
@@ -285,6 +287,8 @@ def test_fake_device_batchnorm_training_matches_cpu(tmp_path, rng, fake_device, 
     from test_train import _tiny_nin_splits
 
     monkeypatch.setattr(dev_mod, "default_context", lambda index=None: fake_device)
+    # the CPU teacher runs the layer steps as the device does (bit-equal logits), not the engine
+    monkeypatch.setattr(Model, "_use_engine", lambda self: False)
     splits = _tiny_nin_splits(rng)
     start = tmp_path / "start.npz"
     Model("nin", 4, seed=9).save_weights(start)
@@ -309,6 +313,8 @@ def test_fake_device_distillation_matches_cpu(tmp_path, rng, fake_device, monkey
     from test_train import _tiny_nin_splits
 
     monkeypatch.setattr(dev_mod, "default_context", lambda index=None: fake_device)
+    # the CPU teacher runs the layer steps as the device does (bit-equal logits), not the engine
+    monkeypatch.setattr(Model, "_use_engine", lambda self: False)
     splits = _tiny_nin_splits(rng)
     teacher, start = tmp_path / "teacher.npz", tmp_path / "start.npz"
     Model("nin", 4, seed=8).save_weights(teacher)
@@ -424,6 +430,8 @@ def test_fake_device_training_matches_cpu_training(tmp_path, rng, fake_device, m
     from test_train import _tiny_nin_splits
 
     monkeypatch.setattr(dev_mod, "default_context", lambda index=None: fake_device)
+    # the CPU teacher runs the layer steps as the device does (bit-equal logits), not the engine
+    monkeypatch.setattr(Model, "_use_engine", lambda self: False)
     splits = _tiny_nin_splits(rng)
     cfg = dict(network="nin", epochs=2, batch=4, lr=0.01, seed=3, progress=1, init_scale={"cccp6": 0.5})
     cpu = tr.train(tr.TrainConfig(**cfg), tmp_path / "cpu", splits=splits, stream=None)

@@ -482,8 +482,9 @@ def layer_responses(rows: Sequence[Row], weights: Weights, input_shape, classes:
             classes = p["out"] * geo["oh"] * geo["ow"]
         else:
             classes = p["out"]
+    # the layer steps keep every layer's input (the channels-last engine keeps none)
     model = Model(rows, images.shape[0], weights={n: weights[n] for _, n, _ in rows if n in weights},
-                  input_shape=input_shape, classes=classes)
+                  input_shape=input_shape, classes=classes, inference="layers")
     model.forward(images)
     out = {}
     for step in model.steps:

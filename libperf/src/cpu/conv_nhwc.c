@@ -123,8 +123,9 @@ void perf_cpu_conv_nhwc_setup(perf_conv_plan *p) {
     size_t total = (size_t)p->d.batch * (size_t)p->count;
     size_t want = (total * (size_t)p->d.groups + 4 * (size_t)p->threads - 1) / (4 * (size_t)p->threads);
     size_t rows = want < ROWS_MAX ? want : ROWS_MAX;
-    rows = (rows + 23) / 24 * 24; /* whole tiles of 6, 8 and 12 rows */
-    if (rows > ROWS_MAX) rows = ROWS_MAX;
+    const int mr = p->isa->rows[p->isa->nv_max]; /* whole tiles of the widest panels */
+    rows = (rows + mr - 1) / mr * mr;
+    if (rows > ROWS_MAX) rows = ROWS_MAX / mr * mr;
     p->nhwc_rows = (int)rows;
 }
 
