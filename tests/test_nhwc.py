@@ -32,6 +32,8 @@ CONV_CASES = [
     (2, 8, (10, 9), 33, 3, 1, 1, 1, 0.5, None),          # perforated output (compact)
     (2, 8, (10, 9), 24, (3, 1), (1, 2), (1, 0), 2, 0.4, 0.6),  # compact input and output, grouped
     (1, 130, (5, 5), 40, 3, 1, 1, 1, None, None),        # cin crosses a packing block
+    (2, 16, (9, 8), 96, 3, 1, 1, 1, None, None),         # two panels of 48 (8 x 48 tiles)
+    (2, 8, (7, 7), 64, 3, 2, 1, 1, 0.5, None),           # one panel of 64 (6 x 64 tiles), row runs
 ]
 
 

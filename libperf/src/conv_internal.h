@@ -37,9 +37,11 @@ struct perf_conv_plan {
     size_t workspace_floats;
     /* channels-last forward (cpu/conv_nhwc.c, set by perf_cpu_conv_nhwc_setup) */
     const struct perf_igemm_isa *isa; /* micro-kernel set chosen for this CPU */
+    int nhwc_nv;       /* vectors of the widest column panel */
     int nhwc_panels;   /* column panels per group */
     int nhwc_klen;     /* most channels (k values) of one tap range in a K block */
     int nhwc_rows;     /* GEMM rows per task */
+    int nhwc_rowruns;  /* taps are kernel rows: runs of kernel_w*cin channels (small cin, groups 1) */
     const perf_context *ctx; /* CUDA plans only (perf_conv_plan_create_ctx); NULL on the CPU */
     int32_t *dev_table;      /* CUDA plans: device copy of table (NULL for a pointwise plan) */
 };

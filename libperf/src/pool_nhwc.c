@@ -11,11 +11,53 @@
 
 #include "pool_internal.h"
 
+/* The vector width is chosen at load time (GCC / Clang function multi-versioning): the library is
+ * built for any x86-64, and these loops over channels are where pooling spends its time. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(PERF_NO_CLONES)
+#define PERF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PERF_CLONES
+#endif
+
 static inline void reduce_into(float *restrict acc, const float *restrict v, size_t c, int is_max) {
     if (is_max)
         for (size_t i = 0; i < c; i++) acc[i] = PERF_MAX_WINS(v[i], acc[i]) ? v[i] : acc[i];
     else
         for (size_t i = 0; i < c; i++) acc[i] += v[i];
+}
+
+/* One output row (image b, output row oh), all its positions and channels. */
+PERF_CLONES static void pool_row(const perf_pool_plan *p, const float *x, float *y, long long row) {
+    const perf_pool_desc *d = &p->d;
+    const size_t C = (size_t)d->channels, in_w = (size_t)d->in_w;
+    const int is_max = d->mode == PERF_POOL_MAX;
+    const int b = (int)(row / p->out_h), oh = (int)(row % p->out_h);
+    const float *xb = x + (size_t)b * p->in_spatial * C;
+    int hs, he;
+    perf_pool_window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
+    for (int ow = 0; ow < p->out_w; ow++) {
+        const size_t o = (size_t)oh * p->out_w + (size_t)ow;
+        float *yo = y + ((size_t)b * p->out_spatial + o) * C;
+        size_t taps = 0;
+        if (p->offsets) {
+            const int64_t a = p->offsets[o], e = p->offsets[o + 1];
+            memcpy(yo, xb + (size_t)p->idx[a] * C, C * sizeof *yo);
+            for (int64_t j = a + 1; j < e; j++) reduce_into(yo, xb + (size_t)p->idx[j] * C, C, is_max);
+            taps = (size_t)(e - a);
+        } else {
+            int ws, we;
+            perf_pool_window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
+            memcpy(yo, xb + ((size_t)hs * in_w + (size_t)ws) * C, C * sizeof *yo);
+            for (int r = hs; r < he; r++)
+                for (int c = r == hs ? ws + 1 : ws; c < we; c++)
+                    reduce_into(yo, xb + ((size_t)r * in_w + (size_t)c) * C, C, is_max);
+            taps = (size_t)(he - hs) * (size_t)(we - ws);
+        }
+        if (!is_max) {
+            const float n = (float)taps;
+            for (size_t i = 0; i < C; i++) yo[i] /= n;
+        }
+    }
 }
 
 perf_status perf_pool_forward_nhwc(const perf_pool_plan *plan, const float *x, float *y) {
@@ -28,39 +70,8 @@ perf_status perf_pool_forward_nhwc(const perf_pool_plan *plan, const float *x, f
                          "%s: the channels-last pooling runs on the CPU only; this plan was made for a CUDA "
                          "context (use perf_pool_forward)", fn);
     const perf_pool_plan *p = plan;
-    const perf_pool_desc *d = &p->d;
-    const size_t C = (size_t)d->channels, in_w = (size_t)d->in_w;
-    const int is_max = d->mode == PERF_POOL_MAX;
-    const long long rows = (long long)d->batch * p->out_h;
+    const long long rows = (long long)p->d.batch * p->out_h;
 #pragma omp parallel for schedule(static) if (p->planes * p->out_spatial >= PERF_PARALLEL_MIN)
-    for (long long row = 0; row < rows; row++) {
-        const int b = (int)(row / p->out_h), oh = (int)(row % p->out_h);
-        const float *xb = x + (size_t)b * p->in_spatial * C;
-        int hs, he;
-        perf_pool_window(oh, d->stride_h, d->pad_h, d->kernel_h, d->in_h, &hs, &he);
-        for (int ow = 0; ow < p->out_w; ow++) {
-            const size_t o = (size_t)oh * p->out_w + (size_t)ow;
-            float *yo = y + ((size_t)b * p->out_spatial + o) * C;
-            size_t taps = 0;
-            if (p->offsets) {
-                const int64_t a = p->offsets[o], e = p->offsets[o + 1];
-                memcpy(yo, xb + (size_t)p->idx[a] * C, C * sizeof *yo);
-                for (int64_t j = a + 1; j < e; j++) reduce_into(yo, xb + (size_t)p->idx[j] * C, C, is_max);
-                taps = (size_t)(e - a);
-            } else {
-                int ws, we;
-                perf_pool_window(ow, d->stride_w, d->pad_w, d->kernel_w, d->in_w, &ws, &we);
-                memcpy(yo, xb + ((size_t)hs * in_w + (size_t)ws) * C, C * sizeof *yo);
-                for (int r = hs; r < he; r++)
-                    for (int c = r == hs ? ws + 1 : ws; c < we; c++)
-                        reduce_into(yo, xb + ((size_t)r * in_w + (size_t)c) * C, C, is_max);
-                taps = (size_t)(he - hs) * (size_t)(we - ws);
-            }
-            if (!is_max) {
-                const float n = (float)taps;
-                for (size_t i = 0; i < C; i++) yo[i] /= n;
-            }
-        }
-    }
+    for (long long row = 0; row < rows; row++) pool_row(p, x, y, row);
     return PERF_STATUS_SUCCESS;
 }

@@ -15,6 +15,12 @@
  * panels of NR = nv*vw channels, each [K][NR] with zeros past the last channel. Panels are as wide as
  * the kernel set allows (64 with AVX-512), the last one narrower.
  *
+ * Row runs (layers with few input channels, e.g. a network's first layer with 3): a tap with cin
+ * channels gives the kernel too short a loop, so there the taps are the kernel's ROWS, each a run of
+ * kernel_w*cin floats, contiguous in x wherever the whole window is inside the input (plan->origin);
+ * for the other positions the task copies the window, zeros in the padding, into its own buffer.
+ * The packed weights are the same (k = (ki*kernel_w + kj)*cin + c is ki-major).
+ *
  * Blocking: a task is (chunk of rows, group). For each K block (at most KC_BYTES of one panel's packed
  * weights, so the block stays in L1 while every tile of the chunk streams over it), the task fills the
  * chunk's pointers for the block's taps, then for each panel runs the micro-kernel on every MR-row tile
@@ -40,6 +46,8 @@ enum {
     KC_MAX = 4096,        /* most channels of one tap in a block (the zero run's length) */
     ROWS_MAX = 240,       /* rows per task */
     ROWS_PAD = 16,        /* pointer slots past a chunk's last row (>= the largest MR) */
+    ROWRUN_CIN = 16,      /* row runs below this many input channels (measured, 2-vCPU Xeon, GFLOP/s:
+                           * NIN conv1 139 -> 191, AlexNet conv1 180 -> 264, VGG-16 conv1_1 94 -> 111) */
 };
 
 static const float zero_run[KC_MAX];
@@ -51,11 +59,11 @@ typedef struct panel {
 
 static panel get_panel(const perf_conv_plan *p, int index) {
     const perf_igemm_isa *isa = p->isa;
-    const int nr_max = isa->vw * isa->nv_max, full = p->cout_g / nr_max;
+    const int nr_max = isa->vw * p->nhwc_nv, full = p->cout_g / nr_max;
     panel q;
     q.col0 = index * nr_max;
     q.ncols = index < full ? nr_max : p->cout_g - q.col0;
-    q.nv = index < full ? isa->nv_max : (q.ncols + isa->vw - 1) / isa->vw;
+    q.nv = index < full ? p->nhwc_nv : (q.ncols + isa->vw - 1) / isa->vw;
     q.offset = (size_t)p->k_gemm * (size_t)q.col0;
     return q;
 }
@@ -107,14 +115,27 @@ static size_t packed_floats(const perf_conv_plan *p) {
 static size_t group_stride(const perf_conv_plan *p) { return packed_floats(p) / (size_t)p->d.groups; }
 
 static size_t pointer_slot(const perf_conv_plan *p) { /* pointers per thread */
+    if (p->nhwc_rowruns) return (size_t)p->d.kernel_h * (size_t)(p->nhwc_rows + ROWS_PAD);
     int taps = channel_splits(p) > 1 ? 1 : taps_per_block(p);
     if (taps > p->kk) taps = p->kk;
     return (size_t)taps * (size_t)(p->nhwc_rows + ROWS_PAD);
 }
 
+/* Width of the column panels, in vectors: one or two panels that cover the output channels exactly
+ * when the kernel set has tiles that wide (fewer passes over the input rows), else the set's width
+ * for wide layers (the last panel narrower). */
+static int panel_vectors(const perf_igemm_isa *isa, int cout_g) {
+    const int vectors = (cout_g + isa->vw - 1) / isa->vw;
+    if (vectors <= isa->nv_max) return vectors;
+    for (int nv = 1; nv <= isa->nv_max; nv++)
+        if (cout_g == 2 * nv * isa->vw) return nv;
+    return isa->nv_wide;
+}
+
 void perf_cpu_conv_nhwc_setup(perf_conv_plan *p) {
     p->isa = perf_igemm_isa_select();
-    const int nr_max = p->isa->vw * p->isa->nv_max;
+    p->nhwc_nv = panel_vectors(p->isa, p->cout_g);
+    const int nr_max = p->isa->vw * p->nhwc_nv;
     p->nhwc_panels = (p->cout_g + nr_max - 1) / nr_max;
     int widest = p->cout_g < nr_max ? ((p->cout_g + p->isa->vw - 1) / p->isa->vw) * p->isa->vw : nr_max;
     int klen = KC_BYTES / (int)(sizeof(float) * (size_t)widest);
@@ -123,15 +144,23 @@ void perf_cpu_conv_nhwc_setup(perf_conv_plan *p) {
     size_t total = (size_t)p->d.batch * (size_t)p->count;
     size_t want = (total * (size_t)p->d.groups + 4 * (size_t)p->threads - 1) / (4 * (size_t)p->threads);
     size_t rows = want < ROWS_MAX ? want : ROWS_MAX;
-    const int mr = p->isa->rows[p->isa->nv_max]; /* whole tiles of the widest panels */
+    const int mr = p->isa->rows[p->nhwc_nv]; /* whole tiles of the widest panels */
     rows = (rows + mr - 1) / mr * mr;
     if (rows > ROWS_MAX) rows = ROWS_MAX / mr * mr;
     p->nhwc_rows = (int)rows;
+    p->nhwc_rowruns = p->table && p->origin && p->d.groups == 1 && p->d.kernel_w > 1 && p->cin_g < ROWRUN_CIN &&
+                      p->k_gemm <= p->nhwc_klen;
+}
+
+/* Floats of one thread's window copies (row runs: every row of a task may need one). */
+static size_t window_floats(const perf_conv_plan *p) {
+    return p->nhwc_rowruns ? (size_t)p->nhwc_rows * (size_t)p->k_gemm : 0;
 }
 
 size_t perf_conv_nhwc_workspace_floats(const perf_conv_plan *p) {
     /* 16 floats of slack to align the packed weights to 64 bytes; pointers take two floats each */
-    return 16 + packed_floats(p) + (size_t)p->threads * pointer_slot(p) * (sizeof(void *) / sizeof(float));
+    return 16 + packed_floats(p) +
+           (size_t)p->threads * (pointer_slot(p) * (sizeof(void *) / sizeof(float)) + window_floats(p));
 }
 
 static void pack_weights(const perf_conv_plan *p, const float *w, float *packed) {
@@ -172,6 +201,41 @@ static void fill_pointers(const perf_conv_plan *p, const float *x, int g, size_t
     }
 }
 
+/* Row runs: pointers of rows [r0, r0 + n) for each kernel row, [ki][rows + ROWS_PAD]; a window not
+ * wholly inside the input is copied (zeros in the padding) into win[i][k_gemm]. */
+static void fill_row_runs(const perf_conv_plan *p, const float *x, size_t r0, int n, const float **ptr,
+                          float *win) {
+    const size_t stride = (size_t)p->nhwc_rows + ROWS_PAD, count = (size_t)p->count;
+    const size_t cin = (size_t)p->d.in_channels, plane = (size_t)p->in_spatial, in_w = (size_t)p->d.in_w;
+    const int kh = p->d.kernel_h, kw = p->d.kernel_w, run = kw * p->cin_g;
+    size_t b = r0 / count, j = r0 % count;
+    for (int i = 0; i < n; i++) {
+        const int32_t o = p->origin[j];
+        if (o != PERF_NO_ORIGIN) {
+            const float *base = x + (b * plane + (size_t)o) * cin;
+            for (int ki = 0; ki < kh; ki++) ptr[(size_t)ki * stride + i] = base + (size_t)ki * in_w * cin;
+        } else {
+            float *dst = win + (size_t)i * p->k_gemm;
+            for (int ki = 0; ki < kh; ki++) {
+                ptr[(size_t)ki * stride + i] = dst + (size_t)ki * run;
+                for (int kj = 0; kj < kw; kj++) {
+                    const int32_t idx = p->table[j * (size_t)p->kk + (size_t)(ki * kw + kj)];
+                    float *d = dst + (size_t)ki * run + (size_t)kj * cin;
+                    if (idx >= 0)
+                        memcpy(d, x + (b * plane + (size_t)idx) * cin, cin * sizeof(float));
+                    else
+                        memset(d, 0, cin * sizeof(float));
+                }
+            }
+        }
+        if (++j == count) j = 0, b++;
+    }
+    for (int ki = 0; ki < kh; ki++) {
+        const float **row = ptr + (size_t)ki * stride;
+        for (int i = n; i < n + ROWS_PAD; i++) row[i] = row[0];
+    }
+}
+
 void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const float *w, const float *scale,
                                 const float *bias, int relu, float *y, float *ws) {
     float *packed = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
@@ -181,8 +245,10 @@ void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const f
     const int G = p->d.groups, chunk = p->nhwc_rows, cout = p->d.out_channels;
     const size_t total = (size_t)p->d.batch * (size_t)p->count, gstride = group_stride(p);
     const long long nchunks = (long long)((total + chunk - 1) / chunk), tasks = nchunks * G;
-    const long long nblocks = kblock_count(p);
+    const int rowruns = p->nhwc_rowruns;
+    const long long nblocks = rowruns ? 1 : kblock_count(p);
     const size_t slot = pointer_slot(p), stride = (size_t)chunk + ROWS_PAD;
+    float *win_base = (float *)(ptr_base + (size_t)p->threads * slot);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(p->threads)
     for (long long task = 0; task < tasks; task++) {
         const int g = (int)(task % G);
@@ -190,9 +256,18 @@ void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const f
         const int n = total - r0 < (size_t)chunk ? (int)(total - r0) : chunk;
         const float **ptr = ptr_base + (size_t)thread_id() * slot;
         for (long long bi = 0; bi < nblocks; bi++) {
-            const kblock kb = get_kblock(p, bi);
-            const int clen = kb.c1 - kb.c0, ntaps = kb.t1 - kb.t0;
-            fill_pointers(p, x, g, r0, n, kb, ptr);
+            kblock kb = {0, p->kk, 0, p->cin_g};
+            int clen, ntaps;
+            if (rowruns) {
+                clen = p->d.kernel_w * p->cin_g;
+                ntaps = p->d.kernel_h;
+                fill_row_runs(p, x, r0, n, ptr, win_base + (size_t)thread_id() * window_floats(p));
+            } else {
+                kb = get_kblock(p, bi);
+                clen = kb.c1 - kb.c0;
+                ntaps = kb.t1 - kb.t0;
+                fill_pointers(p, x, g, r0, n, kb, ptr);
+            }
             for (int pi = 0; pi < p->nhwc_panels; pi++) {
                 const panel q = get_panel(p, pi);
                 const int MR = isa->rows[q.nv], nr = q.nv * isa->vw;

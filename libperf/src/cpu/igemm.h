@@ -42,6 +42,7 @@ typedef struct perf_igemm_isa {
     const char *name;
     int vw;                              /* floats per vector */
     int nv_max;                          /* widest panel, in vectors */
+    int nv_wide;                         /* panel width for layers with many output channels */
     int rows[PERF_IGEMM_MAX_NV + 1];     /* MR for a panel of nv vectors */
     perf_igemm_fn fn[PERF_IGEMM_MAX_NV + 1];
 } perf_igemm_isa;

@@ -70,8 +70,8 @@ static inline TAVX2 __attribute__((always_inline)) void body(const perf_igemm_ar
 static TAVX2 void k_8x1(const perf_igemm_args *A) { body(A, 8, 1); }
 static TAVX2 void k_6x2(const perf_igemm_args *A) { body(A, 6, 2); }
 
-const perf_igemm_isa perf_igemm_avx2 = {"avx2", 8, 2, {0, 8, 6, 0, 0}, {0, k_8x1, k_6x2, 0, 0}};
+const perf_igemm_isa perf_igemm_avx2 = {"avx2", 8, 2, 2, {0, 8, 6, 0, 0}, {0, k_8x1, k_6x2, 0, 0}};
 
 #else
-const perf_igemm_isa perf_igemm_avx2 = {"avx2", 0, 0, {0}, {0}}; /* never selected off x86-64 */
+const perf_igemm_isa perf_igemm_avx2 = {"avx2", 0, 0, 0, {0}, {0}}; /* never selected off x86-64 */
 #endif

@@ -36,7 +36,7 @@ static void k_generic(const perf_igemm_args *A) {
         }
 }
 
-const perf_igemm_isa perf_igemm_generic = {"generic", 16, 1, {0, GMR, 0, 0, 0}, {0, k_generic, 0, 0, 0}};
+const perf_igemm_isa perf_igemm_generic = {"generic", 16, 1, 1, {0, GMR, 0, 0, 0}, {0, k_generic, 0, 0, 0}};
 
 static int cpu_has(const char *feature) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
