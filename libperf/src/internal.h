@@ -82,6 +82,14 @@ struct perf_mask {
  * first maximum. */
 #define PERF_MAX_WINS(v, r) ((v) > (r) || ((v) != (v) && (r) == (r)))
 
+/* Function multi-versioning for loops the compiler vectorises: the library is built for any x86-64,
+ * these functions get AVX-512F, AVX2 and baseline clones, chosen when the library is loaded. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(PERF_NO_CLONES)
+#define PERF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PERF_CLONES
+#endif
+
 /* Count of a rate-r mask on an h x w map, validating h, w and rate with the caller's name in the
  * messages (mask.c; used by the generators in mask_gen.c). */
 perf_status perf_mask_count_checked(const char *fn, int h, int w, double rate, int *count);

@@ -36,9 +36,37 @@ static void transpose(int batch, size_t rows, size_t cols, const float *x, float
     }
 }
 
+/* Few channels (an RGB image): interleave whole planes, the channel count a compile-time constant in
+ * each case so the loop over positions vectorises (AlexNet's input, 256 x 3 x 227 x 227: 19 -> 14 ms on the
+ * 2-vCPU Xeon). Parallel over (image, block of positions). */
+#define INTERLEAVE(C)                                                                                      \
+    for (size_t s = s0; s < s1; s++)                                                                      \
+        for (int c = 0; c < (C); c++) yb[s * (C) + (size_t)c] = xb[(size_t)c * spatial + s];
+PERF_CLONES static void interleave(int batch, int channels, size_t spatial, const float *x, float *y) {
+    enum { BLOCK = 4096 };
+    const long long sblocks = (long long)((spatial + BLOCK - 1) / BLOCK), units = sblocks * batch;
+#pragma omp parallel for schedule(static) if ((size_t)batch * channels * spatial >= PERF_PARALLEL_MIN)
+    for (long long u = 0; u < units; u++) {
+        const size_t b = (size_t)(u / sblocks), s0 = (size_t)(u % sblocks) * BLOCK;
+        const size_t s1 = s0 + BLOCK < spatial ? s0 + BLOCK : spatial;
+        const float *xb = x + b * (size_t)channels * spatial;
+        float *yb = y + b * (size_t)channels * spatial;
+        switch (channels) {
+        case 1: INTERLEAVE(1) break;
+        case 2: INTERLEAVE(2) break;
+        case 3: INTERLEAVE(3) break;
+        default: INTERLEAVE(4) break;
+        }
+    }
+}
+#undef INTERLEAVE
+
 perf_status perf_layout_nchw_to_nhwc(int batch, int channels, int spatial, const float *x, float *y) {
     PERF_CHECK(layout_check("perf_layout_nchw_to_nhwc", batch, channels, spatial, x, y));
-    transpose(batch, (size_t)channels, (size_t)spatial, x, y);
+    if (channels <= 4)
+        interleave(batch, channels, (size_t)spatial, x, y);
+    else
+        transpose(batch, (size_t)channels, (size_t)spatial, x, y);
     return PERF_STATUS_SUCCESS;
 }
 

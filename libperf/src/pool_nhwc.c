@@ -11,14 +11,6 @@
 
 #include "pool_internal.h"
 
-/* The vector width is chosen at load time (GCC / Clang function multi-versioning): the library is
- * built for any x86-64, and these loops over channels are where pooling spends its time. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(PERF_NO_CLONES)
-#define PERF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define PERF_CLONES
-#endif
-
 static inline void reduce_into(float *restrict acc, const float *restrict v, size_t c, int is_max) {
     if (is_max)
         for (size_t i = 0; i < c; i++) acc[i] = PERF_MAX_WINS(v[i], acc[i]) ? v[i] : acc[i];
@@ -26,7 +18,8 @@ static inline void reduce_into(float *restrict acc, const float *restrict v, siz
         for (size_t i = 0; i < c; i++) acc[i] += v[i];
 }
 
-/* One output row (image b, output row oh), all its positions and channels. */
+/* One output row (image b, output row oh), all its positions and channels (vector width chosen at
+ * load time: PERF_CLONES). */
 PERF_CLONES static void pool_row(const perf_pool_plan *p, const float *x, float *y, long long row) {
     const perf_pool_desc *d = &p->d;
     const size_t C = (size_t)d->channels, in_w = (size_t)d->in_w;
