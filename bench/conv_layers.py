@@ -3,8 +3,11 @@
     python -m bench.conv_layers [--quick] [--networks alexnet,vgg16,nin] [--repeat N]
 
 For every conv layer of AlexNet (batch 256), VGG-16 (batch 16) and NIN (batch 128) it times, in one
-run: our dense convolution (rate 0), our perforated convolution at r = 1/2, 2/3, 3/4 (uniform masks,
-compact output: the implicit-interpolation path a network uses), and the dense convolution of the
+run: our dense convolution (rate 0) on the CPU engine's channels-last path (ConvPlan.forward_nhwc, the
+input converted once beforehand, as a network does at its input), our perforated convolution at
+r = 1/2, 2/3, 3/4 (uniform masks) with the full interpolated output (the computed positions, then
+interpolate_nhwc into every position: the speedup a layer delivers whatever reads it), and the dense
+convolution of the
 installed peers (ONNX Runtime and OpenVINO run the same one-node ONNX graph; PyTorch NCHW and
 channels-last), all in the same alternating rounds. Each row and each network's sum names the
 fastest peer and gives our dense and perforated speed relative to it. Each of our calls reuses a
@@ -30,6 +33,8 @@ import numpy as np
 
 import perforated
 from bench import gpu as gpu_mod, measure, peers
+from perforated.interp import interpolate_nhwc
+from perforated.layout import to_nhwc
 from bench.shapes import BATCH, CONV_LAYERS, ConvShape
 
 RATES = (0.5, 2 / 3, 0.75)
@@ -50,11 +55,20 @@ def bench_layer(layer: ConvShape, batch: int, repeat: int, threads: int, gpu: bo
                                        f"p{layer.pad} g{layer.groups}"}
     flop = 2.0 * layer.macs_per_image() * batch
 
+    x_cl = to_nhwc(x)  # our engine's layout; a network converts once, at its input
+
     def ours(mask):
         plan = perforated.ConvPlan(batch, layer.in_channels, (layer.in_h, layer.in_w), layer.out_channels,
                                    layer.kernel, layer.stride, layer.pad, layer.groups, mask=mask)
-        y = np.empty(plan.y_shape, np.float32)
-        return plan, (lambda: plan.forward(x, w, b, out=y))
+        y = np.empty(plan.y_shape_nhwc, np.float32)
+        if mask is None:
+            return plan, (lambda: plan.forward_nhwc(x_cl, w, b, out=y))
+        full = np.empty((batch, oh * ow, layer.out_channels), np.float32)
+
+        def perforated_full():  # the computed positions, then every position filled (the full output)
+            plan.forward_nhwc(x_cl, w, b, out=y)
+            interpolate_nhwc(y, mask, out=full)
+        return plan, perforated_full
 
     calls = [ours(None)[1]]
     ideals = []
@@ -239,7 +253,9 @@ def write_tables(rows: List[Dict[str, object]], meta: Dict[str, object], out_dir
           f"Environment: {meta['environment']}  ", f"Peers: {meta['peers']}  ",
           f"Threads: {meta['threads']} for every engine. Times are medians of {meta['repeat']} rounds after a "
           "warm-up; in each round our dense and perforated calls and every peer run once, in alternation "
-          "(order reversed every other round); perforated layers use uniform masks and compact outputs. "
+          "(order reversed every other round); ours run channels-last (the input converted once, beforehand); "
+          "perforated layers use uniform masks and deliver the full interpolated output (compute, then "
+          "interpolate_nhwc). "
           "Per layer, the best peer is the fastest one on that layer; ratios are its time / ours.", ""]
     if notes or missing:
         md += [("Peer settings: " + "; ".join(notes) + ". " if notes else "")
