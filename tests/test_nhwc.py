@@ -207,6 +207,15 @@ def test_interpolate_nhwc_matches_nchw(rng):
         interpolate_nhwc(np.zeros((2, mask.count + 1, 13), np.float32), mask)
 
 
+def test_interpolate_nhwc_large_output_streams_the_same_values(rng):
+    """A full output of 64 MiB or more takes the non-temporal store path."""
+    mask = P.make_mask("uniform", (256, 256), 0.5, seed=6)
+    compact = rng.standard_normal((1, mask.count, 256)).astype(np.float32)
+    full = interpolate_nhwc(compact, mask)
+    assert full.nbytes >= 64 << 20
+    np.testing.assert_array_equal(full, compact[:, np.asarray(mask.nearest).reshape(-1), :])
+
+
 def test_layout_round_trip_and_checks(rng):
     x = rng.standard_normal((3, 5, 4, 7)).astype(np.float32)
     xn = to_nhwc(x)

@@ -12,6 +12,12 @@
 
 #include "internal.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+enum { STREAM_BYTES = 64 << 20 }; /* full outputs at least this large skip the caches */
+
 static perf_status interp_check(const char *fn, const perf_mask *mask, int planes,
                                 const float *compact, const float *full, size_t *full_size,
                                 size_t *compact_size) {
@@ -73,6 +79,25 @@ perf_status perf_interp_forward_nhwc(const perf_mask *mask, int batch, int chann
     const size_t hw = (size_t)mask->h * (size_t)mask->w, count = (size_t)mask->count, C = (size_t)channels;
     const int32_t *nearest = mask->nearest;
     const long long rows = (long long)batch * (long long)hw;
+#if defined(__SSE2__)
+    /* A full output larger than the caches: non-temporal stores skip reading every destination line
+     * first (measured on the 2-vCPU Xeon: 16 x 64 x 224 x 224 from rate 1/2, 18.4 -> 9.4 ms; the same
+     * stores in the conv kernels gained nothing). Rows must be whole 16-byte units. */
+    if (full_size * sizeof(float) >= STREAM_BYTES && C % 4 == 0 && ((uintptr_t)full & 15) == 0) {
+#pragma omp parallel
+        {
+#pragma omp for schedule(static)
+            for (long long r = 0; r < rows; r++) {
+                const size_t b = (size_t)r / hw, pos = (size_t)r % hw;
+                const float *src = compact + (b * count + (size_t)nearest[pos]) * C;
+                float *dst = full + (size_t)r * C;
+                for (size_t c = 0; c < C; c += 4) _mm_stream_ps(dst + c, _mm_loadu_ps(src + c));
+            }
+            _mm_sfence();
+        }
+        return PERF_STATUS_SUCCESS;
+    }
+#endif
 #pragma omp parallel for schedule(static) if (full_size >= PERF_PARALLEL_MIN)
     for (long long r = 0; r < rows; r++) {
         const size_t b = (size_t)r / hw, pos = (size_t)r % hw;
