@@ -34,6 +34,7 @@ CONV_CASES = [
     (1, 130, (5, 5), 40, 3, 1, 1, 1, None, None),        # cin crosses a packing block
     (2, 16, (9, 8), 96, 3, 1, 1, 1, None, None),         # two panels of 48 (8 x 48 tiles)
     (2, 8, (7, 7), 64, 3, 2, 1, 1, 0.5, None),           # one panel of 64 (6 x 64 tiles), row runs
+    (2, 16, (6, 6), 64, 5, 1, 2, 1, None, None),         # 6-row tiles = output rows: kernel rows skipped
 ]
 
 

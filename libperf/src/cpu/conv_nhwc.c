@@ -52,6 +52,9 @@ enum {
 
 static const float zero_run[KC_MAX];
 
+/* a / b rounded up, for any a >= 0 up to INT_MAX (no a + b - 1 overflow) */
+static int ceil_div(int a, int b) { return a / b + (a % b != 0); }
+
 typedef struct panel {
     int col0, ncols, nv;
     size_t offset; /* floats from the group's packed block */
@@ -63,7 +66,7 @@ static panel get_panel(const perf_conv_plan *p, int index) {
     panel q;
     q.col0 = index * nr_max;
     q.ncols = index < full ? nr_max : p->cout_g - q.col0;
-    q.nv = index < full ? p->nhwc_nv : (q.ncols + isa->vw - 1) / isa->vw;
+    q.nv = index < full ? p->nhwc_nv : ceil_div(q.ncols, isa->vw);
     q.offset = (size_t)p->k_gemm * (size_t)q.col0;
     return q;
 }
@@ -73,7 +76,7 @@ typedef struct kblock {
     int t0, t1, c0, c1;
 } kblock;
 
-static int channel_splits(const perf_conv_plan *p) { return (p->cin_g + p->nhwc_klen - 1) / p->nhwc_klen; }
+static int channel_splits(const perf_conv_plan *p) { return ceil_div(p->cin_g, p->nhwc_klen); }
 
 static int taps_per_block(const perf_conv_plan *p) {
     int t = p->nhwc_klen / p->cin_g;
@@ -84,7 +87,7 @@ static long long kblock_count(const perf_conv_plan *p) {
     int s = channel_splits(p);
     if (s > 1) return (long long)p->kk * s;
     int tpb = taps_per_block(p);
-    return (p->kk + tpb - 1) / tpb;
+    return ceil_div(p->kk, tpb);
 }
 
 static kblock get_kblock(const perf_conv_plan *p, long long i) {
@@ -129,10 +132,10 @@ static size_t pointer_slot(const perf_conv_plan *p) { /* pointers per thread */
  * (NIN cccp2): 195 / 217 / 199; 3x3 64 -> 64 (VGG-16 conv1_2): 258 / 262 / 285; 5x5 and 3x3 layers
  * with 192-512 channels: within 2% of each other. */
 static int panel_vectors(const perf_igemm_isa *isa, int cout_g, int kk) {
-    const int vectors = (cout_g + isa->vw - 1) / isa->vw;
+    const int vectors = ceil_div(cout_g, isa->vw);
     if (vectors <= isa->nv_max) return vectors;
     for (int nv = 1; nv <= isa->nv_max; nv++)
-        if (cout_g == 2 * nv * isa->vw) return nv;
+        if (cout_g / 2 == nv * isa->vw && cout_g % 2 == 0) return nv;
     return kk == 1 ? isa->nv_max : isa->nv_wide;
 }
 
@@ -140,8 +143,8 @@ void perf_cpu_conv_nhwc_setup(perf_conv_plan *p) {
     p->isa = perf_igemm_isa_select();
     p->nhwc_nv = panel_vectors(p->isa, p->cout_g, p->kk);
     const int nr_max = p->isa->vw * p->nhwc_nv;
-    p->nhwc_panels = (p->cout_g + nr_max - 1) / nr_max;
-    int widest = p->cout_g < nr_max ? ((p->cout_g + p->isa->vw - 1) / p->isa->vw) * p->isa->vw : nr_max;
+    p->nhwc_panels = ceil_div(p->cout_g, nr_max);
+    int widest = p->cout_g < nr_max ? ceil_div(p->cout_g, p->isa->vw) * p->isa->vw : nr_max;
     int klen = KC_BYTES / (int)(sizeof(float) * (size_t)widest);
     p->nhwc_klen = klen > KC_MAX ? KC_MAX : klen;
     /* Rows per task: at most ROWS_MAX, at least four tasks per thread, the task count a multiple of
@@ -209,6 +212,13 @@ static void fill_pointers(const perf_conv_plan *p, const float *x, int g, size_t
         }
         for (int i = n; i < n + ROWS_PAD; i++) row[i] = row[0];
     }
+}
+
+/* Whether the mr pointers (one tap, consecutive rows) all point into the padding. */
+static int all_padding(const float *const *row, int mr) {
+    for (int i = 0; i < mr; i++)
+        if (row[i] != zero_run) return 0;
+    return 1;
 }
 
 /* Row runs: pointers of rows [r0, r0 + n) for each kernel row, [ki][rows + ROWS_PAD]; a window not
@@ -294,9 +304,19 @@ void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const f
                 a.relu = relu;
                 a.scale = scale ? scale + col : NULL;
                 a.bias = bias ? bias + col : NULL;
+                const float *w0 = a.w;
                 for (int m0 = 0; m0 < n; m0 += MR) {
-                    a.a = ptr + m0;
                     a.mr = n - m0 < MR ? n - m0 : MR;
+                    /* taps in the padding for every row of the tile, at the start or the end of the
+                     * block (kernel rows above or below the map), are skipped, not multiplied by zeros */
+                    int t_lo = 0, t_hi = ntaps;
+                    if (!rowruns) {
+                        while (t_lo < t_hi && all_padding(ptr + (size_t)t_lo * stride + m0, a.mr)) t_lo++;
+                        while (t_hi > t_lo && all_padding(ptr + (size_t)(t_hi - 1) * stride + m0, a.mr)) t_hi--;
+                    }
+                    a.a = ptr + (size_t)t_lo * stride + m0;
+                    a.ntaps = t_hi - t_lo;
+                    a.w = w0 + (size_t)t_lo * (size_t)clen * (size_t)nr;
                     a.y = y + (r0 + (size_t)m0) * cout + col;
                     isa->fn[q.nv](&a);
                 }
