@@ -21,7 +21,7 @@ import numpy as np
 import perforated
 from bench import measure
 from bench.paths import RESULTS
-from bench.report import _md
+from bench.markdown import md_table
 from perforated.conv import ConvPlan
 
 # name, batch, in channels, map size, out channels, kernel, pad, groups
@@ -110,7 +110,7 @@ def main(argv=None) -> None:
                       f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs, {meta['threads']} threads  ",
                       f"Library: {meta['perforated_build']}  ", f"OpenBLAS: {meta.get('openblas_config', 'n/a')}  ",
                       f"Timing: median of {meta['rounds']} alternating rounds per layer (forward, bias included).", ""]
-                     + _md(header, table)) + "\n"
+                     + md_table(header, table)) + "\n"
     (a.out / f"conv_paths{suffix}.md").write_text(text)
     print(text)
 

@@ -36,8 +36,8 @@ import numpy as np
 
 import perforated
 from bench import lowrank_nin, measure
-from bench.report import NOT_MEASURED, _csv, _md
-from bench.tables import rate_for_reduction
+from bench.markdown import NOT_MEASURED, md_table, write_csv
+from bench.rates import rate_for_reduction
 from perforated import lowrank as LR
 from perforated.files import file_digest
 from perforated.model import Model
@@ -182,7 +182,7 @@ def table(raw: dict) -> tuple:
 def write(raw: dict, out: Path, suffix: str) -> str:
     meta = raw["metadata"]
     header, rows = table(raw)
-    _csv(out / f"lowrank{suffix}.csv", header, rows)
+    write_csv(out / f"lowrank{suffix}.csv", header, rows)
     lines = ["# Low-rank decomposition, perforation, and both (issue 6)", "",
              f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
              f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs (shared with other jobs: one run, "
@@ -203,7 +203,7 @@ def write(raw: dict, out: Path, suffix: str) -> str:
              "above 1 (or far apart between neighbouring rows) is noise, not a result. Small batches (NIN 8, "
              "VGG-16 2) also carry a per-layer overhead that the theoretical speedup ignores.", "",
              "## Ours", ""]
-    lines += _md(header, rows)
+    lines += md_table(header, rows)
     for net in raw["networks"]:
         if net.get("dense_error") is None:
             continue
@@ -216,7 +216,7 @@ def write(raw: dict, out: Path, suffix: str) -> str:
                   "", "Faster at equal accuracy loss? (measured speedups of this run)", ""]
         lines += [f"- {line}" for line in lowrank_nin.equal_loss(net)]
     lines += ["", "## Published: MXNet accnn on VGG-16 (top-5 accuracy, original 89.6%)", ""]
-    lines += _md(["plan", "theoretical", "CPU speedup", "GPU speedup", "top-5", "top-5 after 5 epochs fine-tuning"],
+    lines += md_table(["plan", "theoretical", "CPU speedup", "GPU speedup", "top-5", "top-5 after 5 epochs fine-tuning"],
                  [[a["plan"], f"{a['theoretical']}x", f"{a['cpu']}x", f"{a['gpu']}x", f"{a['top5']}%",
                    f"{a['tuned_top5']}%"] for a in ACCNN_VGG16])
     lines += ["", "accnn's measured/theoretical: 2.2/2.4 = 0.92, 2.6/3 = 0.87 (CPU).", "",

@@ -31,7 +31,7 @@ from bench import measure
 from bench.paths import RESULTS
 from bench.mask_baselines import (baseline_model, fractional_masks, fractional_rows, resize_split, skipped_rate,
                                   strided_rows)
-from bench.report import _csv, _md, _shown
+from bench.markdown import md_table, shown, write_csv
 from perforated.data import Split, load_dataset, preprocess_for, training_subsets
 from perforated.impact import estimate_impact
 from perforated.errors import PerforatedError
@@ -137,7 +137,7 @@ def run(weights: Path, data: Optional[str], images: int, impact_images: int, rou
         del c["build"]
     meta = measure.machine_metadata()
     meta.update(threads=perforated.get_num_threads(), rounds=rounds, images=images, impact_images=impact_images,
-                weights=_shown(weights), weights_digest=file_digest(weights), kinds=list(kinds))
+                weights=shown(weights), weights_digest=file_digest(weights), kinds=list(kinds))
     return {"metadata": meta, "dense": {"top1_error": dense_eval["top1_error"], "loss": dense_eval["loss"],
                                         "time": t_dense}, "rows": configs}
 
@@ -242,7 +242,7 @@ def write(raw: dict, out: Path) -> None:
     header = ["scope", "kind", "rate", "mult. red.", "speedup (measured)", "top-1 error", "error+"]
     rows = [[r["scope"], r["kind"], f"{r['rate']:.3f}", f"{r['mult_reduction']:.2f}", f"{r['speedup']:.2f}",
              f"{r['top1_error']:.2f}%", f"{r['error_increase']:+.2f}"] for r in raw["rows"]]
-    _csv(out / "mask_comparison.csv", header, rows)
+    write_csv(out / "mask_comparison.csv", header, rows)
     m = raw["metadata"]
     lines = ["# Mask comparison: NIN on CIFAR-10, no fine-tuning", "",
              f"Command: `{m['command']}`  ", f"Date: {m['date']}  ",
@@ -263,7 +263,7 @@ def write(raw: dict, out: Path) -> None:
              "positions fewer, which favours the others):", ""] + [f"- {l}" for l in ranking(raw)] + \
             ["", "At equal multiplication reduction (each kind's error interpolated between its rows; "
              "`ranking_at_equal_reduction`):", ""] + [f"- {l}" for l in ranking_at_equal_reduction(raw)] + \
-            ["", "## All rows", ""] + _md(header, rows) + \
+            ["", "## All rows", ""] + md_table(header, rows) + \
             ["", "Rates of the baselines count the positions they really compute, against the original "
                  "network's maps (on the whole network a layer also sees the map the layers before it "
                  "shrank). Fractional stride on the whole network builds only up to the rate where pool2 "

@@ -113,3 +113,18 @@ def _module_name() -> str:
 def progress(message: str) -> None:
     """One progress line on stderr (kept apart from table output on stdout)."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def interleaved_times(models: Sequence, repeat: int) -> List[Dict[str, float]]:
+    """Time the models' forward passes in alternation (round r times every model once), so a slow
+    drift of this shared machine affects the dense network and its perforated versions alike. `models`:
+    CPU perforated.model.Model objects (their input buffers get the same random images)."""
+    import numpy as np
+
+    from perforated.timing import alternating_times
+
+    rng = np.random.default_rng(0)
+    for model in models:
+        model.x[...] = rng.standard_normal(model.x.shape, dtype=np.float32)
+    runs = alternating_times([model.forward for model in models], repeat)
+    return [summarize(r) for r in runs]

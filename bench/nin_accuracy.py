@@ -29,8 +29,9 @@ import perforated
 from bench import measure
 from bench.paper import PAPER_NIN_TUNED
 from bench.paths import RESULTS
-from bench.report import _md, _shown
-from bench.tables import interleaved_times, rate_for_reduction
+from bench.markdown import md_table, shown
+from bench.measure import interleaved_times
+from bench.rates import rate_for_reduction
 from perforated.data import load_dataset, preprocess_for, training_subsets
 from perforated.files import file_digest, write_json_atomic
 from perforated.impact import estimate_impact
@@ -183,7 +184,7 @@ def measure_speed(state: dict, keys: List[str], rounds: int) -> None:
 
 def write(state: dict, keys: List[str], args, seconds: float) -> dict:
     meta = measure.machine_metadata()
-    meta.update(threads=perforated.get_num_threads(), rounds=args.rounds, seconds=seconds, weights=_shown(args.weights),
+    meta.update(threads=perforated.get_num_threads(), rounds=args.rounds, seconds=seconds, weights=shown(args.weights),
                 weights_digest=file_digest(args.weights))
     rows = []
     for r in (state["rows"][k] for k in keys):
@@ -237,7 +238,7 @@ def markdown(raw: dict) -> List[str]:
             "network too, for better or worse): "
             + (f"{raw['dense_tuned_error']:.2f}%." if raw.get("dense_tuned_error") is not None else "not measured."),
             "",
-           ] + _md(header, rows) + ["", raw["note"]]
+           ] + md_table(header, rows) + ["", raw["note"]]
 
 
 def main(argv=None) -> None:

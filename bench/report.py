@@ -1,25 +1,12 @@
 """Turn the raw measurements of bench.tables into Markdown and CSV tables and PNG plots."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from bench.markdown import NOT_MEASURED, md_table, shown, write_csv
 from bench.paper import PAPER_ROWS, PAPER_TABLE1
-
-NOT_MEASURED = "not measured"
-
-
-def _md(header: List[str], rows: List[List[str]]) -> List[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
-        ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def _csv(path: Path, header: List[str], rows: List[List[str]]) -> None:
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows([header] + rows)
-
 
 def _best_peer(net: Dict[str, object]) -> Optional[tuple]:
     """(median seconds, label) of the network's fastest dense peer, or None when no peer was timed."""
@@ -34,14 +21,6 @@ def _dense_error(network: str, accuracy: Optional[dict]) -> str:
     if network != "nin" or not accuracy:
         return NOT_MEASURED
     return f"{accuracy['dense_error']:.2f}%"
-
-
-def _shown(path: Path) -> str:
-    """A path as the reader of the report would type it: relative to the current folder when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _nin_accuracy_plot(accuracy: dict, path: Path) -> List[str]:
@@ -72,13 +51,13 @@ def _recipe_variants(out: Path, accuracy: dict, nin_table) -> List[str]:
         return []
     lines = ["", "### Other fine-tuning recipes on the same weights", ""]
     if repeated:  # e.g. the runs that first made the main table's rows: their files keep the notes
-        names = ", ".join(_shown(path) for path, _ in repeated)
+        names = ", ".join(shown(path) for path, _ in repeated)
         lines += [f"Rows of {names}: the same recipe and the same fine-tuned errors as rows above, "
                   "so not repeated here (their speedups came from other timing runs).", ""]
     for path, variant in found:
         header, rows = nin_table(variant)
         m = variant["metadata"]
-        lines += [f"From {_shown(path)} (`{m['command']}`, {m['date']}):", ""] + _md(header, rows) + [""]
+        lines += [f"From {shown(path)} (`{m['command']}`, {m['date']}):", ""] + md_table(header, rows) + [""]
     return lines
 
 
@@ -260,7 +239,7 @@ def peer_note(raw: dict) -> str:
 
 def write_all(raw: dict, out: Path, suffix: str = "") -> str:
     meta = raw["metadata"]
-    accuracy_file = _shown(out / "nin_accuracy.json")  # the file bench.tables read the NIN errors from
+    accuracy_file = shown(out / "nin_accuracy.json")  # the file bench.tables read the NIN errors from
     lines = ["# PerforatedCNNs tables, regenerated", "",
              f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
              f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs, {meta['platform']}  ",
@@ -277,13 +256,13 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
              "measured here (no ImageNet on these machines).", "",
              "## Table 1 analogue: the original networks", ""]
     for name, (header, rows) in [("table1", table1(raw))]:
-        lines += _md(header, rows)
-        _csv(out / f"{name}{suffix}.csv", header, rows)
+        lines += md_table(header, rows)
+        write_csv(out / f"{name}{suffix}.csv", header, rows)
     lines += ["", "## Table 3 analogue: perforated networks (CPU" + (", GPU columns" if _has_gpu(raw) else "")
               + ")", ""]
     header, rows = table3(raw)
-    lines += _md(header, rows)
-    _csv(out / f"table3{suffix}.csv", header, rows)
+    lines += md_table(header, rows)
+    write_csv(out / f"table3{suffix}.csv", header, rows)
     accuracy = raw.get("nin_accuracy")
     lines += ["", "## NIN on CIFAR-10: error before and after fine-tuning", ""]
     if accuracy:
@@ -293,7 +272,7 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
         m = accuracy["metadata"]
         lines += [f"From {accuracy_file} (`{m['command']}`, {m['date']}, {m['cpu']}); speedups "
                   "there were measured in that run. Original network top-1 error "
-                  f"{accuracy['dense_error']:.2f}%.", ""] + _md(header, rows) + ["", accuracy.get("note", "")]
+                  f"{accuracy['dense_error']:.2f}%.", ""] + md_table(header, rows) + ["", accuracy.get("note", "")]
         lines += _nin_accuracy_plot(accuracy, out / "plots" / f"nin_accuracy{suffix}.png")
         lines += _recipe_variants(out, accuracy, nin_table)
     else:
@@ -317,16 +296,16 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
         header, rows = lowrank_table(lowrank)
         lines += ["", f"## Low-rank decomposition (accnn), perforation, and both (results/lowrank{suffix}.md)", "",
                   f"`{lowrank['metadata']['command']}`, {lowrank['metadata']['date']}; NIN accuracy columns: "
-                  f"{lowrank['metadata'].get('nin_accuracy_source', 'this run')}.", ""] + _md(header, rows)
+                  f"{lowrank['metadata'].get('nin_accuracy_source', 'this run')}.", ""] + md_table(header, rows)
     lines += ["", "## Whole-network dense peers (same run)", "", peer_note(raw), ""]
     header, rows = peer_table(raw)
-    lines += _md(header, rows)
-    _csv(out / f"peers{suffix}.csv", header, rows)
+    lines += md_table(header, rows)
+    write_csv(out / f"peers{suffix}.csv", header, rows)
     for net in raw["networks"]:
         lines += ["", f"## Per-layer times: {net['network']} (batch {net['batch']})", ""]
         header, rows = layer_table(net)
-        lines += _md(header, rows)
-        _csv(out / f"layers_{net['network']}{suffix}.csv", header, rows)
+        lines += md_table(header, rows)
+        write_csv(out / f"layers_{net['network']}{suffix}.csv", header, rows)
     try:
         from bench import plots
 

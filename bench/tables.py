@@ -35,64 +35,12 @@ import perforated
 from bench import gpu as gpu_mod, measure, report
 from bench.paper import PAPER_ROWS, PAPER_TABLE1
 from perforated.model import Model
-from perforated.networks import NETWORKS, perforable_layers
+from perforated.networks import NETWORKS
 from perforated.plan import PerforationPlan
-from perforated.timing import alternating_times
 
 from bench.paths import RESULTS
+from bench.rates import rate_for_reduction
 NIN_TARGETS = (2.0, 3.0, 4.0)
-
-
-def multiply_adds(network: str, rate: float) -> int:
-    """Multiply-adds per image with `rate` on every perforable layer (compact 1x1 convs after a
-    perforated layer count its positions too): the same rule as Model.multiply_adds, without
-    building buffers."""
-    rows = NETWORKS[network]["layers"]()
-    perforable = set(perforable_layers(rows))
-    c, h, w = NETWORKS[network]["input"]
-    count: Optional[int] = None  # computed positions of the current tensor when compact
-    total = 0
-    for kind, name, p in rows:
-        if kind == "conv":
-            k, s, pad, g = p["kernel"], p.get("stride", 1), p.get("pad", 0), p.get("groups", 1)
-            if not (count is not None and k == 1 and s == 1 and pad == 0):
-                h, w = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
-                count = perforated.count_for_rate((h, w), rate) if name in perforable and rate > 0 else None
-            total += (count if count is not None else h * w) * p["out"] * (c // g) * k * k
-            c = p["out"]
-        elif kind == "pool":
-            count = None
-            if p.get("global_"):
-                h = w = 1
-            else:
-                h, w = perforated.PoolPlan(1, 1, (h, w), p["kernel"], p["stride"], p.get("pad", 0), p["mode"]).out_size
-        elif kind == "fc":
-            total += c * h * w * p["out"]
-            c, h, w = p["out"], 1, 1
-    return total
-
-
-def rate_for_reduction(network: str, reduction: float) -> float:
-    """The uniform rate whose multiplication reduction is closest to `reduction` (bisection)."""
-    dense = multiply_adds(network, 0.0)
-    lo, hi = 0.0, 0.99
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if dense / multiply_adds(network, mid) < reduction:
-            lo = mid
-        else:
-            hi = mid
-    return round(hi, 4)
-
-
-def interleaved_times(models: List[Model], repeat: int) -> List[Dict[str, float]]:
-    """Time the models' forward passes in alternation (round r times every model once), so a slow
-    drift of this shared machine affects the dense network and its perforated versions alike."""
-    rng = np.random.default_rng(0)
-    for model in models:
-        model.x[...] = rng.standard_normal(model.x.shape, dtype=np.float32)
-    runs = alternating_times([model.forward for model in models], repeat)
-    return [measure.summarize(r) for r in runs]
 
 
 def describe_model(model: Model, t: Dict[str, float], repeat: int,

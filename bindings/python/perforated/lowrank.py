@@ -59,7 +59,8 @@ import numpy as np
 
 from .files import read_plan_json, save_params_npz, write_json_atomic
 from .masks import Mask, make_mask
-from .model import Model, pair
+from .model import Model
+from .shapes import pair
 from .networks import NETWORKS, Row, next_pool, perforable_layers
 from .pooling import PoolPlan
 

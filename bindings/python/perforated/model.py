@@ -32,6 +32,7 @@ from .masks import Mask, grid_shape
 from .networks import NETWORKS, Row
 from .plan import PerforationPlan
 from .pooling import PoolPlan
+from .shapes import conv_output_sizes, pair
 
 
 class Layout:
@@ -115,9 +116,6 @@ class ConvStep(Step):
             self.plan.backward_data(w["weight"], dy_view, out=dx.reshape(self._x_view.shape))
 
 
-def pair(v) -> Tuple[int, int]:
-    """An int or an (h, w) pair as a pair: rows may give non-square kernels (low-rank layers)."""
-    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
 class ReluStep(Step):
@@ -397,20 +395,7 @@ class Model:
 
     def output_sizes(self) -> Dict[str, Tuple[int, int]]:
         """Output (h, w) of every conv layer (masks are sized from these), without building buffers."""
-        sizes, (_, h, w) = {}, self.input_shape
-        for kind, name, p in self.rows:
-            if kind == "conv":
-                (kh, kw), (sh, sw), (ph, pw) = pair(p["kernel"]), pair(p.get("stride", 1)), pair(p.get("pad", 0))
-                h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-                sizes[name] = (h, w)
-                if p.get("fractional") and name in self.masks:  # the next layer sees the grid
-                    h, w = grid_shape(self.masks[name])
-            elif kind == "pool":
-                if p.get("global_"):
-                    h = w = 1
-                else:
-                    h, w = PoolPlan(1, 1, (h, w), p["kernel"], p["stride"], p.get("pad", 0), p["mode"]).out_size
-        return sizes
+        return conv_output_sizes(self.rows, self.input_shape, self.masks)
 
     def _build(self, rng: np.random.Generator, seed: int) -> None:
         c, h, w = self.input_shape

@@ -22,6 +22,7 @@ import numpy as np
 from .files import read_plan_json, write_json_atomic
 from .masks import KINDS, Mask, make_mask
 from .networks import NETWORKS, perforable_layers, pool_window
+from .shapes import conv_output_sizes
 
 PathLike = Union[str, os.PathLike]
 
@@ -130,9 +131,7 @@ def layer_masks(network: str, kind: str, rate: float, layers: Optional[Iterable[
     gets seed ``seed + i``."""
     rows = NETWORKS[network]["layers"]()
     names = list(layers) if layers is not None else perforable_layers(rows)
-    from .model import Model  # model imports this module
-
-    sizes = Model(network, 1).output_sizes()
+    sizes = conv_output_sizes(rows, NETWORKS[network]["input"])
     masks = {}
     for i, name in enumerate(names):
         extra = {}

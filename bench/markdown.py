@@ -1,0 +1,28 @@
+"""Rendering helpers shared by every results writer of the harness: Markdown tables, CSV files, paths
+as a reader would type them. The bottom of bench's import graph (imports nothing from bench)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import List
+
+NOT_MEASURED = "not measured"
+
+
+def md_table(header: List[str], rows: List[List[str]]) -> List[str]:
+    """Lines of a Markdown table."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def write_csv(path: Path, header: List[str], rows: List[List[str]]) -> None:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header] + rows)
+
+
+def shown(path: Path) -> str:
+    """A path as the reader of the report would type it: relative to the current folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
