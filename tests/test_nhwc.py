@@ -115,7 +115,7 @@ _ISA_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
     sys.path.insert(0, sys.argv[1])
-    import reference as R, test_nhwc as T
+    import test_nhwc as T
     rng = np.random.default_rng(7)
     errs, kernels = [], set()
     for case in T.CONV_CASES:

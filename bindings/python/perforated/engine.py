@@ -14,7 +14,9 @@ positions are ``H*W`` or a perforated layer's computed positions (compact):
 - activations alternate between two buffers sized for the largest one (inference keeps none), and the
   last layer writes the model's logits buffer.
 
-The engine never allocates in :meth:`run`. It does not import the model (it reads steps by ``kind``).
+Activations are never allocated in :meth:`run` (only a batch-normalised conv's scale and shift, a few
+channel vectors, are recomputed at each call from the current statistics). It does not import the
+model (it reads steps by ``kind``).
 """
 from __future__ import annotations
 

@@ -12,8 +12,8 @@
  * taps of one K block, so its size is bounded whatever the kernel size.
  *
  * Weights are packed at each call (cheap next to the GEMM: one pass over them) into, per group, column
- * panels of NR = nv*vw channels, each [K][NR] with zeros past the last channel. Panels are as wide as
- * the kernel set allows (64 with AVX-512), the last one narrower.
+ * panels of NR = nv*vw channels, each [K][NR] with zeros past the last channel; the width nv is chosen
+ * per layer (panel_vectors), the last panel may be narrower.
  *
  * Row runs (layers with few input channels, e.g. a network's first layer with 3): a tap with cin
  * channels gives the kernel too short a loop, so there the taps are the kernel's ROWS, each a run of
@@ -22,7 +22,7 @@
  * The packed weights are the same (k = (ki*kernel_w + kj)*cin + c is ki-major).
  *
  * Blocking: a task is (chunk of rows, group). For each K block (at most KC_BYTES of one panel's packed
- * weights, so the block stays in L1 while every tile of the chunk streams over it), the task fills the
+ * weights: in practice the whole K, streamed from L2 and prefetched by the kernels), the task fills the
  * chunk's pointers for the block's taps, then for each panel runs the micro-kernel on every MR-row tile
  * of the chunk, accumulating into y (first block: from zero; last block: epilogue). Each output value
  * is summed in the same order whatever the number of threads or tasks.
@@ -148,9 +148,9 @@ void perf_cpu_conv_nhwc_setup(perf_conv_plan *p) {
     int klen = KC_BYTES / (int)(sizeof(float) * (size_t)widest);
     p->nhwc_klen = klen > KC_MAX ? KC_MAX : klen;
     /* Rows per task: at most ROWS_MAX, at least four tasks per thread, the task count a multiple of
-     * the thread count and the rows split evenly between the chunks (measured: VGG-16 conv5 at batch
-     * 16, 3136 rows, had 13 chunks of 238 and one of 42, one thread idle for most of a task: 284
-     * GFLOP/s; 14 chunks of 224: 308), in whole tiles of the widest panels. */
+     * the thread count and the rows split evenly between the chunks (measured with ConvPlan.forward_nhwc:
+     * VGG-16 conv5 at batch 16, 3136 rows, had 13 chunks of 238 and one of 42, one thread idle for most
+     * of a task: 282 GFLOP/s; 14 chunks of 224: 299), in whole tiles of the widest panels. */
     const size_t total = (size_t)p->d.batch * (size_t)p->count, G = (size_t)p->d.groups;
     const size_t T = (size_t)p->threads, mr = (size_t)p->isa->rows[p->nhwc_nv];
     size_t tasks = (total * G + ROWS_MAX - 1) / ROWS_MAX;
