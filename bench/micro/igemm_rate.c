@@ -1,13 +1,14 @@
 /*
  * bench/micro/igemm_rate.c - sustained rate of one channels-last micro-kernel, and the machine's FMA
  * peak, on every OpenMP thread at once (the numbers behind the tile choices in
- * libperf/src/cpu/igemm_avx512.c and results/engine_experiments.md). Build and run (AVX-512 CPUs):
+ * libperf/src/cpu/igemm_avx512.c, igemm_avx2.c and results/engine_experiments.md). The kernel set is the
+ * library's run-time choice (PERF_ISA=avx2 picks AVX2 on an AVX-512 CPU). Build and run (x86-64):
  *
  *   cc -O3 -fopenmp -Ilibperf/src/cpu bench/micro/igemm_rate.c libperf/src/cpu/igemm_*.c -o /tmp/igemm_rate
  *   OMP_NUM_THREADS=2 /tmp/igemm_rate peak
  *   OMP_NUM_THREADS=2 /tmp/igemm_rate NTAPS CLEN NV SPAN WEIGHT_FLOATS
  *
- * A call is one MR x (16 NV) tile over NTAPS taps of CLEN channels (the layer's K = NTAPS * CLEN); its
+ * A call is one MR x (VW NV) tile (VW = 16 floats with AVX-512, 8 with AVX2) over NTAPS taps of CLEN channels (the layer's K = NTAPS * CLEN); its
  * input runs are drawn from a buffer of SPAN floats (SPAN small: in L1) and its packed weights cycle
  * through WEIGHT_FLOATS floats (1: one block reused, in L1 or L2 by its size; large: from memory).
  */
@@ -19,7 +20,22 @@
 
 #include "igemm.h"
 
-__attribute__((target("avx512f"))) static double peak_flops(long iters) {
+__attribute__((target("avx2,fma"))) static double peak_flops_avx2(long iters) {
+    __m256 a[12];
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps(1e-9f * (float)i);
+    const __m256 b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-9f);
+    for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], b, c);
+    float lanes[8], s = 0;
+    for (int i = 0; i < 12; i++) {
+        _mm256_storeu_ps(lanes, a[i]);
+        for (int l = 0; l < 8; l++) s += lanes[l];
+    }
+    return s == 12345.0f ? 0.0 : (double)iters * 12 * 16;
+}
+
+__attribute__((target("avx512f"))) static double peak_flops_avx512(long iters) {
     __m512 a[24];
     for (int i = 0; i < 24; i++) a[i] = _mm512_set1_ps(1e-9f * (float)i);
     const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-9f);
@@ -35,7 +51,7 @@ int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "peak") == 0) {
         double flops = 0, t0 = omp_get_wtime();
 #pragma omp parallel reduction(+ : flops)
-        flops += peak_flops(100000000L);
+        flops += __builtin_cpu_supports("avx512f") ? peak_flops_avx512(100000000L) : peak_flops_avx2(200000000L);
         printf("FMA peak: %.1f GFLOP/s on %d threads\n", flops / (omp_get_wtime() - t0) / 1e9, omp_get_max_threads());
         return 0;
     }
@@ -45,14 +61,14 @@ int main(int argc, char **argv) {
     }
     const int ntaps = atoi(argv[1]), clen = atoi(argv[2]), nv = atoi(argv[3]);
     const long span = atol(argv[4]), wspan = atol(argv[5]);
-    const perf_igemm_isa *isa = &perf_igemm_avx512;
+    const perf_igemm_isa *isa = perf_igemm_isa_select();
     if (ntaps < 1 || clen < 1 || nv < 1 || nv > isa->nv_max || span < clen) {
         fprintf(stderr, "NTAPS, CLEN >= 1, 1 <= NV <= %d, SPAN >= CLEN\n", isa->nv_max);
         return 2;
     }
-    const int MR = isa->rows[nv], NR = 16 * nv;
+    const int MR = isa->rows[nv], NR = isa->vw * nv;
     const long K = (long)ntaps * clen, block = K * NR, blocks = wspan / block > 1 ? wspan / block : 1;
-    const long iters = 20000000000L / (K * MR * NR) + 1;
+    const long iters = 5000000000L / (K * MR * NR) + 1;
     double slowest = 0, flops = 0;
 #pragma omp parallel reduction(+ : flops)
     {
@@ -89,7 +105,7 @@ int main(int argc, char **argv) {
         if (t > slowest) slowest = t;
         free(x), free(w), free(rows);
     }
-    printf("%d x %d tile, %d taps x %d channels, inputs in %ld floats, weights cycling through %ld: %.1f GFLOP/s\n",
-           MR, NR, ntaps, clen, span, blocks * block, flops / slowest / 1e9);
+    printf("%s: %d x %d tile, %d taps x %d channels, inputs in %ld floats, weights cycling through %ld: %.1f GFLOP/s\n",
+           isa->name, MR, NR, ntaps, clen, span, blocks * block, flops / slowest / 1e9);
     return 0;
 }
