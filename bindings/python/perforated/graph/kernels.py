@@ -1,0 +1,219 @@
+"""How each op of the graph IR runs on the CPU (float32 NCHW numpy arrays): convolution, pooling and
+LRN on the C library's plans; the glue (elementwise, concat, reshape, Gemm through numpy's BLAS)
+in numpy. ``build(node, shapes, constants, mask)`` returns ``run(inputs) -> outputs`` with the plans
+made once; attributes the kernels cannot honour raise GraphError here, before anything runs.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..conv import ConvPlan
+from ..interp import interpolate
+from ..layers import lrn
+from ..masks import Mask
+from ..pooling import PoolPlan, global_avg_pool2d
+from .ir import Node, Shape
+from .ops import reshape_target
+
+Run = Callable[[Sequence[np.ndarray]], List[np.ndarray]]
+
+
+def _conv(node: Node, shapes: Sequence[Shape], consts: Mapping[str, np.ndarray], mask: Optional[Mask]) -> Run:
+    a = node.attrs
+    if tuple(a["dilations"]) != (1, 1):
+        raise node.fail(f"attribute dilations={list(a['dilations'])} is not supported (only 1)")
+    n, c, h, w = shapes[0]
+    weight = np.ascontiguousarray(consts[node.inputs[1]], np.float32)
+    bias = consts.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
+    pt, pl, pb, pr = a["pads"]
+    symmetric = pt == pb and pl == pr
+    pad = (pt, pl) if symmetric else (0, 0)
+    size = (h, w) if symmetric else (h + pt + pb, w + pl + pr)
+    plan = ConvPlan(n, c, size, weight.shape[0], a["kernel"], a["strides"], pad, a["group"], mask=mask)
+
+    def run(xs):
+        x = xs[0]
+        if not symmetric:  # asymmetric padding: an explicit zero border, then an unpadded conv
+            x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        y = plan.forward(np.ascontiguousarray(x, np.float32), weight, bias)
+        return [interpolate(y, mask) if mask is not None else y]
+    run.plan = plan
+    return run
+
+
+def _pool_windows(node: Node, x: np.ndarray, out_hw, mode: str) -> np.ndarray:
+    """Pooling by shifted slices of a padded copy (the forms the C pooling does not cover: windows
+    starting in a padding wider than the kernel allows, count_include_pad)."""
+    a = node.attrs
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = a["kernel"], a["strides"], a["pads"]
+    n, c, h, w = x.shape
+    oh, ow = out_hw
+    need_h, need_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
+    fill = -np.inf if mode == "max" else 0.0
+    padded = np.full((n, c, need_h, need_w), fill, np.float32)
+    inside = np.zeros((need_h, need_w), np.float32)  # 1 on the map
+    rows, cols = slice(pt, min(pt + h, need_h)), slice(pl, min(pl + w, need_w))
+    padded[:, :, rows, cols] = x[:, :, :rows.stop - pt, :cols.stop - pl]
+    inside[rows, cols] = 1.0
+    if a.get("count_include_pad"):  # the padding counts, the region past it does not
+        inside[:min(pt + h + pb, need_h), :min(pl + w + pr, need_w)] = 1.0
+    acc = np.full((n, c, oh, ow), fill, np.float32)
+    count = np.zeros((oh, ow), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            win = padded[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+            if mode == "max":
+                np.maximum(acc, win, out=acc)
+            else:
+                acc += win
+                count += inside[i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+    return acc if mode == "max" else acc / count
+
+
+def _pool(mode: str):
+    def build(node: Node, shapes: Sequence[Shape], consts, mask) -> Run:
+        a = node.attrs
+        n, c, h, w = shapes[0]
+        (kh, kw), (sh, sw), (pt, pl, pb, pr) = a["kernel"], a["strides"], a["pads"]
+        from .ops import pool_shape
+        oh, ow = pool_shape(node, shapes)[0][2:]
+        # The C pooling windows start at o*stride - pad_begin and are clipped to the map, like ONNX's;
+        # it averages over the map only (count_include_pad=0) and gives at least as many outputs as
+        # ONNX's floor mode: its first oh x ow outputs are the answer.
+        plan = None
+        if pt < kh and pl < kw and not (mode == "avg" and a.get("count_include_pad") and (pt or pl or pb or pr)):
+            try:
+                plan = PoolPlan(n, c, (h, w), (kh, kw), (sh, sw), (pt, pl), mode)
+            except ValueError:
+                plan = None
+            if plan is not None and (plan.out_size[0] < oh or plan.out_size[1] < ow):
+                plan = None
+
+        def run(xs):
+            x = np.ascontiguousarray(xs[0], np.float32)
+            if plan is None:
+                return [_pool_windows(node, x, (oh, ow), mode)]
+            y = plan.forward(x)
+            if plan.out_size != (oh, ow):
+                y = np.ascontiguousarray(y[:, :, :oh, :ow])
+            return [y]
+        return run
+    return build
+
+
+def _global_pool(mode: str):
+    def build(node, shapes, consts, mask) -> Run:
+        if mode == "avg":
+            return lambda xs: [global_avg_pool2d(np.ascontiguousarray(xs[0], np.float32))]
+        return lambda xs: [xs[0].max(axis=(2, 3), keepdims=True)]
+    return build
+
+
+def _batchnorm(node: Node, shapes, consts, mask) -> Run:
+    scale, bias, mean, var = (np.asarray(consts[i], np.float64) for i in node.inputs[1:5])
+    mul = scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
+    add = bias - mean * mul
+    shape = (1, -1) + (1,) * (len(shapes[0]) - 2)
+    mul, add = mul.astype(np.float32).reshape(shape), add.astype(np.float32).reshape(shape)
+    return lambda xs: [xs[0] * mul + add]
+
+
+def _lrn(node: Node, shapes, consts, mask) -> Run:
+    a = node.attrs
+    if a["size"] % 2 == 0:
+        raise node.fail(f"attribute size={a['size']} must be odd")
+    if len(shapes[0]) != 4:
+        raise node.fail(f"expects an NCHW input, got shape {tuple(shapes[0])}")
+    return lambda xs: [lrn(np.ascontiguousarray(xs[0], np.float32), a["size"], a["alpha"], a["beta"], a["bias"])]
+
+
+def _gemm(node: Node, shapes, consts, mask) -> Run:
+    a = node.attrs
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    ta, tb = bool(a.get("transA")), bool(a.get("transB"))
+
+    def run(xs):
+        A = xs[0].T if ta else xs[0]
+        B = xs[1].T if tb else xs[1]
+        y = A @ B
+        if alpha != 1.0:
+            y *= np.float32(alpha)
+        if len(xs) > 2 and beta != 0.0:
+            y += xs[2] if beta == 1.0 else np.float32(beta) * xs[2]
+        return [y]
+    return run
+
+
+def _softmax(node: Node, shapes, consts, mask) -> Run:
+    a = node.attrs
+    rank = len(shapes[0])
+    axis = a.get("axis", -1) % rank
+
+    def run(xs):
+        x = xs[0]
+        if a.get("coerce_2d"):
+            x2 = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
+            e = np.exp(x2 - x2.max(axis=1, keepdims=True))
+            return [(e / e.sum(axis=1, keepdims=True)).reshape(x.shape)]
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        return [e / e.sum(axis=axis, keepdims=True)]
+    return run
+
+
+def _numpy(fn: Callable[..., np.ndarray]):
+    def build(node, shapes, consts, mask) -> Run:
+        return lambda xs: [fn(node, *xs)]
+    return build
+
+
+def _sum(node, *xs):
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+def _clip(node, x, *_):
+    return np.clip(x, node.attrs.get("min", -np.inf), node.attrs.get("max", np.inf)).astype(x.dtype, copy=False)
+
+
+def _unsqueeze(node, x):
+    rank = x.ndim + len(node.attrs["axes"])
+    return np.expand_dims(x, tuple(sorted(a % rank for a in node.attrs["axes"])))
+
+
+def _squeeze(node, x):
+    axes = node.attrs.get("axes")
+    return np.squeeze(x, axis=None if axes is None else tuple(a % x.ndim for a in axes))
+
+
+BUILDERS: Dict[str, Callable[..., Run]] = {
+    "Conv": _conv,
+    "MaxPool": _pool("max"), "AveragePool": _pool("avg"),
+    "GlobalAveragePool": _global_pool("avg"), "GlobalMaxPool": _global_pool("max"),
+    "BatchNormalization": _batchnorm, "LRN": _lrn, "Gemm": _gemm, "Softmax": _softmax,
+    "Relu": _numpy(lambda node, x: np.maximum(x, 0, dtype=x.dtype)),
+    "Clip": _numpy(_clip),
+    "Dropout": _numpy(lambda node, x, *_: x), "Identity": _numpy(lambda node, x: x),
+    "Add": _numpy(lambda node, a, b: a + b), "Sub": _numpy(lambda node, a, b: a - b),
+    "Mul": _numpy(lambda node, a, b: a * b), "Div": _numpy(lambda node, a, b: a / b),
+    "Sum": _numpy(_sum),
+    "Concat": _numpy(lambda node, *xs: np.concatenate(xs, axis=node.attrs["axis"])),
+    "Flatten": _numpy(lambda node, x: x.reshape(int(np.prod(x.shape[:node.attrs.get("axis", 1) % (x.ndim + 1)],
+                                                            dtype=np.int64)), -1)),
+    "Reshape": _numpy(lambda node, x: x.reshape(reshape_target(node, x.shape, node.attrs["shape"]))),
+    "Transpose": _numpy(lambda node, x: np.ascontiguousarray(np.transpose(x, node.attrs.get("perm")))),
+    "Squeeze": _numpy(_squeeze), "Unsqueeze": _numpy(_unsqueeze),
+    "MatMul": _numpy(lambda node, a, b: a @ b),
+}
+
+
+def build(node: Node, shapes: Sequence[Shape], consts: Mapping[str, np.ndarray],
+          mask: Optional[Mask] = None) -> Run:
+    """The runner of one node, given its input shapes (and its perforation mask: Conv only)."""
+    if mask is not None and node.op != "Conv":
+        raise node.fail("only Conv nodes can be perforated")
+    return BUILDERS[node.op](node, shapes, consts, mask)

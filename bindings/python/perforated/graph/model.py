@@ -1,0 +1,172 @@
+"""A graph IR network ready to run: shapes inferred, perforation masks made, every node's kernels
+planned once for a batch size. ``GraphModel(graph, batch, plan).forward(x)`` returns the graph's
+first output as a numpy array."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Union
+
+import numpy as np
+
+from ..masks import Mask, make_mask
+from ..plan import PerforationPlan
+from .ir import Graph, GraphError
+from .kernels import build
+from .ops import conv_macs, conv_nodes, infer_shapes
+from .passes import fold_batchnorm
+
+PlanLike = Union[None, PerforationPlan, str, Path, Mapping]
+
+
+def perforable(graph: Graph, shapes: Mapping[str, tuple]) -> List[str]:
+    """Conv nodes whose output map has more than one position (those a mask can thin)."""
+    return [n.name for n in conv_nodes(graph) if shapes[n.outputs[0]][2] * shapes[n.outputs[0]][3] > 1]
+
+
+def _plan_layers(plan: PlanLike, names: List[str]) -> Dict[str, dict]:
+    """{conv node: spec} from a PerforationPlan, a plan JSON path, a ``{"layers": {...}}`` dict, or
+    ``{"rate": r, "kind": k, "seed": s}`` for every perforable conv (seed + i for the i-th)."""
+    if plan is None:
+        return {}
+    if isinstance(plan, PerforationPlan):
+        layers = plan.layers
+    else:
+        if isinstance(plan, (str, Path)):
+            with open(plan) as f:
+                plan = json.load(f)
+        if not isinstance(plan, Mapping):
+            raise TypeError(f"plan must be a PerforationPlan, a plan file's path or a dict, got {type(plan).__name__}")
+        if "layers" in plan:
+            layers = plan["layers"]
+        elif "rate" in plan:
+            extra = set(plan) - {"rate", "kind", "seed"}
+            if extra:
+                raise ValueError(f"plan: unknown keys {sorted(extra)}; a uniform plan takes rate, kind, seed")
+            kind, seed = plan.get("kind", "uniform"), int(plan.get("seed", 0))
+            layers = {name: {"kind": kind, "rate": plan["rate"], "seed": seed + i} for i, name in enumerate(names)}
+        else:
+            raise ValueError("plan: a dict plan needs 'layers' ({node: spec}) or 'rate' (the same rate everywhere)")
+    out = {}
+    for name, spec in layers.items():
+        if name not in names:
+            raise ValueError(f"plan: {name!r} is not a perforable Conv node of this graph; "
+                             f"perforable: {names[:8]}{'...' if len(names) > 8 else ''}")
+        out[name] = PerforationPlan._check_spec(name, dict(spec))
+    return out
+
+
+def _masks(layers: Mapping[str, dict], graph: Graph, shapes: Mapping[str, tuple]) -> Dict[str, Mask]:
+    masks = {}
+    for name, spec in layers.items():
+        size = tuple(shapes[graph.node(name).outputs[0]][2:])
+        if spec["kind"] == "indices":
+            masks[name] = Mask.from_indices(size, np.asarray(spec["indices"]), seed=spec["seed"])
+        elif spec["kind"] in ("uniform", "grid"):
+            if spec["rate"] > 0:
+                masks[name] = make_mask(spec["kind"], size, spec["rate"], spec["seed"])
+        else:
+            raise ValueError(f"plan: layers.{name}.kind {spec['kind']!r} is not available for imported graphs "
+                             f"yet; use 'uniform', 'grid' or 'indices'")
+    return masks
+
+
+class GraphModel:
+    """A graph planned for `batch` images (default: the graph's own) with a perforation `plan`.
+    Batch normalisations right after a conv are folded into its weights (:mod:`.passes`).
+
+    Attributes: ``graph``, ``batch``, ``shapes`` (every value's shape), ``masks`` (conv node -> Mask),
+    ``perforable`` (the conv nodes a plan may name)."""
+
+    def __init__(self, graph: Graph, batch: Optional[int] = None, plan: PlanLike = None):
+        if batch is not None:
+            graph = graph.with_batch(batch)
+        infer_shapes(graph)  # errors name the node of the graph as given, before any rewrite
+        self.graph = fold_batchnorm(graph)
+        graph = self.graph
+        self.batch = next(iter(graph.inputs.values()))[0]
+        self.shapes = infer_shapes(graph)
+        self.perforable = perforable(graph, self.shapes)
+        self.plan_layers = _plan_layers(plan, self.perforable)
+        self.masks = _masks(self.plan_layers, graph, self.shapes)
+        consts = graph.constants
+        self._runs = [build(n, [self.shapes[i] for i in n.inputs if i], consts, self.masks.get(n.name))
+                      for n in graph.nodes]
+        # the last node reading each value: its array is dropped after that node
+        last: Dict[str, int] = {}
+        for k, n in enumerate(graph.nodes):
+            for i in n.inputs:
+                last[i] = k
+        self._drop = [[i for i in set(n.inputs) if last.get(i) == k and i not in graph.outputs and i not in consts]
+                      for k, n in enumerate(graph.nodes)]
+
+    def _feeds(self, x) -> Dict[str, np.ndarray]:
+        names = list(self.graph.inputs)
+        feeds = x if isinstance(x, Mapping) else {names[0]: x}
+        out = {}
+        for name in names:
+            if name not in feeds:
+                raise ValueError(f"forward: missing input {name!r}")
+            a = np.asarray(feeds[name])
+            if a.shape != tuple(self.graph.inputs[name]):
+                raise ValueError(f"forward: input {name!r} must have shape {tuple(self.graph.inputs[name])}, "
+                                 f"got {a.shape}")
+            out[name] = np.ascontiguousarray(a, np.float32)
+        return out
+
+    def run(self, x, timings: Optional[List[float]] = None) -> Dict[str, np.ndarray]:
+        """Every graph output by name, for an input array (the first graph input) or a dict of inputs."""
+        env: Dict[str, np.ndarray] = dict(self.graph.constants)
+        env.update(self._feeds(x))
+        for k, (node, run) in enumerate(zip(self.graph.nodes, self._runs)):
+            start = time.perf_counter() if timings is not None else 0.0
+            outs = run([env[i] for i in node.inputs if i])
+            if timings is not None:
+                timings.append(time.perf_counter() - start)
+            for name, value in zip(node.outputs, outs):
+                env[name] = value
+            for name in self._drop[k]:
+                del env[name]
+        return {name: env[name] for name in self.graph.outputs}
+
+    def forward(self, x) -> np.ndarray:
+        """The graph's first output."""
+        return self.run(x)[self.graph.outputs[0]]
+
+    def convs(self) -> List[Dict[str, object]]:
+        """One row per conv node: name, channels, kernel, stride, output map, multiply-adds per image
+        dense and as planned."""
+        rows = []
+        for n in conv_nodes(self.graph):
+            macs = conv_macs(n, self.shapes)
+            mask = self.masks.get(n.name)
+            kept = mask.count / (mask.shape[0] * mask.shape[1]) if mask is not None else 1.0
+            _, cout, oh, ow = self.shapes[n.outputs[0]]
+            rows.append({"name": n.name, "in_channels": self.shapes[n.inputs[0]][1], "out_channels": cout,
+                         "kernel": tuple(n.attrs["kernel"]), "stride": tuple(n.attrs["strides"]),
+                         "group": n.attrs["group"], "out_size": (oh, ow), "macs": macs,
+                         "planned_macs": int(round(macs * kept)),
+                         "rate": round(1.0 - kept, 4) if mask is not None else 0.0})
+        return rows
+
+    def macs(self) -> Dict[str, int]:
+        rows = self.convs()
+        return {"dense": sum(r["macs"] for r in rows), "planned": sum(r["planned_macs"] for r in rows)}
+
+    def profile(self, x=None, repeat: int = 3) -> List[Dict[str, object]]:
+        """Median seconds of each node over `repeat` forward passes (after one warm-up)."""
+        if x is None:
+            x = np.random.default_rng(0).standard_normal(next(iter(self.graph.inputs.values()))).astype(np.float32)
+        self.run(x)
+        runs = []
+        for _ in range(repeat):
+            t: List[float] = []
+            self.run(x, timings=t)
+            runs.append(t)
+        med = np.median(np.array(runs), axis=0)
+        return [{"node": n.name, "op": n.op, "out_shape": self.shapes[n.outputs[0]], "seconds": float(s)}
+                for n, s in zip(self.graph.nodes, med)]
+
+
+__all__ = ["GraphModel", "GraphError", "perforable"]

@@ -1,0 +1,42 @@
+"""Rewrites of a graph that keep its outputs: batch normalisation folded into the conv before it."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+
+from .ir import Graph, Node
+
+
+def fold_batchnorm(graph: Graph) -> Graph:
+    """Every BatchNormalization whose input is a Conv output read by nothing else becomes part of that
+    conv's weights and bias: ``W' = W * s``, ``b' = (b - mean) * s + beta`` with
+    ``s = scale / sqrt(var + eps)`` (computed in float64). Other batch normalisations stay."""
+    consumers = graph.consumers()
+    producers = graph.producers()
+    consts: Dict[str, np.ndarray] = dict(graph.constants)
+    folded: Dict[str, Node] = {}  # conv name -> rewritten conv
+    dropped = set()
+    for bn in graph.nodes:
+        if bn.op != "BatchNormalization":
+            continue
+        conv = producers.get(bn.inputs[0])
+        if (conv is None or conv.op != "Conv" or conv.name in folded or len(consumers.get(bn.inputs[0], [])) != 1
+                or bn.inputs[0] in graph.outputs):
+            continue
+        scale, beta, mean, var = (np.asarray(consts[i], np.float64) for i in bn.inputs[1:5])
+        s = scale / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+        w = np.asarray(consts[conv.inputs[1]], np.float64)
+        has_bias = len(conv.inputs) > 2 and conv.inputs[2]
+        b = np.asarray(consts[conv.inputs[2]], np.float64) if has_bias else np.zeros(w.shape[0])
+        wname, bname = conv.name + "/folded_W", conv.name + "/folded_B"
+        consts[wname] = (w * s[:, None, None, None]).astype(np.float32)
+        consts[bname] = ((b - mean) * s + beta).astype(np.float32)
+        folded[conv.name] = Node(conv.name, "Conv", [conv.inputs[0], wname, bname], list(bn.outputs), dict(conv.attrs))
+        dropped.add(bn.name)
+    if not folded:
+        return graph
+    nodes: List[Node] = [folded.get(n.name, n) for n in graph.nodes if n.name not in dropped]
+    used = {i for n in nodes for i in n.inputs}
+    return Graph(dict(graph.inputs), list(graph.outputs), nodes, {k: v for k, v in consts.items() if k in used},
+                 graph.name)

@@ -1,0 +1,22 @@
+"""ONNX models in and out: :func:`load` reads an ONNX graph (a path or an ``onnx.ModelProto``) into a
+:class:`perforated.graph.GraphModel`, dense or perforated by a plan; ``python -m perforated.onnx``
+lists, runs, times and perforates a model from the command line. Needs the ``onnx`` package."""
+from __future__ import annotations
+
+from typing import Optional
+
+from ..graph import GraphModel
+from ..graph.model import PlanLike
+from .importer import to_graph
+
+
+def load(model, batch: Optional[int] = None, plan: PlanLike = None) -> GraphModel:
+    """A runnable model of an ONNX graph: weights from its initializers, batch from the graph or
+    `batch`; `plan` a PerforationPlan, a plan file's path, ``{"layers": {conv node: spec}}`` or
+    ``{"rate": r, "kind": "uniform" | "grid", "seed": s}`` for every perforable conv.
+    ``load(...).forward(x)`` returns the graph's first output as a numpy array. An op or attribute
+    the engine cannot run raises ``GraphError`` naming the node before anything runs."""
+    return GraphModel(to_graph(model, batch), plan=plan)
+
+
+__all__ = ["load", "to_graph"]

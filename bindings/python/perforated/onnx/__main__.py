@@ -1,0 +1,146 @@
+"""python -m perforated.onnx {info,run,time,perforate} model.onnx [--batch B] [--plan plan.json | --rate R --kind K]
+
+  info       the convolutions: shapes, multiply-adds per image, and what a plan leaves of them
+  run        one forward pass on a seeded random input (or --input x.npy); prints the output's shape and
+             top values, compares with ONNX Runtime when it is installed, writes --out y.npy
+  time       ours dense, ours with the plan, and ONNX Runtime dense, timed in alternating rounds
+  perforate  write the plan (every perforable conv at --rate, or --plan's layers) as JSON with the
+             masks' positions (kind "indices"), to load again with --plan
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+import numpy as np
+
+from ..timing import alternating_times
+from . import load
+
+
+def _plan(args) -> Optional[dict]:
+    if args.plan:
+        return args.plan
+    if args.rate is not None:
+        return {"rate": args.rate, "kind": args.kind, "seed": args.seed}
+    return None
+
+
+def _input(model, args) -> np.ndarray:
+    shape = next(iter(model.graph.inputs.values()))
+    if args.input:
+        x = np.load(args.input)
+        if x.shape != tuple(shape):
+            raise SystemExit(f"--input: the model takes shape {tuple(shape)}, {args.input} holds {x.shape}")
+        return x.astype(np.float32)
+    return np.random.default_rng(args.seed).standard_normal(shape).astype(np.float32)
+
+
+def _ort(path: str, threads: int):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def cmd_info(model, args) -> None:
+    rows = model.convs()
+    print(f"{model.graph.name}: {len(model.graph.nodes)} nodes, {len(rows)} convolutions, batch {model.batch}, "
+          f"inputs {dict(model.graph.inputs)}, outputs {model.graph.outputs}")
+    print(f"{'conv node':40s} {'in':>5s} {'out':>5s} {'kernel':>7s} {'stride':>7s} {'group':>5s} "
+          f"{'out map':>9s} {'MMACs':>9s} {'rate':>6s}")
+    for r in rows:
+        print(f"{r['name'][:40]:40s} {r['in_channels']:5d} {r['out_channels']:5d} "
+              f"{'%dx%d' % r['kernel']:>7s} {'%dx%d' % r['stride']:>7s} {r['group']:5d} "
+              f"{'%dx%d' % r['out_size']:>9s} {r['macs'] / 1e6:9.2f} {r['rate']:6.2f}")
+    m = model.macs()
+    print(f"conv multiply-adds per image: {m['dense'] / 1e9:.3f} G dense, {m['planned'] / 1e9:.3f} G planned "
+          f"({m['dense'] / max(m['planned'], 1):.2f}x fewer)")
+
+
+def cmd_run(model, args) -> None:
+    x = _input(model, args)
+    y = model.forward(x)
+    print(f"output {model.graph.outputs[0]!r}: shape {y.shape}, mean {float(y.mean()):.6g}, "
+          f"max {float(y.max()):.6g}")
+    if y.ndim == 2:
+        print("top-5 of image 0:", np.argsort(y[0])[::-1][:5].tolist())
+    session = _ort(args.model, args.threads) if args.batch is None else None
+    if session is not None:
+        ref = session.run(None, {session.get_inputs()[0].name: x})[0]
+        err = float(np.abs(y - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+        print(f"ONNX Runtime (dense): max |ours - ort| / max |ort| = {err:.3g}")
+    if args.out:
+        np.save(args.out, y)
+        print(f"wrote {args.out}")
+
+
+def cmd_time(model, args) -> None:
+    x = _input(model, args)
+    dense = load(args.model, batch=args.batch) if model.masks else None
+    calls, names = [lambda: model.forward(x)], ["ours" + (" (plan)" if model.masks else " (dense)")]
+    if dense is not None:
+        calls.append(lambda: dense.forward(x))
+        names.append("ours (dense)")
+    session = _ort(args.model, args.threads) if args.batch is None else None
+    if session is not None:
+        feed = {session.get_inputs()[0].name: x}
+        calls.append(lambda: session.run(None, feed))
+        names.append("onnxruntime (dense)")
+    times = alternating_times(calls, args.rounds)
+    best = {n: min(t) for n, t in zip(names, times)}
+    base = best.get("onnxruntime (dense)", best.get("ours (dense)"))
+    for n in names:
+        line = f"{n:22s} min {best[n] * 1e3:9.2f} ms  median {float(np.median(times[names.index(n)])) * 1e3:9.2f} ms"
+        if base is not None:
+            line += f"  speed {base / best[n]:.2f}x"
+        print(line)
+    if session is None and args.batch is not None:
+        print("(ONNX Runtime is timed on the file's own batch only: omit --batch)")
+
+
+def cmd_perforate(model, args) -> None:
+    if not model.masks:
+        raise SystemExit("perforate: give --rate or --plan")
+    layers = {name: {"kind": "indices", "rate": float(m.rate), "seed": int(m.seed), "indices": m.indices.tolist(),
+                     "made_as": m.kind} for name, m in model.masks.items()}
+    out = args.out or "plan.json"
+    with open(out, "w") as f:
+        json.dump({"network": model.graph.name, "layers": layers}, f)
+    m = model.macs()
+    print(f"wrote {out}: {len(layers)} convs perforated, {m['dense'] / max(m['planned'], 1):.2f}x fewer "
+          f"conv multiply-adds")
+
+
+COMMANDS = {"info": cmd_info, "run": cmd_run, "time": cmd_time, "perforate": cmd_perforate}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m perforated.onnx", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("command", choices=sorted(COMMANDS))
+    p.add_argument("model", help="an .onnx file")
+    p.add_argument("--batch", type=int, default=None, help="images per call (default: the graph's)")
+    p.add_argument("--plan", default=None, help="a plan JSON ({'layers': {conv node: spec}})")
+    p.add_argument("--rate", type=float, default=None, help="the same perforation rate on every perforable conv")
+    p.add_argument("--kind", default="grid", choices=["uniform", "grid"], help="mask kind with --rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input", default=None, help="an .npy input (default: seeded normal noise)")
+    p.add_argument("--out", default=None, help="run: output .npy; perforate: plan JSON (default plan.json)")
+    p.add_argument("--rounds", type=int, default=5, help="time: alternating rounds")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime's intra-op threads")
+    args = p.parse_args(argv)
+    model = load(args.model, batch=args.batch, plan=_plan(args))
+    COMMANDS[args.command](model, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

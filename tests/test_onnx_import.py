@@ -1,0 +1,305 @@
+"""ONNX import into the graph IR (perforated.onnx, perforated.graph): the model-zoo graphs shipped in the
+onnx wheel and small graphs of the forms the numpy API could not express, each checked against ONNX
+Runtime on the same file; perforation by node name; errors that name the node."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import perforated.onnx as pon  # noqa: E402
+from perforated import interpolate, make_mask  # noqa: E402
+from perforated.graph import Graph, GraphError, GraphModel, Node  # noqa: E402
+
+# ONNX Runtime is the reference; under the AddressSanitizer run (libasan preloaded to check our C
+# library) it is not exercised: it would only be slower, and it checks nothing of ours.
+_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+ort = None if _ASAN else pytest.importorskip("onnxruntime")
+needs_ort = pytest.mark.skipif(ort is None, reason="ONNX Runtime is not run under AddressSanitizer")
+
+ZOO = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+ZOO_MODELS = ["bvlc_alexnet", "vgg19", "resnet50", "squeezenet", "inception_v1", "inception_v2",
+              "densenet121", "zfnet512", "shufflenet"]
+
+
+def ort_run(model, x: np.ndarray) -> np.ndarray:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def rel_err(a, b) -> float:
+    return float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30))
+
+
+def zoo_with_weights(name: str, seed: int = 0):
+    """A zoo graph with its ConstantOfShape weight fills replaced by seeded random initializers (He for
+    weights, positive for variances and scales) and its final Softmax removed: the logits are compared,
+    a softmax of random logits saturates and would hide errors."""
+    path = os.path.join(ZOO, f"light_{name}.onnx")
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is not in this onnx wheel")
+    m = onnx.load(path)
+    rng = np.random.default_rng(seed)
+    g = m.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    keep = []
+    for n in g.node:
+        if n.op_type == "ConstantOfShape" and n.input[0] in inits:
+            shape = tuple(int(d) for d in inits[n.input[0]])
+            if len(shape) == 1:
+                positive = any(k in n.output[0] for k in ("riv", "var", "_s_", "scale"))
+                v = rng.uniform(0.5, 1.5, shape) if positive else rng.uniform(-0.1, 0.1, shape)
+            else:
+                v = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / np.prod(shape[1:])))
+            g.initializer.append(numpy_helper.from_array(np.asarray(v, np.float32), n.output[0]))
+        else:
+            keep.append(n)
+    if keep[-1].op_type == "Softmax":
+        g.output[0].name = keep.pop().input[0]
+    del g.node[:]
+    g.node.extend(keep)
+    return m
+
+
+@needs_ort
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_zoo_model_matches_onnxruntime(rng, name):
+    model = zoo_with_weights(name)
+    ours = pon.load(model)
+    x = rng.standard_normal(next(iter(ours.graph.inputs.values()))).astype(np.float32)
+    ref = ort_run(model, x)
+    assert rel_err(ours.forward(x), ref) < 1e-3
+    # perforated: every perforable conv at rate 0.5 runs, and thins the multiply-adds
+    perf = pon.load(model, plan={"rate": 0.5, "kind": "grid", "seed": 3})
+    y = perf.forward(x)
+    assert y.shape == ref.shape and np.isfinite(y).all()
+    macs = perf.macs()
+    assert len(perf.masks) == len(perf.perforable) > 0
+    assert macs["planned"] < 0.6 * macs["dense"]
+
+
+@needs_ort
+def test_batch_argument_runs_each_image_as_alone(rng):
+    model = zoo_with_weights("squeezenet")
+    x = rng.standard_normal((3, 3, 224, 224)).astype(np.float32)
+    y = pon.load(model, batch=3).forward(x)
+    one = pon.load(model)
+    for i in range(3):
+        np.testing.assert_allclose(y[i], one.forward(x[i:i + 1])[0], rtol=1e-4, atol=1e-5)
+
+
+# --- small graphs: the forms the numpy API could not express --------------------------------------
+
+def make_model(nodes, x_shape, y_name="y", inits=(), opset=13):
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info(y_name, TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def check_against_ort(model, x, tol=1e-5):
+    y = pon.load(model).forward(x)
+    ref = ort_run(model, x)
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol * float(np.abs(ref).max()))
+
+
+CASES = {
+    "conv_asymmetric_pads_stride2": ([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[0, 1, 2, 1],
+                                                       strides=[2, 2], kernel_shape=[3, 3])],
+                                     (2, 4, 11, 10), {"w": (6, 4, 3, 3), "b": (6,)}),
+    "conv_same_upper_groups": ([helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", group=2,
+                                                 strides=[2, 2])], (1, 4, 9, 8), {"w": (6, 2, 4, 4)}),
+    "depthwise": ([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=8)],
+                  (2, 8, 7, 7), {"w": (8, 1, 3, 3)}),
+    "maxpool_floor_asymmetric": ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                                   pads=[0, 0, 1, 1])], (2, 3, 12, 11), {}),
+    "maxpool_ceil": ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)],
+                     (1, 3, 12, 12), {}),
+    "maxpool_floor_resnet_stem": ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                                    pads=[1, 1, 1, 1])], (1, 2, 112, 112), {}),
+    "avgpool_count_include_pad": ([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3],
+                                                    pads=[1, 1, 1, 1], count_include_pad=1)], (1, 3, 6, 7), {}),
+    "avgpool_exclude_pad_ceil": ([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2],
+                                                   pads=[1, 1, 1, 1], ceil_mode=1)], (1, 3, 7, 7), {}),
+    "maxpool_pad_wider_than_half_kernel": ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2],
+                                                             pads=[1, 1, 1, 1])], (1, 2, 5, 5), {}),
+    "global_max_pool": ([helper.make_node("GlobalMaxPool", ["x"], ["y"])], (2, 3, 5, 4), {}),
+    "channel_shuffle": ([helper.make_node("Reshape", ["x", "s1"], ["r"]),
+                         helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+                         helper.make_node("Reshape", ["t", "s2"], ["y"])],
+                        (2, 6, 4, 4), {"s1": np.array([2, 2, 3, 4, 4]), "s2": np.array([2, 6, 4, 4])}),
+    "concat_clip_add_broadcast": ([helper.make_node("Concat", ["x", "x"], ["c"], axis=1),
+                                   helper.make_node("Clip", ["c", "lo", "hi"], ["k"]),
+                                   helper.make_node("Add", ["k", "bias"], ["y"])],
+                                  (2, 3, 4, 4), {"lo": np.float32(-0.5), "hi": np.float32(0.7), "bias": (1, 6, 1, 1)}),
+    "gemm_transA_alpha_beta_rowbias": ([helper.make_node("Flatten", ["x"], ["f"]),
+                                        helper.make_node("Transpose", ["f"], ["ft"], perm=[1, 0]),
+                                        helper.make_node("Gemm", ["ft", "w", "c"], ["y"], transA=1, transB=1,
+                                                         alpha=0.5, beta=2.0)],
+                                       (3, 2, 2, 2), {"w": (5, 8), "c": (1, 5)}),
+    "softmax_axis1_opset13": ([helper.make_node("Softmax", ["x"], ["y"], axis=1)], (2, 5, 3, 3), {}),
+    "batchnorm_unfused_lrn": ([helper.make_node("LRN", ["x"], ["l"], size=3, alpha=1e-3, beta=0.75, bias=2.0),
+                               helper.make_node("BatchNormalization", ["l", "g", "bb", "m", "v"], ["y"],
+                                                epsilon=1e-3)],
+                              (2, 4, 3, 3), {"g": (4,), "bb": (4,), "m": (4,), "v": "positive4"}),
+}
+
+
+@needs_ort
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_small_graph_matches_onnxruntime(rng, case):
+    nodes, x_shape, specs = CASES[case]
+    inits = []
+    for name, spec in specs.items():
+        if isinstance(spec, str):  # "positive4": a variance vector
+            v = rng.uniform(0.5, 2.0, int(spec[len("positive"):])).astype(np.float32)
+        elif isinstance(spec, tuple):
+            v = rng.standard_normal(spec).astype(np.float32)
+        else:
+            v = spec
+        inits.append((name, v))
+    model = make_model(nodes, x_shape, inits=inits)
+    check_against_ort(model, rng.standard_normal(x_shape).astype(np.float32))
+
+
+@needs_ort
+def test_conv_batchnorm_relu_folds_and_matches(rng):
+    c = 5
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["y"])]
+    inits = [("w", rng.standard_normal((c, 3, 3, 3)).astype(np.float32)),
+             ("g", rng.standard_normal(c).astype(np.float32)), ("b", rng.standard_normal(c).astype(np.float32)),
+             ("m", rng.standard_normal(c).astype(np.float32)), ("v", rng.uniform(0.5, 2, c).astype(np.float32))]
+    model = make_model(nodes, (2, 3, 8, 8), inits=inits)
+    ours = pon.load(model)
+    assert [n.op for n in ours.graph.nodes] == ["Conv", "Relu"]  # the batch norm went into the conv
+    check_against_ort(model, rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+
+
+# --- perforation by node name ------------------------------------------------------------------------
+
+def test_plan_by_node_name_perforates_that_conv_only(rng):
+    w1 = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((4, 6, 1, 1)).astype(np.float32)
+    graph = Graph({"x": (2, 3, 9, 9)}, ["y"],
+                  [Node("first", "Conv", ["x", "w1"], ["h"], {"kernel": (3, 3), "strides": (1, 1),
+                                                             "pads": (1, 1, 1, 1), "dilations": (1, 1), "group": 1}),
+                   Node("second", "Conv", ["h", "w2"], ["y"], {"kernel": (1, 1), "strides": (1, 1),
+                                                              "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1})],
+                  {"w1": w1, "w2": w2})
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    dense = GraphModel(graph)
+    mask = make_mask("uniform", (9, 9), 0.6, seed=4)
+    plan = {"layers": {"first": {"kind": "indices", "rate": 0.6, "seed": 4, "indices": mask.indices.tolist()}}}
+    perf = GraphModel(graph, plan=plan)
+    assert set(perf.masks) == {"first"}
+    h = dense.run(x)  # the dense hidden map, through a graph whose output is h
+    h_dense = GraphModel(Graph({"x": (2, 3, 9, 9)}, ["h"], [graph.nodes[0]], {"w1": w1})).forward(x)
+    compact = np.ascontiguousarray(h_dense.reshape(2, 6, 81)[:, :, mask.indices])
+    h_perf = interpolate(compact, mask)
+    expect = np.einsum("oc,nchw->nohw", w2[:, :, 0, 0], h_perf)
+    np.testing.assert_allclose(perf.forward(x), expect, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(perf.forward(x), h["y"], atol=1e-3)
+    conv_rows = {r["name"]: r for r in perf.convs()}
+    assert conv_rows["first"]["planned_macs"] == 6 * 27 * mask.count
+    assert conv_rows["second"]["planned_macs"] == conv_rows["second"]["macs"]
+
+
+def test_uniform_plan_covers_perforable_convs_and_skips_1x1_maps(rng):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+             helper.make_node("Conv", ["g", "w2"], ["y"])]
+    model = make_model(nodes, (1, 3, 6, 6), inits=[("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+                                                   ("w2", rng.standard_normal((2, 4, 1, 1)).astype(np.float32))])
+    m = pon.load(model, plan={"rate": 0.5, "kind": "uniform"})
+    assert m.perforable == ["c"]  # the 1x1 map of the second conv cannot be thinned
+    assert set(m.masks) == set(m.perforable)
+    assert m.forward(rng.standard_normal((1, 3, 6, 6)).astype(np.float32)).shape == (1, 2, 1, 1)
+
+
+# --- errors name the node, the op and the attribute -------------------------------------------------
+
+def test_unsupported_op_is_named_before_running():
+    model = make_model([helper.make_node("Erf", ["x"], ["y"], name="my_erf")], (1, 2, 3, 3))
+    with pytest.raises(GraphError, match=r"my_erf.*Erf.*not supported"):
+        pon.load(model)
+
+
+def test_dilation_is_refused_with_its_attribute(rng):
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], dilations=[2, 2], name="dil")], (1, 2, 9, 9),
+                       inits=[("w", rng.standard_normal((3, 2, 3, 3)).astype(np.float32))])
+    with pytest.raises(GraphError, match=r"dil.*Conv.*dilations=\[2, 2\]"):
+        pon.load(model)
+
+
+def test_runtime_weights_are_refused(rng):
+    model = make_model([helper.make_node("Conv", ["x", "x"], ["y"], name="c")], (1, 1, 3, 3))
+    with pytest.raises(GraphError, match="must be a constant"):
+        pon.load(model)
+
+
+def test_symbolic_batch_needs_the_batch_argument(rng):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "t",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(GraphError, match="symbolic"):
+        pon.load(model)
+    assert pon.load(model, batch=4).forward(np.ones((4, 2, 3, 3), np.float32)).shape == (4, 2, 3, 3)
+
+
+def test_plan_naming_a_missing_or_non_conv_node_is_refused(rng):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["y"], name="act")]
+    model = make_model(nodes, (1, 2, 5, 5), inits=[("w", rng.standard_normal((3, 2, 3, 3)).astype(np.float32))])
+    for bad in ("act", "nope"):
+        with pytest.raises(ValueError, match=f"{bad}.*not a perforable Conv"):
+            pon.load(model, plan={"layers": {bad: {"kind": "uniform", "rate": 0.5}}})
+    with pytest.raises(ValueError, match="rate"):
+        pon.load(model, plan={"layers": {"conv": {"kind": "uniform", "rate": 1.5}}})
+
+
+def test_wrong_input_shape_is_refused(rng):
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], (1, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"input 'x' must have shape \(1, 2, 3, 3\)"):
+        pon.load(model).forward(np.ones((2, 2, 3, 3), np.float32))
+
+
+def test_graph_ir_rejects_cycles_and_unknown_values():
+    with pytest.raises(GraphError, match="cycle"):
+        Graph({"x": (1, 1)}, ["b"], [Node("n1", "Relu", ["b"], ["a"]), Node("n2", "Relu", ["a"], ["b"])])
+    with pytest.raises(GraphError, match="'ghost'"):
+        Graph({"x": (1, 1)}, ["a"], [Node("n1", "Add", ["x", "ghost"], ["a"])])
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+def test_command_line_info_run_perforate(tmp_path, rng, capsys):
+    from perforated.onnx.__main__ import main
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c"], ["y"], name="relu1")]
+    path = tmp_path / "m.onnx"
+    onnx.save(make_model(nodes, (1, 3, 8, 8), inits=[("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32))]),
+              str(path))
+    assert main(["info", str(path), "--rate", "0.5", "--kind", "uniform"]) == 0
+    out = capsys.readouterr().out
+    assert "conv1" in out and "0.50" in out
+    plan_path = tmp_path / "plan.json"
+    assert main(["perforate", str(path), "--rate", "0.5", "--kind", "uniform", "--out", str(plan_path)]) == 0
+    plan = json.loads(plan_path.read_text())
+    assert plan["layers"]["conv1"]["kind"] == "indices" and len(plan["layers"]["conv1"]["indices"]) == 32
+    a = pon.load(str(path), plan=str(plan_path))
+    b = pon.load(str(path), plan={"rate": 0.5, "kind": "uniform"})
+    np.testing.assert_array_equal(a.masks["conv1"].indices, b.masks["conv1"].indices)
+    y_path = tmp_path / "y.npy"
+    assert main(["run", str(path), "--plan", str(plan_path), "--out", str(y_path)]) == 0
+    assert np.load(y_path).shape == (1, 4, 8, 8)
