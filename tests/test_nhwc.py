@@ -35,6 +35,7 @@ CONV_CASES = [
     (2, 16, (9, 8), 96, 3, 1, 1, 1, None, None),         # two panels of 48 (8 x 48 tiles)
     (2, 8, (7, 7), 64, 3, 2, 1, 1, 0.5, None),           # one panel of 64 (6 x 64 tiles), row runs
     (2, 16, (6, 6), 64, 5, 1, 2, 1, None, None),         # 6-row tiles = output rows: kernel rows skipped
+    (1, 64, (7, 7), 200, 3, 1, 1, 1, None, None),        # 49 rows, many panels: panels split between tasks
 ]
 
 

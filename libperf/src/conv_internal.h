@@ -41,6 +41,7 @@ struct perf_conv_plan {
     int nhwc_panels;   /* column panels per group */
     int nhwc_klen;     /* most channels (k values) of one tap range in a K block */
     int nhwc_rows;     /* GEMM rows per task */
+    int nhwc_psplit;   /* the column panels are split into this many tasks' ranges (small row counts) */
     int nhwc_rowruns;  /* taps are kernel rows: runs of kernel_w*cin channels (small cin, groups 1) */
     const perf_context *ctx; /* CUDA plans only (perf_conv_plan_create_ctx); NULL on the CPU */
     int32_t *dev_table;      /* CUDA plans: device copy of table (NULL for a pointwise plan) */

@@ -21,9 +21,10 @@
  * for the other positions the task copies the window, zeros in the padding, into its own buffer.
  * The packed weights are the same (k = (ki*kernel_w + kj)*cin + c is ki-major).
  *
- * Blocking: a task is (chunk of rows, group). For each K block (at most KC_BYTES of one panel's packed
+ * Blocking: a task is (chunk of rows, group, range of column panels: all of them unless the rows are
+ * few, see perf_cpu_conv_nhwc_setup). For each K block (at most KC_BYTES of one panel's packed
  * weights: in practice the whole K, streamed from L2 and prefetched by the kernels), the task fills the
- * chunk's pointers for the block's taps, then for each panel runs the micro-kernel on every MR-row tile
+ * chunk's pointers for the block's taps, then for each of its panels runs the micro-kernel on every MR-row tile
  * of the chunk, accumulating into y (first block: from zero; last block: epilogue). Each output value
  * is summed in the same order whatever the number of threads or tasks.
  */
@@ -150,16 +151,26 @@ void perf_cpu_conv_nhwc_setup(perf_conv_plan *p) {
     /* Rows per task: at most ROWS_MAX, at least four tasks per thread, the task count a multiple of
      * the thread count and the rows split evenly between the chunks (measured with ConvPlan.forward_nhwc:
      * VGG-16 conv5 at batch 16, 3136 rows, had 13 chunks of 238 and one of 42, one thread idle for most
-     * of a task: 282 GFLOP/s; 14 chunks of 224: 299), in whole tiles of the widest panels. */
+     * of a task: 282 GFLOP/s; 14 chunks of 224: 299), in whole tiles of the widest panels.
+     * Few rows (a small map at batch 1): every task that covers all the panels streams all the weights,
+     * so cutting the rows finer multiplies the weight traffic; there the rows stay in as few chunks as
+     * ROWS_MAX allows and the panels are split between tasks instead (a 2-D partition). */
     const size_t total = (size_t)p->d.batch * (size_t)p->count, G = (size_t)p->d.groups;
     const size_t T = (size_t)p->threads, mr = (size_t)p->isa->rows[p->nhwc_nv];
     size_t tasks = (total * G + ROWS_MAX - 1) / ROWS_MAX;
-    if (tasks < 4 * T) tasks = 4 * T;
-    tasks = (tasks + T - 1) / T * T;
+    size_t psplit = 1;
+    if (tasks < 4 * T && p->nhwc_panels > 1) {
+        psplit = (4 * T + tasks - 1) / tasks;
+        if (psplit > (size_t)p->nhwc_panels) psplit = (size_t)p->nhwc_panels;
+    }
+    if (tasks * psplit < 4 * T) tasks = (4 * T + psplit - 1) / psplit;
+    tasks = (tasks * psplit + T - 1) / T * T / psplit;
+    if (tasks < 1) tasks = 1;
     size_t chunks = (tasks + G - 1) / G;
     size_t rows = (total + chunks - 1) / chunks;
     rows = (rows + mr - 1) / mr * mr;
     if (rows > ROWS_MAX) rows = ROWS_MAX / mr * mr;
+    p->nhwc_psplit = (int)psplit;
     p->nhwc_rows = (int)rows;
     p->nhwc_rowruns = p->table && p->origin && p->d.groups == 1 && p->d.kernel_w > 1 && p->cin_g < ROWRUN_CIN &&
                       p->k_gemm <= p->nhwc_klen;
@@ -264,15 +275,18 @@ void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const f
     const perf_igemm_isa *isa = p->isa;
     const int G = p->d.groups, chunk = p->nhwc_rows, cout = p->d.out_channels;
     const size_t total = (size_t)p->d.batch * (size_t)p->count, gstride = group_stride(p);
-    const long long nchunks = (long long)((total + chunk - 1) / chunk), tasks = nchunks * G;
+    const int psplit = p->nhwc_psplit;
+    const long long nchunks = (long long)((total + chunk - 1) / chunk), tasks = nchunks * G * psplit;
     const int rowruns = p->nhwc_rowruns;
     const long long nblocks = rowruns ? 1 : kblock_count(p);
     const size_t slot = pointer_slot(p), stride = (size_t)chunk + ROWS_PAD;
     float *win_base = (float *)(ptr_base + (size_t)p->threads * slot);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(p->threads)
     for (long long task = 0; task < tasks; task++) {
-        const int g = (int)(task % G);
-        const size_t r0 = (size_t)(task / G) * chunk;
+        const int g = (int)(task % G), part = (int)(task / G % psplit);
+        const size_t r0 = (size_t)(task / G / psplit) * chunk;
+        const int pi0 = (int)((long long)p->nhwc_panels * part / psplit),
+                  pi1 = (int)((long long)p->nhwc_panels * (part + 1) / psplit);
         const int n = total - r0 < (size_t)chunk ? (int)(total - r0) : chunk;
         const float **ptr = ptr_base + (size_t)thread_id() * slot;
         for (long long bi = 0; bi < nblocks; bi++) {
@@ -288,7 +302,7 @@ void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const f
                 ntaps = kb.t1 - kb.t0;
                 fill_pointers(p, x, g, r0, n, kb, ptr);
             }
-            for (int pi = 0; pi < p->nhwc_panels; pi++) {
+            for (int pi = pi0; pi < pi1; pi++) {
                 const panel q = get_panel(p, pi);
                 const int MR = isa->rows[q.nv], nr = q.nv * isa->vw;
                 const int col = g * p->cout_g + q.col0;

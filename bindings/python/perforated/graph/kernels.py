@@ -15,7 +15,7 @@ from ..layers import lrn
 from ..masks import Mask
 from ..pooling import PoolPlan, global_avg_pool2d
 from .ir import Node, Shape
-from .ops import reshape_target
+from .ops import pool_shape, reshape_target
 
 Run = Callable[[Sequence[np.ndarray]], List[np.ndarray]]
 
@@ -33,12 +33,15 @@ def _conv(node: Node, shapes: Sequence[Shape], consts: Mapping[str, np.ndarray],
     pad = (pt, pl) if symmetric else (0, 0)
     size = (h, w) if symmetric else (h + pt + pb, w + pl + pr)
     plan = ConvPlan(n, c, size, weight.shape[0], a["kernel"], a["strides"], pad, a["group"], mask=mask)
+    relu = bool(a.get("relu"))
 
     def run(xs):
         x = xs[0]
         if not symmetric:  # asymmetric padding: an explicit zero border, then an unpadded conv
             x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
         y = plan.forward(np.ascontiguousarray(x, np.float32), weight, bias)
+        if relu:
+            np.maximum(y, 0, out=y)
         return [interpolate(y, mask) if mask is not None else y]
     run.plan = plan
     return run
@@ -73,24 +76,28 @@ def _pool_windows(node: Node, x: np.ndarray, out_hw, mode: str) -> np.ndarray:
     return acc if mode == "max" else acc / count
 
 
+def c_pool_plan(node: Node, shape: Shape, mode: str) -> Optional[PoolPlan]:
+    """The C pooling plan of a pooling node, or None where it cannot give ONNX's answer. Its windows
+    start at o*stride - pad_begin and are clipped to the map, like ONNX's; it averages over the map only
+    (count_include_pad=0) and gives at least as many outputs as ONNX's floor mode: the first oh x ow
+    of its outputs are the answer."""
+    a = node.attrs
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = a["kernel"], a["strides"], a["pads"]
+    if pt >= kh or pl >= kw or (mode == "avg" and a.get("count_include_pad") and (pt or pl or pb or pr)):
+        return None
+    try:
+        plan = PoolPlan(n, c, (h, w), (kh, kw), (sh, sw), (pt, pl), mode)
+    except ValueError:
+        return None
+    oh, ow = pool_shape(node, [shape])[0][2:]
+    return plan if plan.out_size[0] >= oh and plan.out_size[1] >= ow else None
+
+
 def _pool(mode: str):
     def build(node: Node, shapes: Sequence[Shape], consts, mask) -> Run:
-        a = node.attrs
-        n, c, h, w = shapes[0]
-        (kh, kw), (sh, sw), (pt, pl, pb, pr) = a["kernel"], a["strides"], a["pads"]
-        from .ops import pool_shape
         oh, ow = pool_shape(node, shapes)[0][2:]
-        # The C pooling windows start at o*stride - pad_begin and are clipped to the map, like ONNX's;
-        # it averages over the map only (count_include_pad=0) and gives at least as many outputs as
-        # ONNX's floor mode: its first oh x ow outputs are the answer.
-        plan = None
-        if pt < kh and pl < kw and not (mode == "avg" and a.get("count_include_pad") and (pt or pl or pb or pr)):
-            try:
-                plan = PoolPlan(n, c, (h, w), (kh, kw), (sh, sw), (pt, pl), mode)
-            except ValueError:
-                plan = None
-            if plan is not None and (plan.out_size[0] < oh or plan.out_size[1] < ow):
-                plan = None
+        plan = c_pool_plan(node, shapes[0], mode)
 
         def run(xs):
             x = np.ascontiguousarray(xs[0], np.float32)

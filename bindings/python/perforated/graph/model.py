@@ -12,10 +12,12 @@ import numpy as np
 
 from ..masks import Mask, make_mask
 from ..plan import PerforationPlan
-from .ir import Graph, GraphError
+from .ir import Graph, GraphError, Node
+from ..layout import to_nchw
+from . import nhwc
 from .kernels import build
 from .ops import conv_macs, conv_nodes, infer_shapes
-from .passes import fold_batchnorm
+from .passes import fold_batchnorm, fuse_relu
 
 PlanLike = Union[None, PerforationPlan, str, Path, Mapping]
 
@@ -74,25 +76,31 @@ def _masks(layers: Mapping[str, dict], graph: Graph, shapes: Mapping[str, tuple]
 
 class GraphModel:
     """A graph planned for `batch` images (default: the graph's own) with a perforation `plan`.
-    Batch normalisations right after a conv are folded into its weights (:mod:`.passes`).
+    Batch normalisations right after a conv are folded into its weights and ReLUs fused into it
+    (:mod:`.passes`). ``layout="nhwc"`` (default) runs convolutions, pooling and the position-wise
+    ops channels-last (:mod:`.nhwc`: the CPU engine's micro-kernels), converting to NCHW only for
+    ops that need it (reshape, Gemm, ...); ``"nchw"`` runs every op on the NCHW kernels.
 
     Attributes: ``graph``, ``batch``, ``shapes`` (every value's shape), ``masks`` (conv node -> Mask),
     ``perforable`` (the conv nodes a plan may name)."""
 
-    def __init__(self, graph: Graph, batch: Optional[int] = None, plan: PlanLike = None):
+    def __init__(self, graph: Graph, batch: Optional[int] = None, plan: PlanLike = None, layout: str = "nhwc"):
+        if layout not in ("nhwc", "nchw"):
+            raise ValueError(f"GraphModel: layout must be 'nhwc' or 'nchw', got {layout!r}")
         if batch is not None:
             graph = graph.with_batch(batch)
         infer_shapes(graph)  # errors name the node of the graph as given, before any rewrite
-        self.graph = fold_batchnorm(graph)
+        self.graph = fuse_relu(fold_batchnorm(graph))
         graph = self.graph
+        self.layout = layout
         self.batch = next(iter(graph.inputs.values()))[0]
         self.shapes = infer_shapes(graph)
         self.perforable = perforable(graph, self.shapes)
         self.plan_layers = _plan_layers(plan, self.perforable)
         self.masks = _masks(self.plan_layers, graph, self.shapes)
         consts = graph.constants
-        self._runs = [build(n, [self.shapes[i] for i in n.inputs if i], consts, self.masks.get(n.name))
-                      for n in graph.nodes]
+        self.layouts: Dict[str, str] = {name: "nchw" for name in graph.inputs}
+        self._runs = [self._runner(n) for n in graph.nodes]
         # the last node reading each value: its array is dropped after that node
         last: Dict[str, int] = {}
         for k, n in enumerate(graph.nodes):
@@ -100,6 +108,30 @@ class GraphModel:
                 last[i] = k
         self._drop = [[i for i in set(n.inputs) if last.get(i) == k and i not in graph.outputs and i not in consts]
                       for k, n in enumerate(graph.nodes)]
+
+    def _runner(self, node: Node):
+        consts = self.graph.constants
+        names = [i for i in node.inputs if i]
+        shapes = [self.shapes[i] for i in names]
+        lays = ["const" if i in consts else self.layouts[i] for i in names]
+        mask = self.masks.get(node.name)
+        run = nhwc.build(node, shapes, consts, mask, lays) if self.layout == "nhwc" else None
+        if run is not None:
+            self.layouts.update({o: "nhwc" for o in node.outputs})
+            return run
+        run = build(node, shapes, consts, mask)
+        self.layouts.update({o: "nchw" for o in node.outputs})
+        convert = [k for k, lay in enumerate(lays) if lay == "nhwc"]
+        if not convert:
+            return run
+
+        def converted(xs, run=run):
+            xs = list(xs)
+            for k in convert:
+                xs[k] = to_nchw(xs[k]).reshape(shapes[k])
+            return run(xs)
+        converted.plan = getattr(run, "plan", None)
+        return converted
 
     def _feeds(self, x) -> Dict[str, np.ndarray]:
         names = list(self.graph.inputs)
@@ -128,7 +160,11 @@ class GraphModel:
                 env[name] = value
             for name in self._drop[k]:
                 del env[name]
-        return {name: env[name] for name in self.graph.outputs}
+        out = {}
+        for name in self.graph.outputs:
+            v = env[name]
+            out[name] = to_nchw(v).reshape(self.shapes[name]) if self.layouts.get(name) == "nhwc" else v
+        return out
 
     def forward(self, x) -> np.ndarray:
         """The graph's first output."""

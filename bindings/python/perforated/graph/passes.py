@@ -1,4 +1,5 @@
-"""Rewrites of a graph that keep its outputs: batch normalisation folded into the conv before it."""
+"""Rewrites of a graph that keep its outputs: batch normalisation folded into the conv before it, a
+ReLU after a conv fused into it (the conv's ``relu`` attribute)."""
 from __future__ import annotations
 
 from typing import Dict, List
@@ -40,3 +41,25 @@ def fold_batchnorm(graph: Graph) -> Graph:
     used = {i for n in nodes for i in n.inputs}
     return Graph(dict(graph.inputs), list(graph.outputs), nodes, {k: v for k, v in consts.items() if k in used},
                  graph.name)
+
+
+def fuse_relu(graph: Graph) -> Graph:
+    """A Relu whose input is a Conv output read by nothing else becomes the conv's epilogue
+    (attribute ``relu``; the conv then writes the Relu's output)."""
+    consumers = graph.consumers()
+    producers = graph.producers()
+    fused: Dict[str, Node] = {}
+    dropped = set()
+    for r in graph.nodes:
+        if r.op != "Relu":
+            continue
+        conv = producers.get(r.inputs[0])
+        if (conv is None or conv.op != "Conv" or conv.attrs.get("relu") or len(consumers.get(r.inputs[0], [])) != 1
+                or r.inputs[0] in graph.outputs):
+            continue
+        fused[conv.name] = Node(conv.name, "Conv", list(conv.inputs), list(r.outputs), dict(conv.attrs, relu=True))
+        dropped.add(r.name)
+    if not fused:
+        return graph
+    nodes = [fused.get(n.name, n) for n in graph.nodes if n.name not in dropped]
+    return Graph(dict(graph.inputs), list(graph.outputs), nodes, graph.constants, graph.name)

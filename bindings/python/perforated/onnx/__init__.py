@@ -10,13 +10,14 @@ from ..graph.model import PlanLike
 from .importer import to_graph
 
 
-def load(model, batch: Optional[int] = None, plan: PlanLike = None) -> GraphModel:
+def load(model, batch: Optional[int] = None, plan: PlanLike = None, layout: str = "nhwc") -> GraphModel:
     """A runnable model of an ONNX graph: weights from its initializers, batch from the graph or
     `batch`; `plan` a PerforationPlan, a plan file's path, ``{"layers": {conv node: spec}}`` or
     ``{"rate": r, "kind": "uniform" | "grid", "seed": s}`` for every perforable conv.
     ``load(...).forward(x)`` returns the graph's first output as a numpy array. An op or attribute
-    the engine cannot run raises ``GraphError`` naming the node before anything runs."""
-    return GraphModel(to_graph(model, batch), plan=plan)
+    the engine cannot run raises ``GraphError`` naming the node before anything runs. `layout`: see
+    :class:`perforated.graph.GraphModel` ("nhwc", the channels-last engine, or "nchw")."""
+    return GraphModel(to_graph(model, batch), plan=plan, layout=layout)
 
 
 __all__ = ["load", "to_graph"]

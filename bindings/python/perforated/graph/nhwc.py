@@ -1,0 +1,167 @@
+"""Channels-last runners of graph IR ops: the CPU engine's layout (``(N, H*W, C)`` float32 arrays) for
+the ops that have a form in it; convolutions run ``ConvPlan.forward_nhwc`` (packed-weight micro-kernels,
+bias and ReLU fused), a perforated conv's compact output is interpolated in the same layout.
+
+``build(node, shapes, consts, mask, layouts)`` returns ``run(inputs) -> outputs`` producing
+channels-last outputs, or None where the op (or this form of it) has no channels-last runner: then
+:class:`perforated.graph.GraphModel` runs the NCHW kernel of :mod:`.kernels` on converted inputs.
+``layouts`` gives each input's layout: "nhwc", "nchw" or "const".
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..conv import ConvPlan
+from ..interp import interpolate_nhwc
+from ..layers import lrn_nhwc
+from ..layout import to_nhwc
+from ..masks import Mask
+from .ir import Node, Shape
+from .kernels import c_pool_plan
+from .ops import pool_shape
+
+Run = Callable[[Sequence[np.ndarray]], List[np.ndarray]]
+
+
+def _conv(node: Node, shapes, consts, mask: Optional[Mask], layouts) -> Optional[Run]:
+    a = node.attrs
+    pt, pl, pb, pr = a["pads"]
+    if (pt, pl) != (pb, pr) or tuple(a["dilations"]) != (1, 1):
+        return None
+    n, c, h, w = shapes[0]
+    weight = np.ascontiguousarray(consts[node.inputs[1]], np.float32)
+    bias = consts.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
+    plan = ConvPlan(n, c, (h, w), weight.shape[0], a["kernel"], a["strides"], (pt, pl), a["group"], mask=mask)
+    relu, convert = bool(a.get("relu")), layouts[0] == "nchw"
+
+    def run(xs):
+        x = to_nhwc(np.ascontiguousarray(xs[0], np.float32)) if convert else xs[0]
+        y = plan.forward_nhwc(x, weight, bias, relu=relu)
+        return [interpolate_nhwc(y, mask) if mask is not None else y]
+    run.plan = plan
+    return run
+
+
+def _channel_vector(value: np.ndarray, c: int) -> Optional[np.ndarray]:
+    """A constant that broadcasts per channel or as a scalar in NCHW, in its channels-last form."""
+    v = np.asarray(value, np.float32)
+    if v.size == 1:
+        return v.reshape(())
+    squeezed = [d for d in v.shape if d != 1]
+    if squeezed == [c] and v.ndim >= 3 and v.shape[-3] == c:  # (C,1,1) or (1,C,1,1)
+        return v.reshape(1, 1, c)
+    return None
+
+
+def _elementwise(fn):
+    def build(node: Node, shapes, consts, mask, layouts) -> Optional[Run]:
+        main = [s for s, lay in zip(shapes, layouts) if lay != "const"]
+        if not main or any(lay == "nchw" for lay in layouts) or any(tuple(s) != tuple(main[0]) for s in main):
+            return None
+        c = main[0][1]
+        args = []
+        for name, lay in zip([i for i in node.inputs if i], layouts):
+            if lay == "const":
+                v = _channel_vector(consts[name], c)
+                if v is None:
+                    return None
+                args.append(v)
+            else:
+                args.append(None)
+
+        def run(xs):
+            vals = [x if v is None else v for x, v in zip(xs, args)]
+            return [fn(node, *vals)]
+        return run
+    return build
+
+
+def _sum(node, *xs):
+    out = xs[0] + xs[1] if len(xs) > 1 else xs[0].copy()
+    for x in xs[2:]:
+        out += x
+    return out
+
+
+def _pool(mode: str):
+    def build(node: Node, shapes, consts, mask, layouts) -> Optional[Run]:
+        if layouts[0] != "nhwc":
+            return None
+        plan = c_pool_plan(node, shapes[0], mode)
+        if plan is None:
+            return None
+        n, c = shapes[0][:2]
+        oh, ow = pool_shape(node, shapes)[0][2:]
+        ph, pw = plan.out_size
+
+        def run(xs):
+            y = plan.forward_nhwc(xs[0])
+            if (ph, pw) != (oh, ow):
+                y = np.ascontiguousarray(y.reshape(n, ph, pw, c)[:, :oh, :ow]).reshape(n, oh * ow, c)
+            return [y]
+        return run
+    return build
+
+
+def _global_avg(node, shapes, consts, mask, layouts) -> Optional[Run]:
+    if layouts[0] != "nhwc":
+        return None
+    return lambda xs: [xs[0].mean(axis=1, keepdims=True, dtype=np.float32)]
+
+
+def _concat(node, shapes, consts, mask, layouts) -> Optional[Run]:
+    if any(lay != "nhwc" for lay in layouts) or node.attrs["axis"] % 4 != 1:
+        return None
+    return lambda xs: [np.concatenate(xs, axis=2)]
+
+
+def _batchnorm(node, shapes, consts, mask, layouts) -> Optional[Run]:
+    if layouts[0] != "nhwc":
+        return None
+    scale, bias, mean, var = (np.asarray(consts[i], np.float64) for i in node.inputs[1:5])
+    mul = scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
+    add = (bias - mean * mul).astype(np.float32)
+    mul = mul.astype(np.float32)
+    return lambda xs: [xs[0] * mul + add]
+
+
+def _lrn(node, shapes, consts, mask, layouts) -> Optional[Run]:
+    a = node.attrs
+    if layouts[0] != "nhwc" or a["size"] % 2 == 0:
+        return None
+    return lambda xs: [lrn_nhwc(xs[0], a["size"], a["alpha"], a["beta"], a["bias"])]
+
+
+def _unary(fn):
+    def build(node, shapes, consts, mask, layouts) -> Optional[Run]:
+        if layouts[0] != "nhwc":
+            return None
+        return lambda xs: [fn(node, xs[0])]
+    return build
+
+
+BUILDERS = {
+    "Conv": _conv,
+    "Relu": _unary(lambda node, x: np.maximum(x, 0, dtype=x.dtype)),
+    "Clip": _unary(lambda node, x: np.clip(x, node.attrs.get("min", -np.inf), node.attrs.get("max", np.inf))
+                   .astype(x.dtype, copy=False)),
+    "Dropout": _unary(lambda node, x: x), "Identity": _unary(lambda node, x: x),
+    "Add": _elementwise(lambda node, a, b: a + b), "Sub": _elementwise(lambda node, a, b: a - b),
+    "Mul": _elementwise(lambda node, a, b: a * b), "Div": _elementwise(lambda node, a, b: a / b),
+    "Sum": _elementwise(_sum),
+    "MaxPool": _pool("max"), "AveragePool": _pool("avg"),
+    "GlobalAveragePool": _global_avg, "Concat": _concat,
+    "BatchNormalization": _batchnorm, "LRN": _lrn,
+}
+
+
+def build(node: Node, shapes: Sequence[Shape], consts: Mapping[str, np.ndarray], mask: Optional[Mask],
+          layouts: Sequence[str]) -> Optional[Run]:
+    """The channels-last runner of `node`, or None (see the module docstring)."""
+    if len(shapes[0]) != 4 and node.op != "Conv":
+        return None
+    builder = BUILDERS.get(node.op)
+    return builder(node, shapes, consts, mask, layouts) if builder is not None else None
