@@ -105,10 +105,11 @@ def make_model(nodes, x_shape, y_name="y", inits=(), opset=13):
 
 
 def check_against_ort(model, x, tol=1e-5):
-    y = pon.load(model).forward(x)
     ref = ort_run(model, x)
-    assert y.shape == ref.shape
-    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol * float(np.abs(ref).max()))
+    for layout in ("nhwc", "nchw"):  # the channels-last runners and the NCHW kernels
+        y = pon.load(model, layout=layout).forward(x)
+        assert y.shape == ref.shape
+        np.testing.assert_allclose(y, ref, rtol=tol, atol=tol * float(np.abs(ref).max()), err_msg=layout)
 
 
 CASES = {
