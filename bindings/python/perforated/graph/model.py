@@ -10,12 +10,12 @@ from typing import Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
+from ..layout import to_nchw
 from ..masks import Mask, make_mask
 from ..plan import PerforationPlan
 from .ir import Graph, GraphError, Node
-from ..layout import to_nchw
-from . import nhwc
 from .kernels import build
+from .nhwc import build as build_nhwc
 from .ops import conv_macs, conv_nodes, infer_shapes
 from .passes import fold_batchnorm, fuse_relu
 
@@ -115,7 +115,7 @@ class GraphModel:
         shapes = [self.shapes[i] for i in names]
         lays = ["const" if i in consts else self.layouts[i] for i in names]
         mask = self.masks.get(node.name)
-        run = nhwc.build(node, shapes, consts, mask, lays) if self.layout == "nhwc" else None
+        run = build_nhwc(node, shapes, consts, mask, lays) if self.layout == "nhwc" else None
         if run is not None:
             self.layouts.update({o: "nhwc" for o in node.outputs})
             return run
