@@ -283,3 +283,23 @@ def test_engine_profile_names_every_op():
     names = [r["layer"] for r in rows]
     assert names[0] == "input" and "conv1+relu" in names and "pool3" in names
     assert sum(r["macs"] for r in rows) > 0 and all(r["seconds"] >= 0 for r in rows)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[f"case{i}" for i in range(len(CONV_CASES))])
+def test_conv_forward_nhwc_with_weights_packed_once_gives_the_same_bits(rng, case):
+    plan, x, w = _conv_case(rng, case)
+    xn = to_nhwc(x)
+    b = rng.standard_normal(w.shape[0]).astype(np.float32)
+    packed = plan.pack_nhwc(w)
+    np.testing.assert_array_equal(plan.forward_nhwc(xn, packed, b, relu=True), plan.forward_nhwc(xn, w, b, relu=True))
+    np.testing.assert_array_equal(plan.forward_nhwc(xn, packed, b, relu=True), plan.forward_nhwc(xn, w, b, relu=True))
+
+
+def test_packed_weights_of_another_geometry_are_refused(rng):
+    a = P.ConvPlan(1, 8, (6, 6), 16, 3, 1, 1)
+    b = P.ConvPlan(1, 16, (6, 6), 8, 3, 1, 1)  # the same number of weights, packed differently
+    packed = a.pack_nhwc(rng.standard_normal(a.weight_shape).astype(np.float32))
+    with pytest.raises(P.InvalidArgumentError, match="not made by perf_conv_nhwc_pack for a plan of this geometry"):
+        b.forward_nhwc(np.zeros(b.x_shape_nhwc, np.float32), packed)
+    with pytest.raises(ValueError, match="weight"):
+        a.pack_nhwc(np.zeros((16, 8, 3, 2), np.float32))

@@ -10,7 +10,7 @@ The C output is compact ``(N, Cout, count)`` when ``mask`` is given, else full `
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 import threading
 
@@ -29,6 +29,17 @@ def _opt_mask(fn: str, name: str, mask: Any) -> Optional[Mask]:
     if mask is not None and not isinstance(mask, Mask):
         raise TypeError(f"{fn}: {name} must be a perforated.Mask or None, got {type(mask).__name__}")
     return mask
+
+
+class PackedWeights:
+    """Weights packed by :meth:`ConvPlan.pack_nhwc` (an aligned buffer that records the geometry it was
+    packed for: a plan of another geometry refuses it)."""
+
+    def __init__(self, owner: np.ndarray, ptr: Any, nbytes: int, weight_shape: Tuple[int, ...]) -> None:
+        self._owner, self.ptr, self.nbytes, self.weight_shape = owner, ptr, nbytes, weight_shape
+
+    def __repr__(self) -> str:
+        return f"PackedWeights(weight_shape={self.weight_shape}, {self.nbytes} bytes)"
 
 
 class ConvPlan:
@@ -163,16 +174,33 @@ class ConvPlan:
         check(lib.perf_conv_plan_kernels(self._ptr, out))
         return ffi.string(out[0]).decode()
 
-    def forward_nhwc(self, x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
-                     scale: Optional[np.ndarray] = None, relu: bool = False,
+    def pack_nhwc(self, weight: np.ndarray) -> "PackedWeights":
+        """`weight` packed once into the channels-last kernels' panels, for :meth:`forward_nhwc` calls of
+        this plan (or one of the same geometry) whose weights do not change: skips the packing pass of
+        every call, which dominates small maps (perf_conv_nhwc_pack)."""
+        fn = "ConvPlan.pack_nhwc"
+        if self.context is not None:
+            raise ValueError(f"{fn}: the channels-last forward runs on the CPU; this plan is on {self.device}")
+        self._weight(fn, weight)
+        nbytes = ffi.new("size_t *")
+        check(lib.perf_conv_nhwc_packed_size(self._ptr, nbytes))
+        owner, ptr, size = workspace(int(nbytes[0]))
+        check(lib.perf_conv_nhwc_pack(self._ptr, fptr(weight), ptr, size))
+        return PackedWeights(owner, ptr, size, self.weight_shape)
+
+    def forward_nhwc(self, x: np.ndarray, weight: Union[np.ndarray, "PackedWeights"],
+                     bias: Optional[np.ndarray] = None, scale: Optional[np.ndarray] = None, relu: bool = False,
                      out: Optional[np.ndarray] = None) -> np.ndarray:
         """``relu?(conv(x, weight) * scale + bias)`` in channels-last layout: x of ``x_shape_nhwc``,
-        returns ``y_shape_nhwc``. ``scale``, ``bias``: ``(Cout,)`` or None. CPU plans only."""
+        returns ``y_shape_nhwc``. ``weight``: the NCHW weight array (packed at this call) or what
+        :meth:`pack_nhwc` returned. ``scale``, ``bias``: ``(Cout,)`` or None. CPU plans only."""
         fn = "ConvPlan.forward_nhwc"
         if self.context is not None:
             raise ValueError(f"{fn}: the channels-last forward runs on the CPU; this plan is on {self.device}")
         check_array(fn, "x", x, shape=self.x_shape_nhwc)
-        self._weight(fn, weight)
+        packed = weight if isinstance(weight, PackedWeights) else None
+        if packed is None:
+            self._weight(fn, weight)
         cout = self._desc.out_channels
         if bias is not None:
             check_array(fn, "bias", bias, shape=(cout,))
@@ -185,8 +213,12 @@ class ConvPlan:
                 check(lib.perf_conv_nhwc_workspace_size(self._ptr, nbytes))
                 self._ws_nhwc = workspace(int(nbytes[0]))
             _, ws, nbytes = self._ws_nhwc
-            check(lib.perf_conv_forward_nhwc(self._ptr, fptr(x), fptr(weight), fptr(scale), fptr(bias),
-                                             1 if relu else 0, fptr(y), ws, nbytes))
+            if packed is not None:
+                check(lib.perf_conv_forward_nhwc_packed(self._ptr, fptr(x), packed.ptr, packed.nbytes, fptr(scale),
+                                                        fptr(bias), 1 if relu else 0, fptr(y), ws, nbytes))
+            else:
+                check(lib.perf_conv_forward_nhwc(self._ptr, fptr(x), fptr(weight), fptr(scale), fptr(bias),
+                                                 1 if relu else 0, fptr(y), ws, nbytes))
         return y
 
     def backward_data(self, weight: np.ndarray, dy: np.ndarray,

@@ -11,7 +11,8 @@
  * (a zero run where the tap is in the padding): the indirection buffer. It is filled per task for the
  * taps of one K block, so its size is bounded whatever the kernel size.
  *
- * Weights are packed at each call (cheap next to the GEMM: one pass over them) into, per group, column
+ * Weights are packed at each call (one pass over them: cheap next to the GEMM of a large map, not of a
+ * small one), or once by perf_conv_nhwc_pack for perf_conv_forward_nhwc_packed, into, per group, column
  * panels of NR = nv*vw channels, each [K][NR] with zeros past the last channel; the width nv is chosen
  * per layer (panel_vectors), the last panel may be narrower.
  *
@@ -267,11 +268,19 @@ static void fill_row_runs(const perf_conv_plan *p, const float *x, size_t r0, in
     }
 }
 
-void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const float *w, const float *scale,
-                                const float *bias, int relu, float *y, float *ws) {
-    float *packed = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
-    const float **ptr_base = (const float **)(packed + packed_floats(p));
-    pack_weights(p, w, packed);
+size_t perf_conv_nhwc_packed_floats(const perf_conv_plan *p) { return packed_floats(p); }
+
+void perf_cpu_conv_nhwc_pack(const perf_conv_plan *p, const float *w, float *packed) { pack_weights(p, w, packed); }
+
+void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const float *w, const float *prepacked,
+                                const float *scale, const float *bias, int relu, float *y, float *ws) {
+    float *own = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    const float **ptr_base = (const float **)(own + packed_floats(p));
+    const float *packed = prepacked;
+    if (!packed) {
+        pack_weights(p, w, own);
+        packed = own;
+    }
     const perf_igemm_isa *isa = p->isa;
     const int G = p->d.groups, chunk = p->nhwc_rows, cout = p->d.out_channels;
     const size_t total = (size_t)p->d.batch * (size_t)p->count, gstride = group_stride(p);

@@ -141,10 +141,13 @@ def _gemm(node: Node, shapes, consts, mask) -> Run:
     a = node.attrs
     alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
     ta, tb = bool(a.get("transA")), bool(a.get("transB"))
+    # a constant B (the weights) is transposed once, contiguous: BLAS then reads it in its own order
+    b_const = consts.get(node.inputs[1])
+    b_ready = None if b_const is None else np.ascontiguousarray(b_const.T if tb else b_const, np.float32)
 
     def run(xs):
         A = xs[0].T if ta else xs[0]
-        B = xs[1].T if tb else xs[1]
+        B = b_ready if b_ready is not None else (xs[1].T if tb else xs[1])
         y = A @ B
         if alpha != 1.0:
             y *= np.float32(alpha)

@@ -1,6 +1,6 @@
 """Channels-last runners of graph IR ops: the CPU engine's layout (``(N, H*W, C)`` float32 arrays) for
-the ops that have a form in it; convolutions run ``ConvPlan.forward_nhwc`` (packed-weight micro-kernels,
-bias and ReLU fused), a perforated conv's compact output is interpolated in the same layout.
+the ops that have a form in it; convolutions run ``ConvPlan.forward_nhwc`` (micro-kernels on weights packed
+once at build, bias and ReLU fused), a perforated conv's compact output is interpolated in the same layout.
 
 ``build(node, shapes, consts, mask, layouts)`` returns ``run(inputs) -> outputs`` producing
 channels-last outputs, or None where the op (or this form of it) has no channels-last runner: then
@@ -35,11 +35,12 @@ def _conv(node: Node, shapes, consts, mask: Optional[Mask], layouts) -> Optional
     bias = consts.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
     plan = ConvPlan(n, c, (h, w), weight.shape[0], a["kernel"], a["strides"], (pt, pl), a["group"], mask=mask)
+    packed = plan.pack_nhwc(weight)  # graph weights are constants: packed once, not at every call
     relu, convert = bool(a.get("relu")), layouts[0] == "nchw"
 
     def run(xs):
         x = to_nhwc(np.ascontiguousarray(xs[0], np.float32)) if convert else xs[0]
-        y = plan.forward_nhwc(x, weight, bias, relu=relu)
+        y = plan.forward_nhwc(x, packed, bias, relu=relu)
         return [interpolate_nhwc(y, mask) if mask is not None else y]
     run.plan = plan
     return run
