@@ -305,3 +305,61 @@ def test_command_line_info_run_perforate(tmp_path, rng, capsys):
     y_path = tmp_path / "y.npy"
     assert main(["run", str(path), "--plan", str(plan_path), "--out", str(y_path)]) == 0
     assert np.load(y_path).shape == (1, 4, 8, 8)
+
+
+# --- export: standard ONNX ops that stock ONNX Runtime runs ----------------------------------------
+
+def exported_matches_ours(model, x):
+    proto = pon.to_onnx(model)
+    assert {n.domain for n in proto.graph.node} <= {""}  # no custom operator
+    np.testing.assert_allclose(ort_run(proto, x), model.forward(x), rtol=1e-4,
+                               atol=1e-4 * float(np.abs(model.forward(x)).max()))
+    return proto
+
+
+@needs_ort
+@pytest.mark.parametrize("name", ["squeezenet", "resnet50", "shufflenet", "inception_v1"])
+def test_exported_zoo_model_runs_in_onnxruntime_as_ours(rng, name):
+    model = zoo_with_weights(name)
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    exported_matches_ours(pon.load(model), x)
+    perf = pon.load(model, plan={"rate": 0.5, "kind": "grid", "seed": 2})
+    proto = exported_matches_ours(perf, x)
+    assert "Gather" in {n.op_type for n in proto.graph.node}
+
+
+@needs_ort
+@pytest.mark.parametrize("kind", ["uniform", "grid"])
+def test_exported_perforated_conv_with_groups_pads_stride_and_relu(rng, kind):
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[0, 1, 2, 1], strides=[2, 1], group=2,
+                              name="conv"),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("AveragePool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)]
+    inits = [("w", rng.standard_normal((6, 2, 3, 3)).astype(np.float32)),
+             ("b", rng.standard_normal(6).astype(np.float32))]
+    model = pon.load(make_model(nodes, (2, 4, 11, 9), inits=inits), plan={"rate": 0.5, "kind": kind, "seed": 1})
+    assert set(model.masks) == {"conv"} and model.graph.nodes[0].attrs["relu"]
+    exported_matches_ours(model, rng.standard_normal((2, 4, 11, 9)).astype(np.float32))
+
+
+@needs_ort
+def test_command_line_export(tmp_path, rng):
+    from perforated.onnx.__main__ import main
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv1")]
+    path, out = tmp_path / "m.onnx", tmp_path / "p.onnx"
+    onnx.save(make_model(nodes, (1, 3, 8, 8), inits=[("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32))]),
+              str(path))
+    assert main(["export", str(path), "--rate", "0.5", "--kind", "uniform", "--out", str(out)]) == 0
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ours = pon.load(str(path), plan={"rate": 0.5, "kind": "uniform"}).forward(x)
+    np.testing.assert_allclose(ort_run(onnx.load(str(out)), x), ours, rtol=1e-5, atol=1e-5)
+
+
+@needs_ort
+def test_exported_legacy_softmax_keeps_its_semantics(rng):
+    model = make_model([helper.make_node("Softmax", ["x"], ["y"], axis=1)], (2, 3, 2, 2), opset=9)
+    ours = pon.load(model)
+    x = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    np.testing.assert_allclose(ours.forward(x), ort_run(model, x), rtol=1e-5, atol=1e-6)
+    exported_matches_ours(ours, x)

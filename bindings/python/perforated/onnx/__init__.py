@@ -1,12 +1,15 @@
 """ONNX models in and out: :func:`load` reads an ONNX graph (a path or an ``onnx.ModelProto``) into a
-:class:`perforated.graph.GraphModel`, dense or perforated by a plan; ``python -m perforated.onnx``
-lists, runs, times and perforates a model from the command line. Needs the ``onnx`` package."""
+:class:`perforated.graph.GraphModel`, dense or perforated by a plan; :func:`export` writes one back in
+standard ONNX ops (a perforated conv as gather + MatMul + nearest-neighbour gather), to deploy in ONNX
+Runtime or OpenVINO; ``python -m perforated.onnx`` lists, runs, times, perforates and exports a model
+from the command line. Needs the ``onnx`` package."""
 from __future__ import annotations
 
 from typing import Optional
 
 from ..graph import GraphModel
 from ..graph.model import PlanLike
+from .exporter import export, to_onnx
 from .importer import to_graph
 
 
@@ -20,4 +23,4 @@ def load(model, batch: Optional[int] = None, plan: PlanLike = None, layout: str 
     return GraphModel(to_graph(model, batch), plan=plan, layout=layout)
 
 
-__all__ = ["load", "to_graph"]
+__all__ = ["export", "load", "to_graph", "to_onnx"]

@@ -1,11 +1,14 @@
-"""python -m perforated.onnx {info,run,time,perforate} model.onnx [--batch B] [--plan plan.json | --rate R --kind K]
+"""python -m perforated.onnx {info,run,time,perforate,export} model.onnx [--batch B] [--plan plan.json | --rate R --kind K]
 
   info       the convolutions: shapes, multiply-adds per image, and what a plan leaves of them
   run        one forward pass on a seeded random input (or --input x.npy); prints the output's shape and
              top values, compares with ONNX Runtime when it is installed, writes --out y.npy
-  time       ours dense, ours with the plan, and ONNX Runtime dense, timed in alternating rounds
+  time       ours dense, ours with the plan, ONNX Runtime dense and (with a plan) ONNX Runtime running
+             the exported perforated graph, timed in alternating rounds
   perforate  write the plan (every perforable conv at --rate, or --plan's layers) as JSON with the
              masks' positions (kind "indices"), to load again with --plan
+  export     write the model (perforated by the plan) in standard ONNX ops to --out (default
+             model.perforated.onnx), to run in stock ONNX Runtime or OpenVINO
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..timing import alternating_times
-from . import load
+from . import export, load, to_onnx
 
 
 def _plan(args) -> Optional[dict]:
@@ -38,7 +41,8 @@ def _input(model, args) -> np.ndarray:
     return np.random.default_rng(args.seed).standard_normal(shape).astype(np.float32)
 
 
-def _ort(path: str, threads: int):
+def _ort(path, threads: int):
+    """An ONNX Runtime session of a file path or serialised model bytes, or None without ORT."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -97,6 +101,10 @@ def cmd_time(model, args) -> None:
         feed = {session.get_inputs()[0].name: x}
         calls.append(lambda: session.run(None, feed))
         names.append("onnxruntime (dense)")
+        if model.masks:
+            exported = _ort(to_onnx(model).SerializeToString(), args.threads)
+            calls.append(lambda: exported.run(None, feed))
+            names.append("onnxruntime (exported plan)")
     times = alternating_times(calls, args.rounds)
     best = {n: min(t) for n, t in zip(names, times)}
     base = best.get("onnxruntime (dense)", best.get("ours (dense)"))
@@ -122,7 +130,15 @@ def cmd_perforate(model, args) -> None:
           f"conv multiply-adds")
 
 
-COMMANDS = {"info": cmd_info, "run": cmd_run, "time": cmd_time, "perforate": cmd_perforate}
+def cmd_export(model, args) -> None:
+    out = args.out or args.model.rsplit(".onnx", 1)[0] + ".perforated.onnx"
+    export(model, out)
+    m = model.macs()
+    print(f"wrote {out}: {len(model.masks)} perforated convs in standard ONNX ops, "
+          f"{m['dense'] / max(m['planned'], 1):.2f}x fewer conv multiply-adds")
+
+
+COMMANDS = {"info": cmd_info, "run": cmd_run, "time": cmd_time, "perforate": cmd_perforate, "export": cmd_export}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -136,7 +152,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--kind", default="grid", choices=["uniform", "grid"], help="mask kind with --rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--input", default=None, help="an .npy input (default: seeded normal noise)")
-    p.add_argument("--out", default=None, help="run: output .npy; perforate: plan JSON (default plan.json)")
+    p.add_argument("--out", default=None, help="run: output .npy; perforate: plan JSON (default plan.json); export: .onnx")
     p.add_argument("--rounds", type=int, default=5, help="time: alternating rounds")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime's intra-op threads")
     args = p.parse_args(argv)

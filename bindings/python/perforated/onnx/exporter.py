@@ -1,0 +1,201 @@
+"""Graph IR -> ONNX in standard ops only (opset 13): a perforated network that runs in stock ONNX Runtime
+or OpenVINO, no custom operator.
+
+A perforated convolution becomes the same mathematics as ours (SPEC: compute the kept positions,
+fill the rest from the nearest kept one):
+
+  Pad -> Reshape (N, C, Hp*Wp) -> Gather(axis 2, receptive-field table [count, kh*kw])
+  -> Transpose / Reshape to (N, C*kh*kw, count, 1) -> 1x1 Conv with the weights as (Cout, Cg*kh*kw, 1, 1),
+     same groups, bias -> Reshape (N, Cout, count) [-> Relu]
+  -> Gather(axis 2, nearest map [h*w]) -> Reshape (N, Cout, h, w)
+
+Every other node is written as the ONNX op it came from (batch norms folded and ReLUs fused by the
+graph passes are written as the conv with its folded weights, then Relu).
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+
+from ..graph.ir import Node
+from ..graph.model import GraphModel
+from .importer import _onnx
+
+OPSET = 13
+
+
+class _Writer:
+    def __init__(self, model: GraphModel):
+        self.model = model
+        self.nodes: List = []
+        self.inits: Dict[str, np.ndarray] = {}
+        self.counter = 0
+
+    def const(self, hint: str, value: np.ndarray) -> str:
+        self.counter += 1
+        name = f"{hint}__{self.counter}"
+        self.inits[name] = np.asarray(value)
+        return name
+
+    def tmp(self, hint: str) -> str:
+        self.counter += 1
+        return f"{hint}__t{self.counter}"
+
+    def add(self, op: str, inputs: List[str], outputs: List[str], name: str, **attrs) -> None:
+        _, helper, _ = _onnx()
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=name, **attrs))
+
+    # -- nodes -------------------------------------------------------------------------------------------
+
+    def conv(self, node: Node) -> None:
+        a = node.attrs
+        mask = self.model.masks.get(node.name)
+        out = node.outputs[0]
+        relu = bool(a.get("relu"))
+        conv_out = self.tmp(node.name + "/pre_relu") if relu else out
+        if mask is None:
+            self.add("Conv", list(node.inputs), [conv_out], node.name, kernel_shape=list(a["kernel"]),
+                     strides=list(a["strides"]), pads=list(a["pads"]), dilations=list(a["dilations"]),
+                     group=int(a["group"]))
+        else:
+            self.perforated_conv(node, mask, conv_out)
+        if relu:
+            self.add("Relu", [conv_out], [out], node.name + "/relu")
+
+    def perforated_conv(self, node: Node, mask, out: str) -> None:
+        a = node.attrs
+        shapes = self.model.shapes
+        n, c, h, w = shapes[node.inputs[0]]
+        weight = np.asarray(self.model.graph.constants[node.inputs[1]], np.float32)
+        cout = weight.shape[0]
+        g = int(a["group"])
+        cg = c // g
+        (kh, kw), (sh, sw), (pt, pl, pb, pr) = a["kernel"], a["strides"], a["pads"]
+        hp, wp = h + pt + pb, w + pl + pr
+        oh, ow = shapes[node.outputs[0]][2:]
+        name = node.name
+        x = node.inputs[0]
+        if pt or pl or pb or pr:
+            padded = self.tmp(name + "/padded")
+            self.add("Pad", [x, self.const(name + "/pads", np.array([0, 0, pt, pl, 0, 0, pb, pr], np.int64))],
+                     [padded], name + "/pad")
+            x = padded
+        flat = self.tmp(name + "/flat")
+        self.add("Reshape", [x, self.const(name + "/flat_shape", np.array([0, c, hp * wp], np.int64))], [flat],
+                 name + "/flatten")
+        # receptive field of each kept position, in the padded map: table[j, ki*kw + kj]
+        idx = mask.indices.astype(np.int64)
+        oy, ox = idx // ow, idx % ow
+        ki, kj = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
+        table = (oy[:, None] * sh + ki.reshape(1, -1)) * wp + (ox[:, None] * sw + kj.reshape(1, -1))
+        fields = self.tmp(name + "/fields")
+        self.add("Gather", [flat, self.const(name + "/field_table", table.astype(np.int64))], [fields],
+                 name + "/gather_fields", axis=2)
+        count, kk = table.shape
+        # (N, C, count, kk) -> (N, C*kk, count, 1): the kept receptive fields as the channels of a 1x1
+        # map, so the product is a 1x1 Conv (the runtime's fastest kernel; groups stay contiguous)
+        patches = self.tmp(name + "/patches")
+        self.add("Transpose", [fields], [patches], name + "/taps_first", perm=[0, 1, 3, 2])
+        cols = self.tmp(name + "/columns")
+        self.add("Reshape", [patches, self.const(name + "/col_shape", np.array([0, c * kk, count, 1], np.int64))],
+                 [cols], name + "/columns")
+        wmat = weight.reshape(cout, cg * kk, 1, 1)
+        bias = [self.const(name + "/bias", np.asarray(self.model.graph.constants[node.inputs[2]], np.float32))] \
+            if len(node.inputs) > 2 and node.inputs[2] else []
+        prod = self.tmp(name + "/product")
+        self.add("Conv", [cols, self.const(name + "/weight_columns", wmat)] + bias, [prod], name + "/product",
+                 kernel_shape=[1, 1], group=g)
+        compact = self.tmp(name + "/compact")
+        self.add("Reshape", [prod, self.const(name + "/compact_shape", np.array([0, cout, count], np.int64))],
+                 [compact], name + "/compact")
+        filled = self.tmp(name + "/filled")
+        self.add("Gather", [compact, self.const(name + "/nearest", mask.nearest.astype(np.int64))], [filled],
+                 name + "/interpolate", axis=2)
+        self.add("Reshape", [filled, self.const(name + "/out_shape", np.array([0, cout, oh, ow], np.int64))], [out],
+                 name + "/unflatten")
+
+    def pool(self, node: Node) -> None:
+        a = node.attrs
+        extra = {"count_include_pad": int(a.get("count_include_pad", 0))} if node.op == "AveragePool" else {}
+        self.add(node.op, list(node.inputs), list(node.outputs), node.name, kernel_shape=list(a["kernel"]),
+                 strides=list(a["strides"]), pads=list(a["pads"]), ceil_mode=int(a.get("ceil_mode", 0)), **extra)
+
+    def softmax(self, node: Node) -> None:
+        a = node.attrs
+        if not a.get("coerce_2d"):
+            self.add("Softmax", list(node.inputs), list(node.outputs), node.name, axis=int(a["axis"]))
+            return
+        # ONNX before opset 13: softmax of the rows of the input flattened at `axis`
+        shape = self.model.shapes[node.inputs[0]]
+        flat, soft = self.tmp(node.name + "/flat"), self.tmp(node.name + "/soft")
+        self.add("Flatten", list(node.inputs), [flat], node.name + "/flatten", axis=int(a["axis"]) % len(shape))
+        self.add("Softmax", [flat], [soft], node.name, axis=1)
+        self.add("Reshape", [soft, self.const(node.name + "/shape", np.array(shape, np.int64))], list(node.outputs),
+                 node.name + "/reshape")
+
+    def write(self, node: Node) -> None:
+        op, a = node.op, node.attrs
+        if op == "Conv":
+            self.conv(node)
+        elif op in ("MaxPool", "AveragePool"):
+            self.pool(node)
+        elif op == "Softmax":
+            self.softmax(node)
+        elif op == "BatchNormalization":
+            self.add(op, list(node.inputs), list(node.outputs), node.name, epsilon=float(a["epsilon"]))
+        elif op == "LRN":
+            self.add(op, list(node.inputs), list(node.outputs), node.name, size=int(a["size"]), alpha=float(a["alpha"]),
+                     beta=float(a["beta"]), bias=float(a["bias"]))
+        elif op == "Clip":
+            lo = self.const(node.name + "/min", np.float32(a["min"]))
+            hi = self.const(node.name + "/max", np.float32(a["max"]))
+            self.add(op, [node.inputs[0], lo, hi], list(node.outputs), node.name)
+        elif op == "Gemm":
+            self.add(op, list(node.inputs), list(node.outputs), node.name, transA=int(a["transA"]),
+                     transB=int(a["transB"]), alpha=float(a["alpha"]), beta=float(a["beta"]))
+        elif op in ("Flatten", "Concat"):
+            self.add(op, list(node.inputs), list(node.outputs), node.name, axis=int(a["axis"] if op == "Concat"
+                                                                                 else a.get("axis", 1)))
+        elif op == "Reshape":
+            shape = self.const(node.name + "/shape", np.array(a["shape"], np.int64))
+            self.add(op, [node.inputs[0], shape], list(node.outputs), node.name)
+        elif op == "Transpose":
+            perm = {} if a.get("perm") is None else {"perm": list(a["perm"])}
+            self.add(op, list(node.inputs), list(node.outputs), node.name, **perm)
+        elif op in ("Squeeze", "Unsqueeze"):
+            inputs = list(node.inputs[:1])
+            if a.get("axes") is not None:
+                inputs.append(self.const(node.name + "/axes", np.array(a["axes"], np.int64)))
+            self.add(op, inputs, list(node.outputs), node.name)
+        elif op == "Dropout":
+            self.add("Identity", list(node.inputs[:1]), list(node.outputs), node.name)
+        else:  # ops without attributes: Relu, Add, Sub, Mul, Div, Sum, MatMul, Identity, global pooling
+            self.add(op, list(node.inputs), list(node.outputs), node.name)
+
+
+def to_onnx(model: GraphModel):
+    """The ``onnx.ModelProto`` of a GraphModel (its batch, its masks), standard ops only."""
+    onnx, helper, numpy_helper = _onnx()
+    from onnx import TensorProto
+
+    w = _Writer(model)
+    for node in model.graph.nodes:
+        w.write(node)
+    g = model.graph
+    used = {i for n in w.nodes for i in n.input}
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in g.constants.items() if k in used]
+    inits += [numpy_helper.from_array(v, k) for k, v in w.inits.items()]
+    inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(s)) for k, s in g.inputs.items()]
+    outputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(model.shapes[k])) for k in g.outputs]
+    graph = helper.make_graph(w.nodes, g.name, inputs, outputs, inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="perforated")
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def export(model: GraphModel, path) -> None:
+    """Write :func:`to_onnx` of `model` to `path`."""
+    onnx, _, _ = _onnx()
+    onnx.save(to_onnx(model), str(path))
