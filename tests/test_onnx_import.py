@@ -363,3 +363,18 @@ def test_exported_legacy_softmax_keeps_its_semantics(rng):
     x = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
     np.testing.assert_allclose(ours.forward(x), ort_run(model, x), rtol=1e-5, atol=1e-6)
     exported_matches_ours(ours, x)
+
+
+@needs_ort
+def test_exported_perforated_model_runs_in_openvino(rng):
+    ov = pytest.importorskip("openvino")
+    model = pon.load(zoo_with_weights("squeezenet"), plan={"rate": 0.5, "kind": "grid", "seed": 2})
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(pon.to_onnx(model).SerializeToString(), b""), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "f32"})
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    request = compiled.create_infer_request()
+    request.infer({0: x})
+    ours = model.forward(x)
+    np.testing.assert_allclose(request.get_output_tensor(0).data, ours, rtol=1e-4,
+                               atol=1e-4 * float(np.abs(ours).max()))
