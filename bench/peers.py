@@ -120,9 +120,9 @@ def conv_model(x_shape: Sequence[int], weight: np.ndarray, stride: int, pad: int
 
 
 def ort_runner(model, x: np.ndarray, threads: int) -> Runner:
-    """One ONNX Runtime run of a model with one input "x" (fixed) -> its first output."""
+    """One ONNX Runtime run of a model on its (first and only) input fixed to `x` -> its first output."""
     session = _ort_session(model, threads)
-    feeds = {"x": x}
+    feeds = {session.get_inputs()[0].name: x}
     return lambda: session.run(None, feeds)[0]
 
 

@@ -13,6 +13,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import perforated.onnx as pon  # noqa: E402
+from perforated.onnx.zoo import NAMES, zoo_model  # noqa: E402
 from perforated import interpolate, make_mask  # noqa: E402
 from perforated.graph import Graph, GraphError, GraphModel, Node  # noqa: E402
 
@@ -22,9 +23,7 @@ _ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 ort = None if _ASAN else pytest.importorskip("onnxruntime")
 needs_ort = pytest.mark.skipif(ort is None, reason="ONNX Runtime is not run under AddressSanitizer")
 
-ZOO = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
-ZOO_MODELS = ["bvlc_alexnet", "vgg19", "resnet50", "squeezenet", "inception_v1", "inception_v2",
-              "densenet121", "zfnet512", "shufflenet"]
+ZOO_MODELS = NAMES
 
 
 def ort_run(model, x: np.ndarray) -> np.ndarray:
@@ -39,33 +38,11 @@ def rel_err(a, b) -> float:
 
 
 def zoo_with_weights(name: str, seed: int = 0):
-    """A zoo graph with its ConstantOfShape weight fills replaced by seeded random initializers (He for
-    weights, positive for variances and scales) and its final Softmax removed: the logits are compared,
-    a softmax of random logits saturates and would hide errors."""
-    path = os.path.join(ZOO, f"light_{name}.onnx")
-    if not os.path.exists(path):
-        pytest.skip(f"{path} is not in this onnx wheel")
-    m = onnx.load(path)
-    rng = np.random.default_rng(seed)
-    g = m.graph
-    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    keep = []
-    for n in g.node:
-        if n.op_type == "ConstantOfShape" and n.input[0] in inits:
-            shape = tuple(int(d) for d in inits[n.input[0]])
-            if len(shape) == 1:
-                positive = any(k in n.output[0] for k in ("riv", "var", "_s_", "scale"))
-                v = rng.uniform(0.5, 1.5, shape) if positive else rng.uniform(-0.1, 0.1, shape)
-            else:
-                v = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / np.prod(shape[1:])))
-            g.initializer.append(numpy_helper.from_array(np.asarray(v, np.float32), n.output[0]))
-        else:
-            keep.append(n)
-    if keep[-1].op_type == "Softmax":
-        g.output[0].name = keep.pop().input[0]
-    del g.node[:]
-    g.node.extend(keep)
-    return m
+    """A zoo graph with seeded random weights, logits out (perforated.onnx.zoo)."""
+    try:
+        return zoo_model(name, seed, softmax=False)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
 
 
 @needs_ort
