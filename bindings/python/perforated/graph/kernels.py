@@ -226,4 +226,10 @@ def build(node: Node, shapes: Sequence[Shape], consts: Mapping[str, np.ndarray],
     """The runner of one node, given its input shapes (and its perforation mask: Conv only)."""
     if mask is not None and node.op != "Conv":
         raise node.fail("only Conv nodes can be perforated")
-    return BUILDERS[node.op](node, shapes, consts, mask)
+    run = BUILDERS[node.op](node, shapes, consts, mask)
+    if node.op == "Conv" or not node.attrs.get("relu"):
+        return run
+
+    def with_relu(xs):  # a ReLU fused into an elementwise node (graph.passes.fuse_relu)
+        return [np.maximum(y, 0, out=y) for y in run(xs)]
+    return with_relu

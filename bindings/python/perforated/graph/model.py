@@ -15,7 +15,7 @@ from ..masks import Mask, make_mask
 from ..plan import PerforationPlan
 from .ir import Graph, GraphError, Node
 from .kernels import build
-from .nhwc import build as build_nhwc
+from .nhwc import Buffers, build as build_nhwc
 from .ops import conv_macs, conv_nodes, infer_shapes
 from .passes import fold_batchnorm, fuse_relu
 
@@ -100,6 +100,7 @@ class GraphModel:
         self.masks = _masks(self.plan_layers, graph, self.shapes)
         consts = graph.constants
         self.layouts: Dict[str, str] = {name: "nchw" for name in graph.inputs}
+        self._buffers = Buffers()  # channels-last arrays reused from call to call
         self._runs = [self._runner(n) for n in graph.nodes]
         # the last node reading each value: its array is dropped after that node
         last: Dict[str, int] = {}
@@ -118,7 +119,7 @@ class GraphModel:
         run = build_nhwc(node, shapes, consts, mask, lays) if self.layout == "nhwc" else None
         if run is not None:
             self.layouts.update({o: "nhwc" for o in node.outputs})
-            return run
+            return lambda xs, run=run: run(xs, self._buffers)
         run = build(node, shapes, consts, mask)
         self.layouts.update({o: "nchw" for o in node.outputs})
         convert = [k for k, lay in enumerate(lays) if lay == "nhwc"]
@@ -151,6 +152,7 @@ class GraphModel:
         """Every graph output by name, for an input array (the first graph input) or a dict of inputs."""
         env: Dict[str, np.ndarray] = dict(self.graph.constants)
         env.update(self._feeds(x))
+        holders: Dict[int, int] = {}  # id(array) -> values holding it (an Identity may pass one on)
         for k, (node, run) in enumerate(zip(self.graph.nodes, self._runs)):
             start = time.perf_counter() if timings is not None else 0.0
             outs = run([env[i] for i in node.inputs if i])
@@ -158,12 +160,21 @@ class GraphModel:
                 timings.append(time.perf_counter() - start)
             for name, value in zip(node.outputs, outs):
                 env[name] = value
+                holders[id(value)] = holders.get(id(value), 0) + 1
             for name in self._drop[k]:
-                del env[name]
+                value = env.pop(name)
+                holders[id(value)] = holders.get(id(value), 1) - 1
+                if holders[id(value)] == 0:
+                    self._buffers.give(value)
         out = {}
         for name in self.graph.outputs:
             v = env[name]
-            out[name] = to_nchw(v).reshape(self.shapes[name]) if self.layouts.get(name) == "nhwc" else v
+            if self.layouts.get(name) == "nhwc":
+                out[name] = to_nchw(v).reshape(self.shapes[name])
+                self._buffers.give(v)
+            else:
+                self._buffers.forget(v)  # handed to the caller: never reused
+                out[name] = v
         return out
 
     def forward(self, x) -> np.ndarray:

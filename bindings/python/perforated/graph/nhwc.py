@@ -6,6 +6,10 @@ once at build, bias and ReLU fused), a perforated conv's compact output is inter
 channels-last outputs, or None where the op (or this form of it) has no channels-last runner: then
 :class:`perforated.graph.GraphModel` runs the NCHW kernel of :mod:`.kernels` on converted inputs.
 ``layouts`` gives each input's layout: "nhwc", "nchw" or "const".
+
+Runners take their output arrays from ``buffers`` (a :class:`Buffers` pool the model keeps across
+calls: a large fresh array costs page faults on every call, 5-10 ms for a 50 MB map) and give back
+arrays they only used inside the call.
 """
 from __future__ import annotations
 
@@ -22,7 +26,33 @@ from .ir import Node, Shape
 from .kernels import c_pool_plan
 from .ops import pool_shape
 
-Run = Callable[[Sequence[np.ndarray]], List[np.ndarray]]
+Run = Callable[[Sequence[np.ndarray], "Buffers"], List[np.ndarray]]
+
+
+class Buffers:
+    """Float32 arrays by shape, reused: :meth:`take` one (a pooled one when there is one), :meth:`give`
+    it back once nothing reads it."""
+
+    def __init__(self) -> None:
+        self._free: dict = {}
+        self._mine: set = set()
+
+    def take(self, shape) -> np.ndarray:
+        shape = tuple(int(d) for d in shape)
+        free = self._free.get(shape)
+        if free:
+            return free.pop()
+        a = np.empty(shape, np.float32)
+        self._mine.add(id(a))
+        return a
+
+    def give(self, a: np.ndarray) -> None:
+        if id(a) in self._mine:
+            self._free.setdefault(a.shape, []).append(a)
+
+    def forget(self, a: np.ndarray) -> None:
+        """`a` leaves the pool for good (handed to the caller)."""
+        self._mine.discard(id(a))
 
 
 def _conv(node: Node, shapes, consts, mask: Optional[Mask], layouts) -> Optional[Run]:
@@ -38,10 +68,14 @@ def _conv(node: Node, shapes, consts, mask: Optional[Mask], layouts) -> Optional
     packed = plan.pack_nhwc(weight)  # graph weights are constants: packed once, not at every call
     relu, convert = bool(a.get("relu")), layouts[0] == "nchw"
 
-    def run(xs):
+    def run(xs, buffers):
         x = to_nhwc(np.ascontiguousarray(xs[0], np.float32)) if convert else xs[0]
-        y = plan.forward_nhwc(x, packed, bias, relu=relu)
-        return [interpolate_nhwc(y, mask) if mask is not None else y]
+        y = plan.forward_nhwc(x, packed, bias, relu=relu, out=buffers.take(plan.y_shape_nhwc))
+        if mask is None:
+            return [y]
+        full = interpolate_nhwc(y, mask, out=buffers.take((n, mask.shape[0] * mask.shape[1], y.shape[2])))
+        buffers.give(y)
+        return [full]
     run.plan = plan
     return run
 
@@ -58,6 +92,7 @@ def _channel_vector(value: np.ndarray, c: int) -> Optional[np.ndarray]:
 
 
 def _elementwise(fn):
+    """fn(node, out, *inputs) writes into out (a pooled array of the broadcast shape)."""
     def build(node: Node, shapes, consts, mask, layouts) -> Optional[Run]:
         main = [s for s, lay in zip(shapes, layouts) if lay != "const"]
         if not main or any(lay == "nchw" for lay in layouts) or any(tuple(s) != tuple(main[0]) for s in main):
@@ -73,18 +108,27 @@ def _elementwise(fn):
             else:
                 args.append(None)
 
-        def run(xs):
+        relu = bool(node.attrs.get("relu"))
+
+        def run(xs, buffers):
             vals = [x if v is None else v for x, v in zip(xs, args)]
-            return [fn(node, *vals)]
+            main_x = next(x for x, v in zip(xs, args) if v is None)
+            out = buffers.take(main_x.shape)
+            fn(node, out, *vals)
+            if relu:
+                np.maximum(out, 0, out=out)
+            return [out]
         return run
     return build
 
 
-def _sum(node, *xs):
-    out = xs[0] + xs[1] if len(xs) > 1 else xs[0].copy()
+def _sum(node, out, *xs):
+    if len(xs) == 1:
+        np.copyto(out, xs[0])
+        return
+    np.add(xs[0], xs[1], out=out)
     for x in xs[2:]:
         out += x
-    return out
 
 
 def _pool(mode: str):
@@ -98,10 +142,13 @@ def _pool(mode: str):
         oh, ow = pool_shape(node, shapes)[0][2:]
         ph, pw = plan.out_size
 
-        def run(xs):
-            y = plan.forward_nhwc(xs[0])
+        def run(xs, buffers):
+            y = plan.forward_nhwc(xs[0], out=buffers.take((n, ph * pw, c)))
             if (ph, pw) != (oh, ow):
-                y = np.ascontiguousarray(y.reshape(n, ph, pw, c)[:, :oh, :ow]).reshape(n, oh * ow, c)
+                cut = buffers.take((n, oh * ow, c))
+                np.copyto(cut.reshape(n, oh, ow, c), y.reshape(n, ph, pw, c)[:, :oh, :ow])
+                buffers.give(y)
+                y = cut
             return [y]
         return run
     return build
@@ -110,13 +157,16 @@ def _pool(mode: str):
 def _global_avg(node, shapes, consts, mask, layouts) -> Optional[Run]:
     if layouts[0] != "nhwc":
         return None
-    return lambda xs: [xs[0].mean(axis=1, keepdims=True, dtype=np.float32)]
+    return lambda xs, buffers: [xs[0].mean(axis=1, keepdims=True, dtype=np.float32)]
 
 
 def _concat(node, shapes, consts, mask, layouts) -> Optional[Run]:
     if any(lay != "nhwc" for lay in layouts) or node.attrs["axis"] % 4 != 1:
         return None
-    return lambda xs: [np.concatenate(xs, axis=2)]
+    def run(xs, buffers):
+        n, s_ = xs[0].shape[:2]
+        return [np.concatenate(xs, axis=2, out=buffers.take((n, s_, sum(x.shape[2] for x in xs))))]
+    return run
 
 
 def _batchnorm(node, shapes, consts, mask, layouts) -> Optional[Run]:
@@ -126,32 +176,36 @@ def _batchnorm(node, shapes, consts, mask, layouts) -> Optional[Run]:
     mul = scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
     add = (bias - mean * mul).astype(np.float32)
     mul = mul.astype(np.float32)
-    return lambda xs: [xs[0] * mul + add]
+    return lambda xs, buffers: [xs[0] * mul + add]
 
 
 def _lrn(node, shapes, consts, mask, layouts) -> Optional[Run]:
     a = node.attrs
     if layouts[0] != "nhwc" or a["size"] % 2 == 0:
         return None
-    return lambda xs: [lrn_nhwc(xs[0], a["size"], a["alpha"], a["beta"], a["bias"])]
+    return lambda xs, buffers: [lrn_nhwc(xs[0], a["size"], a["alpha"], a["beta"], a["bias"],
+                                          out=buffers.take(xs[0].shape))]
 
 
 def _unary(fn):
     def build(node, shapes, consts, mask, layouts) -> Optional[Run]:
         if layouts[0] != "nhwc":
             return None
-        return lambda xs: [fn(node, xs[0])]
+        return lambda xs, buffers: [fn(node, xs[0], buffers.take(xs[0].shape))]
     return build
 
 
 BUILDERS = {
     "Conv": _conv,
-    "Relu": _unary(lambda node, x: np.maximum(x, 0, dtype=x.dtype)),
-    "Clip": _unary(lambda node, x: np.clip(x, node.attrs.get("min", -np.inf), node.attrs.get("max", np.inf))
-                   .astype(x.dtype, copy=False)),
-    "Dropout": _unary(lambda node, x: x), "Identity": _unary(lambda node, x: x),
-    "Add": _elementwise(lambda node, a, b: a + b), "Sub": _elementwise(lambda node, a, b: a - b),
-    "Mul": _elementwise(lambda node, a, b: a * b), "Div": _elementwise(lambda node, a, b: a / b),
+    "Relu": _unary(lambda node, x, out: np.maximum(x, 0, out=out)),
+    "Clip": _unary(lambda node, x, out: np.clip(x, node.attrs.get("min", -np.inf), node.attrs.get("max", np.inf),
+                                                out=out)),
+    "Dropout": _unary(lambda node, x, out: np.copyto(out, x) or out),
+    "Identity": _unary(lambda node, x, out: np.copyto(out, x) or out),
+    "Add": _elementwise(lambda node, out, a, b: np.add(a, b, out=out)),
+    "Sub": _elementwise(lambda node, out, a, b: np.subtract(a, b, out=out)),
+    "Mul": _elementwise(lambda node, out, a, b: np.multiply(a, b, out=out)),
+    "Div": _elementwise(lambda node, out, a, b: np.divide(a, b, out=out)),
     "Sum": _elementwise(_sum),
     "MaxPool": _pool("max"), "AveragePool": _pool("avg"),
     "GlobalAveragePool": _global_avg, "Concat": _concat,

@@ -1,5 +1,5 @@
 """Rewrites of a graph that keep its outputs: batch normalisation folded into the conv before it, a
-ReLU after a conv fused into it (the conv's ``relu`` attribute)."""
+ReLU after a conv or an elementwise add fused into it (the producer's ``relu`` attribute)."""
 from __future__ import annotations
 
 from typing import Dict, List
@@ -44,8 +44,8 @@ def fold_batchnorm(graph: Graph) -> Graph:
 
 
 def fuse_relu(graph: Graph) -> Graph:
-    """A Relu whose input is a Conv output read by nothing else becomes the conv's epilogue
-    (attribute ``relu``; the conv then writes the Relu's output)."""
+    """A Relu whose input is the output of a Conv, Add or Sum read by nothing else becomes that node's
+    epilogue (attribute ``relu``; the node then writes the Relu's output)."""
     consumers = graph.consumers()
     producers = graph.producers()
     fused: Dict[str, Node] = {}
@@ -54,10 +54,10 @@ def fuse_relu(graph: Graph) -> Graph:
         if r.op != "Relu":
             continue
         conv = producers.get(r.inputs[0])
-        if (conv is None or conv.op != "Conv" or conv.attrs.get("relu") or len(consumers.get(r.inputs[0], [])) != 1
-                or r.inputs[0] in graph.outputs):
+        if (conv is None or conv.op not in ("Conv", "Add", "Sum") or conv.attrs.get("relu")
+                or len(consumers.get(r.inputs[0], [])) != 1 or r.inputs[0] in graph.outputs):
             continue
-        fused[conv.name] = Node(conv.name, "Conv", list(conv.inputs), list(r.outputs), dict(conv.attrs, relu=True))
+        fused[conv.name] = Node(conv.name, conv.op, list(conv.inputs), list(r.outputs), dict(conv.attrs, relu=True))
         dropped.add(r.name)
     if not fused:
         return graph

@@ -10,7 +10,7 @@ fill the rest from the nearest kept one):
   -> Gather(axis 2, nearest map [h*w]) -> Reshape (N, Cout, h, w)
 
 Every other node is written as the ONNX op it came from (batch norms folded and ReLUs fused by the
-graph passes are written as the conv with its folded weights, then Relu).
+graph passes are written as the conv with its folded weights, or the add, then Relu).
 """
 from __future__ import annotations
 
@@ -170,6 +170,10 @@ class _Writer:
             self.add(op, inputs, list(node.outputs), node.name)
         elif op == "Dropout":
             self.add("Identity", list(node.inputs[:1]), list(node.outputs), node.name)
+        elif a.get("relu"):  # an Add or Sum with a ReLU fused by graph.passes.fuse_relu
+            pre = self.tmp(node.name + "/pre_relu")
+            self.add(op, list(node.inputs), [pre], node.name)
+            self.add("Relu", [pre], list(node.outputs), node.name + "/relu")
         else:  # ops without attributes: Relu, Add, Sub, Mul, Div, Sum, MatMul, Identity, global pooling
             self.add(op, list(node.inputs), list(node.outputs), node.name)
 
