@@ -170,7 +170,9 @@ def test_plan_reuse_and_properties(rng):
     plan = P.ConvPlan(2, 4, (13, 17), 6, 3, stride=1, pad=1, mask=mask)
     assert plan.out_size == (13, 17) and plan.count == mask.count
     assert plan.x_shape == (2, 4, 13, 17) and plan.y_shape == (2, 6, mask.count)
-    assert plan.weight_shape == (6, 4, 3, 3) and plan.workspace_bytes >= 0
+    assert plan.weight_shape == (6, 4, 3, 3)
+    # the im2row path gathers the computed positions' receptive fields: at least count x (4*3*3) floats
+    assert plan.path == "im2row" and plan.workspace_bytes >= mask.count * 36 * 4
     assert "ConvPlan" in repr(plan)
     x, w = randn(rng, 2, 4, 13, 17), randn(rng, 6, 4, 3, 3)
     y1 = plan.forward(x, w)

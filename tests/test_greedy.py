@@ -101,10 +101,22 @@ def test_impact_masks_nest_even_where_impact_is_zero(setup):
 
 
 def test_impact_kind_keeps_masks_nested(setup):
+    """Each step thins one layer's impact mask; its computed positions are a subset of the ones it had."""
     s = search(setup, "impact", kinds=("impact",))
-    s.run(2)
-    for name, m in s.masks.items():
-        assert m.count <= Model("nin", 1).output_sizes()[name][0] ** 2
+    before, thinned_again = {}, 0
+    for steps in range(1, 5):
+        s.run(steps)  # runs up to step `steps`
+        assert s.step == steps
+        changed = [name for name, m in s.masks.items()
+                   if name not in before or not np.array_equal(before[name], m.indices)]
+        assert len(changed) == 1  # one layer per step
+        name = changed[0]
+        now = set(s.masks[name].indices.tolist())
+        if name in before:
+            assert now < set(before[name].tolist())
+            thinned_again += 1
+        before = {k: m.indices.copy() for k, m in s.masks.items()}
+    assert thinned_again >= 1  # 4 steps over NIN's 3 perforable convs: one was thinned twice
 
 
 def test_pick_writes_plans(setup):
