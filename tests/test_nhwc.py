@@ -124,6 +124,9 @@ _ISA_SCRIPT = textwrap.dedent("""
         b = rng.standard_normal(w.shape[0]).astype(np.float32)
         y = plan.forward_nhwc(T.to_nhwc(x), w, b, relu=True)
         errs.append(T._rel(y, T._reference(plan, x, w, b, None, True)))
+        res = rng.standard_normal(plan.y_shape_nhwc).astype(np.float32)  # the residual epilogue too
+        y = plan.forward_nhwc(T.to_nhwc(x), w, b, relu=True, residual=res)
+        errs.append(T._rel(y, np.maximum(T._reference(plan, x, w, b, None, False) + res, 0)))
         kernels.add(plan.kernels)
     print(json.dumps({"errs": errs, "kernels": sorted(kernels)}))
 """)
@@ -303,3 +306,23 @@ def test_packed_weights_of_another_geometry_are_refused(rng):
         b.forward_nhwc(np.zeros(b.x_shape_nhwc, np.float32), packed)
     with pytest.raises(ValueError, match="weight"):
         a.pack_nhwc(np.zeros((16, 8, 3, 2), np.float32))
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[f"case{i}" for i in range(len(CONV_CASES))])
+def test_conv_forward_nhwc_adds_a_residual_before_the_relu(rng, case):
+    plan, x, w = _conv_case(rng, case)
+    b = rng.standard_normal(w.shape[0]).astype(np.float32)
+    res = rng.standard_normal(plan.y_shape_nhwc).astype(np.float32)
+    y = plan.forward_nhwc(to_nhwc(x), w, b, relu=True, residual=res)
+    want = np.maximum(_reference(plan, x, w, b, None, False) + res, 0)
+    assert _rel(y, want) < 1e-5
+
+
+def test_residual_must_not_overlap_the_output(rng):
+    plan = P.ConvPlan(1, 4, (5, 5), 8, 3, 1, 1)
+    w = rng.standard_normal(plan.weight_shape).astype(np.float32)
+    y = np.zeros(plan.y_shape_nhwc, np.float32)
+    with pytest.raises(ValueError, match="residual must not overlap out"):
+        plan.forward_nhwc(np.zeros(plan.x_shape_nhwc, np.float32), w, residual=y, out=y)
+    with pytest.raises(ValueError, match="residual"):
+        plan.forward_nhwc(np.zeros(plan.x_shape_nhwc, np.float32), w, residual=np.zeros((1, 25, 7), np.float32))

@@ -374,3 +374,30 @@ def test_repeated_forwards_reuse_buffers_without_aliasing(rng):
     np.testing.assert_array_equal(y1, kept)
     np.testing.assert_array_equal(y2, pon.load(model, plan={"rate": 0.4, "kind": "uniform"}).forward(x2))
     np.testing.assert_array_equal(m.forward(x1), kept)
+
+
+@needs_ort
+@pytest.mark.parametrize("perforate", [False, True])
+def test_residual_add_fuses_into_the_conv_and_matches(rng, perforate):
+    """conv -> (+ shortcut) -> relu: the add becomes the conv's residual input (its output pass adds
+    it), unless the conv is perforated (its output is compact, the add stays)."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1, 1, 1, 1], name="c1"),
+             helper.make_node("Relu", ["h"], ["hr"]),
+             helper.make_node("Conv", ["hr", "w2"], ["c"], pads=[1, 1, 1, 1], name="c2"),
+             helper.make_node("Add", ["c", "x"], ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["y"])]
+    inits = [("w1", rng.standard_normal((4, 4, 3, 3)).astype(np.float32)),
+             ("b1", rng.standard_normal(4).astype(np.float32)),
+             ("w2", rng.standard_normal((4, 4, 3, 3)).astype(np.float32))]
+    model = make_model(nodes, (2, 4, 7, 7), inits=inits)
+    plan = {"layers": {"c2": {"kind": "uniform", "rate": 0.5}}} if perforate else None
+    x = rng.standard_normal((2, 4, 7, 7)).astype(np.float32)
+    for layout in ("nhwc", "nchw"):
+        m = pon.load(model, plan=plan, layout=layout)
+        ops = [n.op for n in m.graph.nodes]
+        assert ops == (["Conv", "Conv", "Add"] if perforate else ["Conv", "Conv"]), ops
+        if perforate:
+            exported_matches_ours(m, x)
+        else:
+            np.testing.assert_allclose(m.forward(x), ort_run(model, x), rtol=1e-5, atol=1e-4)
+            exported_matches_ours(m, x)

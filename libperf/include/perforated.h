@@ -237,13 +237,17 @@ PERF_API perf_status perf_conv_forward_nhwc(const perf_conv_plan *plan, const fl
  * its packing pass, which dominates small maps (a 512 -> 512 3x3 conv on a 7x7 map packs 9.4 MB for
  * 0.23 GFLOP). packed: perf_conv_nhwc_packed_size bytes, 64-byte aligned; it records the geometry and
  * kernel set it was packed for, and the packed forward refuses (INVALID_ARGUMENT) a buffer packed for
- * another. perf_conv_forward_nhwc_packed is perf_conv_forward_nhwc with the weights taken from it. */
+ * another. perf_conv_forward_nhwc_packed is perf_conv_forward_nhwc with the weights taken from it and an
+ * optional residual: y = relu?(conv(x, weight) * scale + bias + residual), residual laid out like y
+ * (a ResNet shortcut fused into the conv's output pass) or NULL; it must not overlap y
+ * (INVALID_ARGUMENT: y holds partial sums while the residual is still to be read). */
 PERF_API perf_status perf_conv_nhwc_packed_size(const perf_conv_plan *plan, size_t *bytes);
 PERF_API perf_status perf_conv_nhwc_pack(const perf_conv_plan *plan, const float *weight, void *packed,
                                          size_t packed_bytes);
 PERF_API perf_status perf_conv_forward_nhwc_packed(const perf_conv_plan *plan, const float *x, const void *packed,
                                                    size_t packed_bytes, const float *scale, const float *bias,
-                                                   int relu, float *y, void *workspace, size_t workspace_bytes);
+                                                   const float *residual, int relu, float *y, void *workspace,
+                                                   size_t workspace_bytes);
 
 /* The micro-kernel set perf_conv_forward_nhwc uses, as a static string: "avx512", "avx2" or "generic".
  * The environment variable PERF_ISA=avx2|generic, read at the first plan, picks a weaker set. */

@@ -83,7 +83,7 @@ perf_status perf_conv_forward_nhwc(const perf_conv_plan *plan, const float *x, c
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
                          "%s: workspace_bytes must be >= %zu (perf_conv_nhwc_workspace_size), got %zu", fn, need,
                          workspace_bytes);
-    perf_cpu_conv_forward_nhwc(plan, x, weight, NULL, scale, bias, relu, y, workspace);
+    perf_cpu_conv_forward_nhwc(plan, x, weight, NULL, scale, bias, NULL, relu, y, workspace);
     return PERF_STATUS_SUCCESS;
 }
 
@@ -145,8 +145,9 @@ perf_status perf_conv_nhwc_pack(const perf_conv_plan *plan, const float *weight,
 }
 
 perf_status perf_conv_forward_nhwc_packed(const perf_conv_plan *plan, const float *x, const void *packed,
-                                          size_t packed_bytes, const float *scale, const float *bias, int relu,
-                                          float *y, void *workspace, size_t workspace_bytes) {
+                                          size_t packed_bytes, const float *scale, const float *bias,
+                                          const float *residual, int relu, float *y, void *workspace,
+                                          size_t workspace_bytes) {
     static const char fn[] = "perf_conv_forward_nhwc_packed";
     PERF_CHECK(check_cpu_plan(fn, plan));
     PERF_CHECK_NOT_NULL(fn, x);
@@ -166,7 +167,13 @@ perf_status perf_conv_forward_nhwc_packed(const perf_conv_plan *plan, const floa
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
                          "%s: workspace_bytes must be >= %zu (perf_conv_nhwc_workspace_size), got %zu", fn, need,
                          workspace_bytes);
-    perf_cpu_conv_forward_nhwc(plan, x, NULL, (const float *)packed + PACKED_HEADER, scale, bias, relu, y,
-                               workspace);
+    if (residual) {
+        const size_t n = (size_t)plan->d.batch * (size_t)plan->count * (size_t)plan->d.out_channels;
+        const uintptr_t r0 = (uintptr_t)residual, y0 = (uintptr_t)y, bytes = n * sizeof(float);
+        if (r0 < y0 + bytes && y0 < r0 + bytes)
+            return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: residual must not overlap y", fn);
+    }
+    perf_cpu_conv_forward_nhwc(plan, x, NULL, (const float *)packed + PACKED_HEADER, scale, bias, residual, relu,
+                               y, workspace);
     return PERF_STATUS_SUCCESS;
 }

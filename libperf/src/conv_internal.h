@@ -57,9 +57,11 @@ void perf_cpu_conv_forward_shift(const perf_conv_plan *p, const float *x, const 
 size_t perf_conv_shift_workspace_floats(const perf_conv_plan *p);
 void perf_cpu_conv_nhwc_setup(perf_conv_plan *p);
 size_t perf_conv_nhwc_workspace_floats(const perf_conv_plan *p);
-/* prepacked: weights packed by perf_cpu_conv_nhwc_pack, or NULL to pack w into the workspace */
+/* prepacked: weights packed by perf_cpu_conv_nhwc_pack, or NULL to pack w into the workspace;
+ * res: a residual laid out like y added before the ReLU, or NULL */
 void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const float *w, const float *prepacked,
-                                const float *scale, const float *bias, int relu, float *y, float *ws);
+                                const float *scale, const float *bias, const float *res, int relu, float *y,
+                                float *ws);
 size_t perf_conv_nhwc_packed_floats(const perf_conv_plan *p);
 void perf_cpu_conv_nhwc_pack(const perf_conv_plan *p, const float *w, float *packed);
 void perf_cpu_conv_backward_data(const perf_conv_plan *p, const float *weight, const float *dy, float *dx,

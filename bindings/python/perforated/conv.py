@@ -190,10 +190,12 @@ class ConvPlan:
 
     def forward_nhwc(self, x: np.ndarray, weight: Union[np.ndarray, "PackedWeights"],
                      bias: Optional[np.ndarray] = None, scale: Optional[np.ndarray] = None, relu: bool = False,
-                     out: Optional[np.ndarray] = None) -> np.ndarray:
-        """``relu?(conv(x, weight) * scale + bias)`` in channels-last layout: x of ``x_shape_nhwc``,
-        returns ``y_shape_nhwc``. ``weight``: the NCHW weight array (packed at this call) or what
-        :meth:`pack_nhwc` returned. ``scale``, ``bias``: ``(Cout,)`` or None. CPU plans only."""
+                     out: Optional[np.ndarray] = None, residual: Optional[np.ndarray] = None) -> np.ndarray:
+        """``relu?(conv(x, weight) * scale + bias + residual)`` in channels-last layout: x of
+        ``x_shape_nhwc``, returns ``y_shape_nhwc``. ``weight``: the NCHW weight array (packed at this
+        call) or what :meth:`pack_nhwc` returned. ``scale``, ``bias``: ``(Cout,)`` or None;
+        ``residual``: ``y_shape_nhwc`` (a shortcut added in the output pass; not overlapping ``out``)
+        or None. CPU plans only."""
         fn = "ConvPlan.forward_nhwc"
         if self.context is not None:
             raise ValueError(f"{fn}: the channels-last forward runs on the CPU; this plan is on {self.device}")
@@ -201,12 +203,18 @@ class ConvPlan:
         packed = weight if isinstance(weight, PackedWeights) else None
         if packed is None:
             self._weight(fn, weight)
+        if residual is not None:
+            check_array(fn, "residual", residual, shape=self.y_shape_nhwc)
+            if packed is None:  # the residual form takes packed weights
+                packed = self.pack_nhwc(weight)
         cout = self._desc.out_channels
         if bias is not None:
             check_array(fn, "bias", bias, shape=(cout,))
         if scale is not None:
             check_array(fn, "scale", scale, shape=(cout,))
         y = output_array(fn, "out", out, self.y_shape_nhwc)
+        if residual is not None and np.shares_memory(residual, y):
+            raise ValueError(f"{fn}: residual must not overlap out")
         with self._lock:
             if not hasattr(self, "_ws_nhwc"):
                 nbytes = ffi.new("size_t *")
@@ -215,7 +223,8 @@ class ConvPlan:
             _, ws, nbytes = self._ws_nhwc
             if packed is not None:
                 check(lib.perf_conv_forward_nhwc_packed(self._ptr, fptr(x), packed.ptr, packed.nbytes, fptr(scale),
-                                                        fptr(bias), 1 if relu else 0, fptr(y), ws, nbytes))
+                                                        fptr(bias), fptr(residual), 1 if relu else 0, fptr(y), ws,
+                                                        nbytes))
             else:
                 check(lib.perf_conv_forward_nhwc(self._ptr, fptr(x), fptr(weight), fptr(scale), fptr(bias),
                                                  1 if relu else 0, fptr(y), ws, nbytes))

@@ -273,7 +273,8 @@ size_t perf_conv_nhwc_packed_floats(const perf_conv_plan *p) { return packed_flo
 void perf_cpu_conv_nhwc_pack(const perf_conv_plan *p, const float *w, float *packed) { pack_weights(p, w, packed); }
 
 void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const float *w, const float *prepacked,
-                                const float *scale, const float *bias, int relu, float *y, float *ws) {
+                                const float *scale, const float *bias, const float *res, int relu, float *y,
+                                float *ws) {
     float *own = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
     const float **ptr_base = (const float **)(own + packed_floats(p));
     const float *packed = prepacked;
@@ -341,6 +342,7 @@ void perf_cpu_conv_forward_nhwc(const perf_conv_plan *p, const float *x, const f
                     a.ntaps = t_hi - t_lo;
                     a.w = w0 + (size_t)t_lo * (size_t)clen * (size_t)nr;
                     a.y = y + (r0 + (size_t)m0) * cout + col;
+                    a.res = res ? res + (r0 + (size_t)m0) * cout + col : NULL;
                     isa->fn[q.nv](&a);
                 }
             }

@@ -10,8 +10,8 @@
  * buffer: x_nhwc[b][position][c0..], or a zero run where the tap falls in the padding); w is the
  * packed weight block [ntaps*clen][NR], 64-byte aligned, zero in the columns past ncols. The
  * accumulators start from zero (first) or from y; after the last block the epilogue applies
- * y = relu?(acc * scale + bias) per column while the tile is still in registers (scale, bias NULL
- * for none). Rows m >= mr are computed from valid pointers but never stored; columns >= ncols are
+ * y = relu?(acc * scale + bias + res) per column while the tile is still in registers (scale, bias,
+ * res NULL for none; res is a residual input laid out like y: a ResNet shortcut added before the ReLU). Rows m >= mr are computed from valid pointers but never stored; columns >= ncols are
  * never read from or written to y, scale or bias.
  */
 #ifndef PERF_CPU_IGEMM_H
@@ -30,6 +30,7 @@ typedef struct perf_igemm_args {
     int ncols;             /* valid columns, 1..NR */
     int first, last, relu;
     const float *scale, *bias; /* at the tile's column 0, or NULL */
+    const float *res;          /* residual at the tile origin (rows ldy apart, like y), or NULL */
 } perf_igemm_args;
 
 typedef void (*perf_igemm_fn)(const perf_igemm_args *args);

@@ -62,6 +62,9 @@ static inline TAVX2 __attribute__((always_inline)) void body(const perf_igemm_ar
 #pragma GCC unroll 8
             for (int m = 0; m < MR; m++) {
                 __m256 r = A->scale ? _mm256_fmadd_ps(acc[m][v], s, b) : _mm256_add_ps(acc[m][v], b);
+                if (A->res && m < mr)
+                    r = _mm256_add_ps(r, ncols >= 8 * (v + 1) ? _mm256_loadu_ps(A->res + m * ldy + 8 * v)
+                                                             : _mm256_maskload_ps(A->res + m * ldy + 8 * v, k));
                 acc[m][v] = A->relu ? _mm256_max_ps(r, _mm256_setzero_ps()) : r;
             }
         }

@@ -68,6 +68,7 @@ static inline T512 __attribute__((always_inline)) void body(const perf_igemm_arg
 #pragma GCC unroll 14
             for (int m = 0; m < MR; m++) {
                 __m512 r = A->scale ? _mm512_fmadd_ps(acc[m][v], s, b) : _mm512_add_ps(acc[m][v], b);
+                if (A->res && m < mr) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(k, A->res + m * ldy + 16 * v));
                 acc[m][v] = A->relu ? _mm512_max_ps(r, _mm512_setzero_ps()) : r;
             }
         }

@@ -30,6 +30,7 @@ static void k_generic(const perf_igemm_args *A) {
             if (A->last) {
                 r = A->scale ? r * A->scale[n] : r;
                 r += A->bias ? A->bias[n] : 0.0f;
+                r += A->res ? A->res[m * A->ldy + n] : 0.0f;
                 r = A->relu && !(r > 0.0f) ? 0.0f : r;
             }
             A->y[m * A->ldy + n] = r;

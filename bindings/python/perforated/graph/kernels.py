@@ -33,13 +33,17 @@ def _conv(node: Node, shapes: Sequence[Shape], consts: Mapping[str, np.ndarray],
     pad = (pt, pl) if symmetric else (0, 0)
     size = (h, w) if symmetric else (h + pt + pb, w + pl + pr)
     plan = ConvPlan(n, c, size, weight.shape[0], a["kernel"], a["strides"], pad, a["group"], mask=mask)
-    relu = bool(a.get("relu"))
+    relu, residual = bool(a.get("relu")), len(node.inputs) > 3
 
     def run(xs):
         x = xs[0]
         if not symmetric:  # asymmetric padding: an explicit zero border, then an unpadded conv
             x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
         y = plan.forward(np.ascontiguousarray(x, np.float32), weight, bias)
+        if residual:
+            y = interpolate(y, mask) if mask is not None else y
+            y += xs[3]
+            return [np.maximum(y, 0, out=y) if relu else y]
         if relu:
             np.maximum(y, 0, out=y)
         return [interpolate(y, mask) if mask is not None else y]

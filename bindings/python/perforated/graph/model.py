@@ -17,7 +17,7 @@ from .ir import Graph, GraphError, Node
 from .kernels import build
 from .nhwc import Buffers, build as build_nhwc
 from .ops import conv_macs, conv_nodes, infer_shapes
-from .passes import fold_batchnorm, fuse_relu
+from .passes import fold_batchnorm, fuse_relu, fuse_residual
 
 PlanLike = Union[None, PerforationPlan, str, Path, Mapping]
 
@@ -98,6 +98,8 @@ class GraphModel:
         self.perforable = perforable(graph, self.shapes)
         self.plan_layers = _plan_layers(plan, self.perforable)
         self.masks = _masks(self.plan_layers, graph, self.shapes)
+        self.graph = graph = fuse_residual(graph, self.shapes, set(self.masks))
+        self.shapes = infer_shapes(graph)
         consts = graph.constants
         self.layouts: Dict[str, str] = {name: "nchw" for name in graph.inputs}
         self._buffers = Buffers()  # channels-last arrays reused from call to call

@@ -67,10 +67,17 @@ def _conv(node: Node, shapes, consts, mask: Optional[Mask], layouts) -> Optional
     plan = ConvPlan(n, c, (h, w), weight.shape[0], a["kernel"], a["strides"], (pt, pl), a["group"], mask=mask)
     packed = plan.pack_nhwc(weight)  # graph weights are constants: packed once, not at every call
     relu, convert = bool(a.get("relu")), layouts[0] == "nchw"
+    residual = len(node.inputs) > 3
+    if residual and mask is not None:
+        return None  # a compact output cannot take a full-map residual
+    convert_res = residual and layouts[3] == "nchw"
 
     def run(xs, buffers):
         x = to_nhwc(np.ascontiguousarray(xs[0], np.float32)) if convert else xs[0]
-        y = plan.forward_nhwc(x, packed, bias, relu=relu, out=buffers.take(plan.y_shape_nhwc))
+        res = None
+        if residual:
+            res = to_nhwc(np.ascontiguousarray(xs[3], np.float32)) if convert_res else xs[3]
+        y = plan.forward_nhwc(x, packed, bias, relu=relu, out=buffers.take(plan.y_shape_nhwc), residual=res)
         if mask is None:
             return [y]
         full = interpolate_nhwc(y, mask, out=buffers.take((n, mask.shape[0] * mask.shape[1], y.shape[2])))

@@ -3,7 +3,8 @@ inference of a graph: :func:`infer_shapes`). How each op runs is in :mod:`perfor
 
 Attributes (NCHW tensors; pairs are (h, w); pads are (top, left, bottom, right)):
 
-  Conv                kernel, strides, pads, dilations, group; inputs x, W [, B] (W, B constants)
+  Conv                kernel, strides, pads, dilations, group [, relu]; inputs x, W [, B [, residual]]
+                      (W, B constants; a residual of the output's shape is added before the ReLU)
   MaxPool, AveragePool  kernel, strides, pads, ceil_mode (0/1); AveragePool: count_include_pad (0/1)
   GlobalAveragePool, GlobalMaxPool
   BatchNormalization  epsilon; inputs x, scale, B, mean, var (constants)
@@ -66,7 +67,10 @@ def conv_shape(node: Node, shapes: Sequence[Shape]) -> List[Shape]:
     if len(shapes) > 2 and tuple(shapes[2]) != (wshape[0],):
         raise node.fail(f"bias shape {tuple(shapes[2])} must be ({wshape[0]},)")
     (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = a["kernel"], a["strides"], a["pads"], a["dilations"]
-    return [(n, wshape[0], _spatial_out(node, h, kh, sh, pt, pb, dh), _spatial_out(node, w, kw, sw, pl, pr, dw))]
+    out = (n, wshape[0], _spatial_out(node, h, kh, sh, pt, pb, dh), _spatial_out(node, w, kw, sw, pl, pr, dw))
+    if len(shapes) > 3 and tuple(shapes[3]) != out:
+        raise node.fail(f"residual shape {tuple(shapes[3])} must be the output's {out}")
+    return [out]
 
 
 def pool_shape(node: Node, shapes: Sequence[Shape]) -> List[Shape]:

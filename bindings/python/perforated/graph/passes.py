@@ -1,5 +1,6 @@
 """Rewrites of a graph that keep its outputs: batch normalisation folded into the conv before it, a
-ReLU after a conv or an elementwise add fused into it (the producer's ``relu`` attribute)."""
+ReLU after a conv or an elementwise add fused into it (the producer's ``relu`` attribute), and a
+residual add fused into the conv that feeds it (the conv's fourth input)."""
 from __future__ import annotations
 
 from typing import Dict, List
@@ -63,3 +64,41 @@ def fuse_relu(graph: Graph) -> Graph:
         return graph
     nodes = [fused.get(n.name, n) for n in graph.nodes if n.name not in dropped]
     return Graph(dict(graph.inputs), list(graph.outputs), nodes, graph.constants, graph.name)
+
+
+def fuse_residual(graph: Graph, shapes: Dict[str, tuple], skip: set) -> Graph:
+    """An Add (or two-input Sum) of a Conv output read by nothing else and another value of the same
+    shape becomes that conv with the other value as its residual input (fourth input; the conv's output
+    pass adds it before the ReLU the add carried). Convs named in `skip` (perforated ones, whose output
+    is compact) keep their add."""
+    consumers = graph.consumers()
+    producers = graph.producers()
+    consts: Dict[str, np.ndarray] = dict(graph.constants)
+    fused: Dict[str, Node] = {}
+    dropped = set()
+    for add in graph.nodes:
+        if add.op not in ("Add", "Sum") or len(add.inputs) != 2 or add.inputs[0] == add.inputs[1]:
+            continue
+        for k in (0, 1):
+            src, other = add.inputs[k], add.inputs[1 - k]
+            conv = producers.get(src)
+            if (conv is None or conv.op != "Conv" or conv.name in skip or conv.name in fused
+                    or conv.attrs.get("relu") or len(conv.inputs) > 3 or other in consts
+                    or len(consumers.get(src, [])) != 1 or src in graph.outputs
+                    or tuple(shapes[src]) != tuple(shapes[other])):
+                continue
+            inputs = list(conv.inputs[:3])
+            if len(inputs) < 3 or not inputs[2]:
+                bias = conv.name + "/zero_bias"
+                consts[bias] = np.zeros(shapes[src][1], np.float32)
+                inputs = inputs[:2] + [bias]
+            fused[conv.name] = Node(conv.name, "Conv", inputs + [other], list(add.outputs),
+                                    dict(conv.attrs, relu=bool(add.attrs.get("relu"))))
+            dropped.add(add.name)
+            break
+    if not fused:
+        return graph
+    nodes = [fused.get(n.name, n) for n in graph.nodes if n.name not in dropped]
+    used = {i for n in nodes for i in n.inputs}
+    return Graph(dict(graph.inputs), list(graph.outputs), nodes, {k: v for k, v in consts.items() if k in used},
+                 graph.name)

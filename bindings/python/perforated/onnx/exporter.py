@@ -54,14 +54,18 @@ class _Writer:
         a = node.attrs
         mask = self.model.masks.get(node.name)
         out = node.outputs[0]
-        relu = bool(a.get("relu"))
-        conv_out = self.tmp(node.name + "/pre_relu") if relu else out
+        relu, residual = bool(a.get("relu")), len(node.inputs) > 3
+        conv_out = self.tmp(node.name + "/pre_add") if (relu or residual) else out
         if mask is None:
-            self.add("Conv", list(node.inputs), [conv_out], node.name, kernel_shape=list(a["kernel"]),
+            self.add("Conv", list(node.inputs[:3]), [conv_out], node.name, kernel_shape=list(a["kernel"]),
                      strides=list(a["strides"]), pads=list(a["pads"]), dilations=list(a["dilations"]),
                      group=int(a["group"]))
         else:
             self.perforated_conv(node, mask, conv_out)
+        if residual:  # a shortcut fused by graph.passes.fuse_residual
+            summed = self.tmp(node.name + "/pre_relu") if relu else out
+            self.add("Add", [conv_out, node.inputs[3]], [summed], node.name + "/residual")
+            conv_out = summed
         if relu:
             self.add("Relu", [conv_out], [out], node.name + "/relu")
 
