@@ -63,26 +63,31 @@ perf_status perf_conv_backward_filter(const perf_conv_plan *plan, const float *x
     return PERF_STATUS_SUCCESS;
 }
 
-perf_status perf_conv_forward_nhwc(const perf_conv_plan *plan, const float *x, const float *weight,
-                                   const float *scale, const float *bias, int relu, float *y, void *workspace,
-                                   size_t workspace_bytes) {
-    static const char fn[] = "perf_conv_forward_nhwc";
-    PERF_CHECK_NOT_NULL(fn, plan);
+static perf_status check_cpu_plan(const char *fn, const perf_conv_plan *plan);
+
+/* The checks both channels-last forwards share: plan on the CPU, x, y, relu, workspace. */
+static perf_status check_nhwc_call(const char *fn, const perf_conv_plan *plan, const float *x, const float *y,
+                                   int relu, const void *workspace, size_t workspace_bytes) {
+    PERF_CHECK(check_cpu_plan(fn, plan));
     PERF_CHECK_NOT_NULL(fn, x);
-    PERF_CHECK_NOT_NULL(fn, weight);
     PERF_CHECK_NOT_NULL(fn, y);
     PERF_CHECK_NOT_NULL(fn, workspace);
     if (relu != 0 && relu != 1)
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: relu must be 0 or 1, got %d", fn, relu);
-    if (plan->ctx)
-        return perf_fail(PERF_STATUS_UNSUPPORTED,
-                         "%s: the channels-last forward runs on the CPU only; this plan was made for a CUDA "
-                         "context (use perf_conv_forward)", fn);
     size_t need = perf_conv_nhwc_workspace_floats(plan) * sizeof(float);
     if (workspace_bytes < need)
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
                          "%s: workspace_bytes must be >= %zu (perf_conv_nhwc_workspace_size), got %zu", fn, need,
                          workspace_bytes);
+    return PERF_STATUS_SUCCESS;
+}
+
+perf_status perf_conv_forward_nhwc(const perf_conv_plan *plan, const float *x, const float *weight,
+                                   const float *scale, const float *bias, int relu, float *y, void *workspace,
+                                   size_t workspace_bytes) {
+    static const char fn[] = "perf_conv_forward_nhwc";
+    PERF_CHECK(check_nhwc_call(fn, plan, x, y, relu, workspace, workspace_bytes));
+    PERF_CHECK_NOT_NULL(fn, weight);
     perf_cpu_conv_forward_nhwc(plan, x, weight, NULL, scale, bias, NULL, relu, y, workspace);
     return PERF_STATUS_SUCCESS;
 }
@@ -149,24 +154,14 @@ perf_status perf_conv_forward_nhwc_packed(const perf_conv_plan *plan, const floa
                                           const float *residual, int relu, float *y, void *workspace,
                                           size_t workspace_bytes) {
     static const char fn[] = "perf_conv_forward_nhwc_packed";
-    PERF_CHECK(check_cpu_plan(fn, plan));
-    PERF_CHECK_NOT_NULL(fn, x);
-    PERF_CHECK_NOT_NULL(fn, y);
-    PERF_CHECK_NOT_NULL(fn, workspace);
+    PERF_CHECK(check_nhwc_call(fn, plan, x, y, relu, workspace, workspace_bytes));
     PERF_CHECK(check_packed_buffer(fn, plan, packed, packed_bytes));
-    if (relu != 0 && relu != 1)
-        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: relu must be 0 or 1, got %d", fn, relu);
     int32_t want[PACKED_HEADER];
     packed_header(plan, want);
     if (memcmp(want, packed, sizeof want) != 0)
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
                          "%s: packed was not made by perf_conv_nhwc_pack for a plan of this geometry and "
                          "kernel set", fn);
-    size_t need = perf_conv_nhwc_workspace_floats(plan) * sizeof(float);
-    if (workspace_bytes < need)
-        return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
-                         "%s: workspace_bytes must be >= %zu (perf_conv_nhwc_workspace_size), got %zu", fn, need,
-                         workspace_bytes);
     if (residual) {
         const size_t n = (size_t)plan->d.batch * (size_t)plan->count * (size_t)plan->d.out_channels;
         const uintptr_t r0 = (uintptr_t)residual, y0 = (uintptr_t)y, bytes = n * sizeof(float);

@@ -9,6 +9,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .. import batchnorm as BN
 from ..conv import ConvPlan
 from ..interp import interpolate
 from ..layers import lrn
@@ -123,12 +124,16 @@ def _global_pool(mode: str):
     return build
 
 
+def bn_affine(node: Node, consts: Mapping[str, np.ndarray]):
+    """(scale, shift) float32 of a BatchNormalization node: y = x * scale + shift per channel."""
+    gamma, beta, mean, var = (consts[i] for i in node.inputs[1:5])
+    return BN.affine(gamma, beta, mean, var, np.zeros_like(np.asarray(mean)), node.attrs.get("epsilon", 1e-5))
+
+
 def _batchnorm(node: Node, shapes, consts, mask) -> Run:
-    scale, bias, mean, var = (np.asarray(consts[i], np.float64) for i in node.inputs[1:5])
-    mul = scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
-    add = bias - mean * mul
+    mul, add = bn_affine(node, consts)
     shape = (1, -1) + (1,) * (len(shapes[0]) - 2)
-    mul, add = mul.astype(np.float32).reshape(shape), add.astype(np.float32).reshape(shape)
+    mul, add = mul.reshape(shape), add.reshape(shape)
     return lambda xs: [xs[0] * mul + add]
 
 

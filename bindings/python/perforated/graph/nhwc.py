@@ -23,7 +23,7 @@ from ..layers import lrn_nhwc
 from ..layout import to_nhwc
 from ..masks import Mask
 from .ir import Node, Shape
-from .kernels import c_pool_plan
+from .kernels import bn_affine, c_pool_plan
 from .ops import pool_shape
 
 Run = Callable[[Sequence[np.ndarray], "Buffers"], List[np.ndarray]]
@@ -179,10 +179,7 @@ def _concat(node, shapes, consts, mask, layouts) -> Optional[Run]:
 def _batchnorm(node, shapes, consts, mask, layouts) -> Optional[Run]:
     if layouts[0] != "nhwc":
         return None
-    scale, bias, mean, var = (np.asarray(consts[i], np.float64) for i in node.inputs[1:5])
-    mul = scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
-    add = (bias - mean * mul).astype(np.float32)
-    mul = mul.astype(np.float32)
+    mul, add = bn_affine(node, consts)
     return lambda xs, buffers: [xs[0] * mul + add]
 
 

@@ -7,6 +7,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from .. import batchnorm as BN
 from .ir import Graph, Node
 
 
@@ -26,14 +27,14 @@ def fold_batchnorm(graph: Graph) -> Graph:
         if (conv is None or conv.op != "Conv" or conv.name in folded or len(consumers.get(bn.inputs[0], [])) != 1
                 or bn.inputs[0] in graph.outputs):
             continue
-        scale, beta, mean, var = (np.asarray(consts[i], np.float64) for i in bn.inputs[1:5])
-        s = scale / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
         w = np.asarray(consts[conv.inputs[1]], np.float64)
         has_bias = len(conv.inputs) > 2 and conv.inputs[2]
-        b = np.asarray(consts[conv.inputs[2]], np.float64) if has_bias else np.zeros(w.shape[0])
+        b = np.asarray(consts[conv.inputs[2]]) if has_bias else np.zeros(w.shape[0], np.float32)
+        gamma, beta, mean, var = (consts[i] for i in bn.inputs[1:5])
+        s, shift = BN.affine(gamma, beta, mean, var, b, bn.attrs.get("epsilon", 1e-5))
         wname, bname = conv.name + "/folded_W", conv.name + "/folded_B"
         consts[wname] = (w * s[:, None, None, None]).astype(np.float32)
-        consts[bname] = ((b - mean) * s + beta).astype(np.float32)
+        consts[bname] = shift
         folded[conv.name] = Node(conv.name, "Conv", [conv.inputs[0], wname, bname], list(bn.outputs), dict(conv.attrs))
         dropped.add(bn.name)
     if not folded:
