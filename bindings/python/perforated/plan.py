@@ -13,9 +13,10 @@ or carry explicit ``indices``. Layers absent from ``layers`` are not perforated.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -93,19 +94,13 @@ class PerforationPlan:
         rows = NETWORKS[self.network]["layers"]()
         masks: Dict[str, Mask] = {}
         for name, spec in self.layers.items():
-            if spec["rate"] <= 0 and spec["kind"] != "indices":
-                continue
             size = tuple(out_sizes[name])
             kind = spec["kind"]
-            if kind == "indices":
-                masks[name] = Mask.from_indices(size, np.asarray(spec["indices"]), seed=spec["seed"])
-            elif kind == "pooling":
-                masks[name] = make_mask("pooling", size, spec["rate"], spec["seed"], pool=pool_window(rows, name, size))
-            elif kind == "impact":
-                masks[name] = make_mask("impact", size, spec["rate"], spec["seed"],
-                                        scores=self._scores(name, spec))
-            else:
-                masks[name] = make_mask(kind, size, spec["rate"], spec["seed"])
+            mask = spec_mask(name, spec, size,
+                             pool=pool_window(rows, name, size) if kind == "pooling" else None,
+                             scores=self._scores(name, spec) if kind == "impact" and spec["rate"] > 0 else None)
+            if mask is not None:
+                masks[name] = mask
         return masks
 
     def _scores(self, name: str, spec: dict) -> np.ndarray:
@@ -122,6 +117,64 @@ class PerforationPlan:
 
     def __repr__(self) -> str:
         return f"PerforationPlan({self.network!r}, {self.layers!r})"
+
+
+def spec_mask(name: str, spec: Mapping, size: Sequence[int], *, pool: Optional[Sequence] = None,
+              scores: Optional[np.ndarray] = None) -> Optional[Mask]:
+    """The mask of one checked plan entry (``{"kind", "rate", "seed"[, "indices"]}``) over an ``(h, w)``
+    output map, or ``None`` when the entry does not perforate (rate 0). "pooling" needs ``pool`` (the
+    next pooling's window), "impact" needs ``scores``; an error names the layer when they are missing."""
+    size = (int(size[0]), int(size[1]))
+    kind = spec["kind"]
+    if kind == "indices":
+        return Mask.from_indices(size, np.asarray(spec["indices"]), seed=spec["seed"])
+    if spec["rate"] <= 0:
+        return None
+    if kind == "pooling" and pool is None:
+        raise ValueError(f"plan: layers.{name} is a 'pooling' mask but no pooling window follows it here; "
+                         f"use 'uniform', 'grid', 'impact' or 'indices'")
+    if kind == "impact" and scores is None:
+        raise ValueError(f"plan: layers.{name} is an 'impact' mask but no score map was given for it")
+    return make_mask(kind, size, spec["rate"], spec["seed"], pool=pool, scores=scores)
+
+
+def plan_layers(plan: Union[None, "PerforationPlan", str, os.PathLike, Mapping], names: List[str],
+                what: str = "perforable convolution") -> Dict[str, dict]:
+    """Checked ``{name: spec}`` of a plan given as a PerforationPlan, a plan file's path, a
+    ``{"layers": {name: spec}}`` dict, or ``{"rate": r, "kind": k, "seed": s}`` for every name in `names`
+    (seed + i for the i-th). Every named layer must be one of `names` (else an error names it)."""
+    if plan is None:
+        return {}
+    if isinstance(plan, PerforationPlan):
+        layers = plan.layers
+    else:
+        if isinstance(plan, (str, os.PathLike)):
+            with open(plan) as f:
+                plan = json.load(f)
+        if not isinstance(plan, Mapping):
+            raise TypeError(f"plan must be a PerforationPlan, a plan file's path or a dict, got {type(plan).__name__}")
+        if "layers" in plan:
+            layers = plan["layers"]
+            if not isinstance(layers, Mapping):
+                raise TypeError(f"plan: 'layers' must map names to specs, got {type(layers).__name__}")
+        elif "rate" in plan:
+            extra = set(plan) - {"rate", "kind", "seed"}
+            if extra:
+                raise ValueError(f"plan: unknown keys {sorted(extra)}; a uniform plan takes rate, kind, seed")
+            kind, seed = plan.get("kind", "uniform"), int(plan.get("seed", 0))
+            layers = {name: {"kind": kind, "rate": plan["rate"], "seed": seed + i} for i, name in enumerate(names)}
+        else:
+            raise ValueError("plan: a dict plan needs 'layers' ({name: spec}) or 'rate' (the same rate everywhere)")
+    out = {}
+    for name, spec in layers.items():
+        if name not in names:
+            raise ValueError(f"plan: {name!r} is not a {what} here; "
+                             f"candidates: {names[:8]}{'...' if len(names) > 8 else ''}")
+        if not isinstance(spec, Mapping):
+            raise TypeError(f"plan: layers.{name} must be a dict like {{'kind': 'uniform', 'rate': 0.5}}, "
+                            f"got {type(spec).__name__}")
+        out[name] = PerforationPlan._check_spec(name, dict(spec))
+    return out
 
 
 def layer_masks(network: str, kind: str, rate: float, layers: Optional[Iterable[str]] = None,

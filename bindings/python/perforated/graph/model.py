@@ -3,7 +3,6 @@ planned once for a batch size. ``GraphModel(graph, batch, plan).forward(x)`` ret
 first output as a numpy array."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
@@ -11,8 +10,8 @@ from typing import Dict, List, Mapping, Optional, Union
 import numpy as np
 
 from ..layout import to_nchw
-from ..masks import Mask, make_mask
-from ..plan import PerforationPlan
+from ..masks import Mask
+from ..plan import PerforationPlan, plan_layers, spec_mask
 from .ir import Graph, GraphError, Node
 from .kernels import build
 from .nhwc import Buffers, build as build_nhwc
@@ -27,50 +26,15 @@ def perforable(graph: Graph, shapes: Mapping[str, tuple]) -> List[str]:
     return [n.name for n in conv_nodes(graph) if shapes[n.outputs[0]][2] * shapes[n.outputs[0]][3] > 1]
 
 
-def _plan_layers(plan: PlanLike, names: List[str]) -> Dict[str, dict]:
-    """{conv node: spec} from a PerforationPlan, a plan JSON path, a ``{"layers": {...}}`` dict, or
-    ``{"rate": r, "kind": k, "seed": s}`` for every perforable conv (seed + i for the i-th)."""
-    if plan is None:
-        return {}
-    if isinstance(plan, PerforationPlan):
-        layers = plan.layers
-    else:
-        if isinstance(plan, (str, Path)):
-            with open(plan) as f:
-                plan = json.load(f)
-        if not isinstance(plan, Mapping):
-            raise TypeError(f"plan must be a PerforationPlan, a plan file's path or a dict, got {type(plan).__name__}")
-        if "layers" in plan:
-            layers = plan["layers"]
-        elif "rate" in plan:
-            extra = set(plan) - {"rate", "kind", "seed"}
-            if extra:
-                raise ValueError(f"plan: unknown keys {sorted(extra)}; a uniform plan takes rate, kind, seed")
-            kind, seed = plan.get("kind", "uniform"), int(plan.get("seed", 0))
-            layers = {name: {"kind": kind, "rate": plan["rate"], "seed": seed + i} for i, name in enumerate(names)}
-        else:
-            raise ValueError("plan: a dict plan needs 'layers' ({node: spec}) or 'rate' (the same rate everywhere)")
-    out = {}
-    for name, spec in layers.items():
-        if name not in names:
-            raise ValueError(f"plan: {name!r} is not a perforable Conv node of this graph; "
-                             f"perforable: {names[:8]}{'...' if len(names) > 8 else ''}")
-        out[name] = PerforationPlan._check_spec(name, dict(spec))
-    return out
-
-
 def _masks(layers: Mapping[str, dict], graph: Graph, shapes: Mapping[str, tuple]) -> Dict[str, Mask]:
     masks = {}
     for name, spec in layers.items():
-        size = tuple(shapes[graph.node(name).outputs[0]][2:])
-        if spec["kind"] == "indices":
-            masks[name] = Mask.from_indices(size, np.asarray(spec["indices"]), seed=spec["seed"])
-        elif spec["kind"] in ("uniform", "grid"):
-            if spec["rate"] > 0:
-                masks[name] = make_mask(spec["kind"], size, spec["rate"], spec["seed"])
-        else:
+        if spec["kind"] not in ("uniform", "grid", "indices"):
             raise ValueError(f"plan: layers.{name}.kind {spec['kind']!r} is not available for imported graphs "
                              f"yet; use 'uniform', 'grid' or 'indices'")
+        mask = spec_mask(name, spec, shapes[graph.node(name).outputs[0]][2:])
+        if mask is not None:
+            masks[name] = mask
     return masks
 
 
@@ -96,7 +60,7 @@ class GraphModel:
         self.batch = next(iter(graph.inputs.values()))[0]
         self.shapes = infer_shapes(graph)
         self.perforable = perforable(graph, self.shapes)
-        self.plan_layers = _plan_layers(plan, self.perforable)
+        self.plan_layers = plan_layers(plan, self.perforable, "perforable Conv node of this graph")
         self.masks = _masks(self.plan_layers, graph, self.shapes)
         self.graph = graph = fuse_residual(graph, self.shapes, set(self.masks))
         self.shapes = infer_shapes(graph)
