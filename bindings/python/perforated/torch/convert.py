@@ -108,6 +108,7 @@ def perforate(model: nn.Module, plan: PlanLike, example_input: Any = None,
     uniform = isinstance(plan, Mapping) and "rate" in plan
     candidates = [n for n in convs if not (uniform and n in sizes and sizes[n][0] * sizes[n][1] <= 1)]
     layers = plan_layers(plan, candidates, "Conv2d module of this model")
+    replacements: Dict[str, PerforatedConv2d] = {}
     for name, spec in layers.items():
         conv = modules[name]
         if isinstance(conv, PerforatedConv2d):
@@ -122,9 +123,11 @@ def perforate(model: nn.Module, plan: PlanLike, example_input: Any = None,
         else:
             perforation = {"rate": spec["rate"], "kind": spec["kind"], "seed": spec["seed"]}
         new = PerforatedConv2d.from_conv(conv, implementation=implementation, **perforation)
-        _set_module(model, name, new)
         if name in sizes:
             new.mask_for(sizes[name])  # made now; an explicit mask of another size is refused here
+        replacements[name] = new
+    for name, new in replacements.items():  # all or nothing: the model changes only once all are made
+        _set_module(model, name, new)
     return model
 
 

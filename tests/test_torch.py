@@ -1,0 +1,290 @@
+"""perforated.torch: the functional form (C and pure paths), PerforatedConv2d, perforate on torchvision
+models, state dicts, ONNX export through torch.onnx, and fine-tuning with DDP (two processes)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+if "libasan" in os.environ.get("LD_PRELOAD", ""):
+    pytest.skip("torch is not run under the AddressSanitizer pass (its own allocator and threads)",
+                allow_module_level=True)
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+from perforated import Mask, make_mask  # noqa: E402
+from perforated.torch import (PerforatedConv2d, perforate, perforated_conv2d, plan_of, strip_masks,  # noqa: E402
+                              uniform_plan, unperforate)
+
+
+def _reference(x, w, b, stride, padding, dilation, groups, mask):
+    """Dense F.conv2d, then each position replaced by its nearest computed position (the definition)."""
+    y = F.conv2d(x, w, b, stride, padding, dilation, groups)
+    n, c, oh, ow = y.shape
+    src = torch.as_tensor(mask.indices.astype(np.int64))[torch.as_tensor(mask.nearest.astype(np.int64))]
+    return y.reshape(n, c, oh * ow)[:, :, src].reshape(n, c, oh, ow)
+
+
+GEOMETRIES = [  # (C, Cout, H, W, k, stride, padding, dilation, groups)
+    (3, 4, 9, 11, 3, 1, 1, 1, 1),
+    (4, 6, 12, 10, 3, 2, 1, 1, 2),
+    (4, 4, 8, 8, 3, 1, 1, 1, 4),       # depthwise
+    (5, 3, 10, 9, (3, 1), (2, 1), (1, 0), 1, 1),
+    (3, 4, 11, 11, 3, 1, 2, 2, 1),     # dilation: pure path under "auto"
+    (2, 3, 8, 8, 1, 1, 0, 1, 1),       # 1x1
+]
+
+
+def _args(geom, dtype, seed=0):
+    c, o, h, w, k, s, p, d, g = geom
+    gen = torch.Generator().manual_seed(seed)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = torch.randn(2, c, h, w, generator=gen, dtype=dtype)
+    wt = torch.randn(o, c // g, kh, kw, generator=gen, dtype=dtype)
+    b = torch.randn(o, generator=gen, dtype=dtype)
+    from perforated.torch import conv_output_size
+    mask = make_mask("uniform", conv_output_size((h, w), (kh, kw), s, p, d), 0.5, seed)
+    return x, wt, b, dict(stride=s, padding=p, dilation=d, groups=g, mask=mask)
+
+
+@pytest.mark.parametrize("geom", GEOMETRIES)
+def test_pure_path_gradcheck_float64(geom):
+    x, w, b, kw = _args(geom, torch.float64)
+    x.requires_grad_(), w.requires_grad_(), b.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, w, b: perforated_conv2d(x, w, b, **kw, implementation="torch"),
+                                    (x, w, b))
+    ref = _reference(x, w, b, kw["stride"], kw["padding"], kw["dilation"], kw["groups"], kw["mask"])
+    torch.testing.assert_close(perforated_conv2d(x, w, b, **kw), ref)
+
+
+@pytest.mark.parametrize("geom", [g for g in GEOMETRIES if g[7] == 1])
+def test_c_path_matches_pure_path_float32(geom):
+    x, w, b, kw = _args(geom, torch.float32, seed=1)
+    outs = {}
+    for impl in ("c", "torch"):
+        xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+        y = perforated_conv2d(xs, ws, bs, **kw, implementation=impl)
+        y.backward(torch.linspace(-1, 1, y.numel()).reshape(y.shape))
+        outs[impl] = (y.detach(), xs.grad, ws.grad, bs.grad)
+    assert type(perforated_conv2d(x, w.requires_grad_(), b, **kw).grad_fn).__name__ == "_PerforatedConvCBackward"
+    for a, r in zip(outs["c"], outs["torch"]):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)
+
+
+def test_c_path_takes_non_contiguous_and_channels_last_inputs():
+    x, w, b, kw = _args(GEOMETRIES[0], torch.float32, seed=2)
+    ref = perforated_conv2d(x, w, b, **kw, implementation="torch")
+    for xin in (x.to(memory_format=torch.channels_last), torch.stack([x, x], -1)[..., 0]):
+        assert not xin.is_contiguous() and torch.equal(xin, x)
+        torch.testing.assert_close(perforated_conv2d(xin, w, b, **kw, implementation="c"), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_full_mask_and_no_mask_equal_dense_conv():
+    x, w, b, kw = _args(GEOMETRIES[1], torch.float32)
+    dense = F.conv2d(x, w, b, kw["stride"], kw["padding"], 1, kw["groups"])
+    full = Mask.from_indices(tuple(dense.shape[2:]), np.arange(dense.shape[2] * dense.shape[3]))
+    for impl in ("c", "torch"):
+        got = perforated_conv2d(x, w, b, kw["stride"], kw["padding"], 1, kw["groups"], full, implementation=impl)
+        torch.testing.assert_close(got, dense, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(perforated_conv2d(x, w, b, kw["stride"], kw["padding"], 1, kw["groups"]), dense)
+
+
+def test_same_padding_with_even_kernel():
+    gen = torch.Generator().manual_seed(4)
+    x, w = torch.randn(1, 2, 7, 6, generator=gen), torch.randn(3, 2, 2, 4, generator=gen)
+    mask = make_mask("grid", (7, 6), 0.5, 0)
+    ref = _reference(x, w, None, 1, "same", 1, 1, mask)
+    for impl in ("c", "torch"):
+        torch.testing.assert_close(perforated_conv2d(x, w, None, 1, "same", mask=mask, implementation=impl), ref,
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_bad_input_errors_name_the_argument():
+    x, w, b, kw = _args(GEOMETRIES[0], torch.float32)
+    wrong = make_mask("uniform", (3, 3), 0.5, 0)
+    with pytest.raises(ValueError, match="mask must have the output size"):
+        perforated_conv2d(x, w, b, 1, 1, mask=wrong)
+    with pytest.raises(ValueError, match="implementation='c' cannot run: x is torch.float64"):
+        perforated_conv2d(x.double(), w.double(), b.double(), 1, 1, mask=kw["mask"], implementation="c")
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        perforated_conv2d(x, w, b, 1, 1, mask=kw["mask"], implementation="fast")
+    with pytest.raises(TypeError, match="mask must be a perforated.Mask"):
+        perforated_conv2d(x, w, b, 1, 1, mask=np.ones((9, 11)))
+    with pytest.raises(ValueError, match="weight must have C/groups"):
+        perforated_conv2d(x, w[:, :2], b, 1, 1, mask=kw["mask"])
+    with pytest.raises(ValueError, match="bias must have shape"):
+        perforated_conv2d(x, w, b[:2], 1, 1, mask=kw["mask"])
+    # float16 / float64 go to the pure path under "auto" (no error, the same mathematics)
+    y64 = perforated_conv2d(x.double(), w.double(), b.double(), 1, 1, mask=kw["mask"])
+    torch.testing.assert_close(y64.float(), perforated_conv2d(x, w, b, 1, 1, mask=kw["mask"]), rtol=1e-4, atol=1e-4)
+
+
+def test_module_from_conv_shares_weights_and_state_dicts_round_trip():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, 3, padding=1, padding_mode="reflect")
+    p = PerforatedConv2d.from_conv(conv, rate=0.5, kind="grid", seed=7)
+    assert p.weight is conv.weight and p.bias is conv.bias
+    x = torch.randn(2, 3, 10, 12)
+    y = p(x)
+    xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    torch.testing.assert_close(y, _reference(xp, conv.weight, conv.bias, 1, 0, 1, 1, p.mask_for((10, 12))),
+                               rtol=1e-4, atol=1e-4)
+    sd = p.state_dict()
+    assert sd["_extra_state"]["kind"] == "grid"
+    q = PerforatedConv2d(3, 5, 3, padding=1, padding_mode="reflect")  # dense spec until loaded
+    q.load_state_dict(sd)
+    assert q.spec["kind"] == "grid" and q.rate == 0.5
+    torch.testing.assert_close(q(x), y)
+    plain = nn.Conv2d(3, 5, 3, padding=1, padding_mode="reflect")
+    plain.load_state_dict(strip_masks(sd))               # perforated -> plain
+    with pytest.raises(RuntimeError, match="_extra_state"):
+        plain.load_state_dict(sd)                        # strict: the spec is not a Conv2d key
+    r = PerforatedConv2d(3, 5, 3, padding=1, padding_mode="reflect", rate=0.25, seed=1)
+    r.load_state_dict(conv.state_dict())                 # plain -> perforated keeps its own spec
+    assert r.rate == 0.25
+    torch.testing.assert_close(r.weight, conv.weight)
+
+
+def test_module_explicit_mask_and_errors():
+    mask = make_mask("uniform", (6, 6), 0.5, 3)
+    m = PerforatedConv2d(2, 3, 3, padding=1, mask=mask)
+    m(torch.randn(1, 2, 6, 6))
+    with pytest.raises(ValueError, match=r"mask has size \(6, 6\) but the output here is \(8, 8\)"):
+        m(torch.randn(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="rate must be a number in"):
+        PerforatedConv2d(2, 3, 3, rate=1.5)
+    with pytest.raises(ValueError, match="kind 'pooling'"):
+        PerforatedConv2d(2, 3, 3, rate=0.5, kind="pooling")
+    with pytest.raises(ValueError, match="needs scores"):
+        PerforatedConv2d(2, 3, 3, rate=0.5, kind="impact")
+    scores = np.arange(36, dtype=np.float32).reshape(6, 6)
+    imp = PerforatedConv2d(2, 3, 3, padding=1, rate=0.75, kind="impact", scores=scores)
+    imp(torch.randn(1, 2, 6, 6))
+    assert set(imp.mask_for((6, 6)).indices) == set(range(27, 36))  # the 9 highest scores
+
+
+@pytest.fixture(scope="module")
+def torchvision():
+    return pytest.importorskip("torchvision")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg16", "mobilenet_v2"])
+def test_perforate_torchvision_models(torchvision, name):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        dense = model(x)
+    plan = uniform_plan(model, 0.5, "grid", example_input=x)
+    assert plan["layers"] and json.loads(json.dumps(plan)) == plan
+    perforate(model, plan, example_input=x)
+    convs = [m for m in model.modules() if isinstance(m, PerforatedConv2d)]
+    assert len(convs) == len(plan["layers"])
+    with torch.no_grad():
+        c_out = model(x)
+        for m in convs:
+            m.implementation = "torch"
+        torch_out = model(x)
+    scale = float(dense.abs().max())
+    torch.testing.assert_close(c_out, torch_out, rtol=1e-3, atol=1e-4 * scale)
+    assert float((c_out - dense).abs().max()) > 1e-6 * scale   # perforation changed the answer
+    fresh = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
+    fresh.load_state_dict(strip_masks(model.state_dict()))
+    perforate(fresh, json.loads(json.dumps(plan_of(model))))   # the plan of the model, through JSON
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), torch_out, rtol=1e-3, atol=1e-4 * scale)
+    unperforate(model)
+    assert not any(isinstance(m, PerforatedConv2d) for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), dense)
+
+
+def test_perforate_errors():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    with pytest.raises(ValueError, match="names module '5', which this model does not have"):
+        perforate(model, {"layers": {"5": {"rate": 0.5}}})
+    with pytest.raises(ValueError, match="'1', a ReLU, not an nn.Conv2d"):
+        perforate(model, {"layers": {"1": {"rate": 0.5}}})
+    with pytest.raises(TypeError, match="scripted"):
+        perforate(torch.jit.script(model), {"rate": 0.5})
+    with pytest.raises(ValueError, match="lists positions but not the map size"):
+        perforate(model, {"layers": {"0": {"kind": "indices", "indices": [0, 3]}}})
+    with pytest.raises(ValueError, match="mask has size"):
+        perforate(model, {"layers": {"0": {"kind": "indices", "indices": [0, 3], "size": [3, 3]}}},
+                  example_input=torch.randn(1, 3, 8, 8))
+    perforate(model, {"layers": {"2": {"kind": "indices", "indices": [0, 5], "size": [4, 4]}}},
+              example_input=torch.randn(1, 3, 8, 8))
+    assert isinstance(model[2], PerforatedConv2d) and model[2].mask_for((4, 4)).count == 2
+
+
+def test_torch_onnx_export_runs_in_onnx_runtime():
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, stride=2, padding=1,
+                                                                                groups=2)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    perforate(model, {"rate": 0.5, "kind": "grid"}, example_input=x)
+    program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
+    ops = {n.op_type for n in program.model_proto.graph.node}
+    assert "Conv" not in ops and {"Gather", "MatMul"} <= ops
+    sess = ort.InferenceSession(program.model_proto.SerializeToString())
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+TINY = textwrap.dedent("""
+    from torch import nn
+    def tiny(num_classes=10):
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+""")
+
+
+def _finetune(tmp_path, *extra, nproc=1):
+    runner = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+              if nproc > 1 else [sys.executable])
+    cmd = runner + ["-m", "perforated.torch.finetune", "--model", f"{tmp_path / 'tiny.py'}:tiny", "--rate", "0.5",
+                    "--kind", "grid", "--limit", "64", "--eval-limit", "32", "--lr", "0.1", "--schedule", "const",
+                    "--seed", "3", *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_finetune_ddp_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path):
+    (tmp_path / "tiny.py").write_text(TINY)
+    _finetune(tmp_path, "--batch", "8", "--steps", "3", "--no-eval", "--out", str(tmp_path / "two_{rank}.pt"),
+              nproc=2)
+    events = _finetune(tmp_path, "--batch", "16", "--steps", "3", "--out", str(tmp_path / "one.pt"))
+    assert [e["event"] for e in events][0] == "start" and events[0]["perforated"] == 2
+    assert any(e["event"] == "eval" and e["images"] == 32 for e in events)
+    r0, r1, one = (torch.load(tmp_path / f, weights_only=False) for f in ("two_0.pt", "two_1.pt", "one.pt"))
+    start = torch.load(tmp_path / "one.pt", weights_only=False)
+    for key, value in one.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(r0[key], r1[key]), key                         # ranks hold identical weights
+            torch.testing.assert_close(r0[key], value, rtol=1e-5, atol=1e-6)  # = one process, batch 2 x 8
+        else:
+            assert r0[key] == value == start[key]                             # the perforation spec rides along
+
+
+def test_finetune_resumes_from_its_checkpoint(tmp_path):
+    (tmp_path / "tiny.py").write_text(TINY)
+    ckpt = tmp_path / "run.ckpt"
+    straight = tmp_path / "straight.pt"
+    _finetune(tmp_path, "--batch", "8", "--steps", "6", "--no-eval", "--no-augment", "--out", str(straight))
+    _finetune(tmp_path, "--batch", "8", "--steps", "3", "--no-eval", "--no-augment", "--checkpoint", str(ckpt))
+    events = _finetune(tmp_path, "--batch", "8", "--steps", "6", "--no-eval", "--no-augment", "--checkpoint",
+                       str(ckpt), "--out", str(tmp_path / "resumed.pt"))
+    assert events[0] == {"event": "resumed", "checkpoint": str(ckpt), "step": 3}
+    a, b = torch.load(straight, weights_only=False), torch.load(tmp_path / "resumed.pt", weights_only=False)
+    for key, value in a.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(b[key], value, rtol=1e-5, atol=1e-6)
