@@ -288,3 +288,78 @@ def test_finetune_resumes_from_its_checkpoint(tmp_path):
     for key, value in a.items():
         if isinstance(value, torch.Tensor):
             torch.testing.assert_close(b[key], value, rtol=1e-5, atol=1e-6)
+
+
+class _SumLogit(nn.Module):
+    """logits = [sum of the conv output, 0]: dL/dV is the same at every position, known in closed form."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        s = self.conv(x).sum((1, 2, 3))
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+def test_impact_maps_follow_the_definition():
+    from perforated.torch import impact_maps
+
+    torch.manual_seed(0)
+    model = _SumLogit()
+    x, y = torch.randn(3, 1, 6, 6), torch.tensor([0, 1, 0])
+    with torch.no_grad():
+        v = model.conv(x)[:, 0]                                          # (N, h, w)
+        p0 = torch.softmax(model(x), 1)[:, 0]
+    dl_ds = torch.where(y == 0, p0 - 1, p0)                              # d(-log softmax_y)/d s
+    want = (dl_ds[:, None, None] * v).abs().mean(0).double().numpy()
+    got = impact_maps(model, [(x[:2], y[:2]), (x[2:], y[2:])])["conv"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    # perforated: a computed value's gradient includes the positions copying it; the others score 0
+    mask = make_mask("uniform", (6, 6), 0.5, 2)
+    perforate(model, {"layers": {"conv": {"kind": "indices", "indices": mask.indices.tolist(), "size": [6, 6]}}})
+    mask = model.conv.mask_for((6, 6))  # the same positions; its nearest map breaks ties by its own seed
+    with torch.no_grad():
+        p0 = torch.softmax(model(x), 1)[:, 0]
+    dl_ds = torch.where(y == 0, p0 - 1, p0)
+    copies = np.bincount(mask.nearest, minlength=mask.count)
+    want = np.zeros(36)
+    want[mask.indices] = (dl_ds[:, None] * v.reshape(3, 36)[:, mask.indices] * torch.from_numpy(copies)).abs().mean(0)
+    np.testing.assert_allclose(impact_maps(model, [(x, y)])["conv"].ravel(), want, rtol=1e-5, atol=1e-7)
+
+
+def test_greedy_search_nested_masks_target_and_saved_plans(tmp_path):
+    from perforated.torch import greedy_search
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    fresh = nn.Sequential(*[m for m in __import__("copy").deepcopy(model)])
+    held = [(torch.randn(8, 3, 12, 12), torch.randint(0, 10, (8,))) for _ in range(2)]
+
+    def positions(m):  # a deterministic stand-in for the measured time: computed positions x MACs per position
+        total = 0.0
+        for name, size, macs in (("0", (12, 12), 3 * 9 * 8), ("2", (6, 6), 8 * 9 * 8)):
+            mk = m.get_submodule(name).mask_for(size)
+            total += (mk.count if mk is not None else size[0] * size[1]) * macs
+        return total
+
+    result = greedy_search(model, held, held[0][0], target_speedup=1.8, steps=30, kind="impact",
+                           time_fn=positions, out=tmp_path)
+    history = result["history"]
+    assert history[-1]["speedup"] >= 1.8 and all(h["speedup"] < 1.8 for h in history[1:-1])
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == [f"step_{i:03d}.json" for i in range(1, len(history))]
+    kept = {}
+    for step in range(1, len(history)):  # masks only ever lose positions (impact recomputed on the current net)
+        saved = json.loads((tmp_path / f"step_{step:03d}.json").read_text())
+        assert saved["layer"] == history[step]["layer"]
+        for name, spec in saved["layers"].items():
+            if name == saved["layer"]:  # the layer of this step: strictly fewer positions, all kept before
+                assert name not in kept or set(spec["indices"]) < kept[name]
+            else:
+                assert set(spec["indices"]) == kept[name]
+            kept[name] = set(spec["indices"])
+    perforate(fresh, result["plan"])
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(held[0][0]), model(held[0][0]))

@@ -141,11 +141,12 @@ def unperforate(model: nn.Module) -> nn.Module:
 
 
 def plan_of(model: nn.Module) -> Dict[str, Any]:
-    """The plan of a perforated model: ``{"layers": {name: spec}}`` (explicit masks as positions with
+    """The plan of a perforated model: ``{"layers": {name: spec}}`` of its perforated layers (rate 0 left
+    out; explicit masks as positions with
     their map size), ready for ``json.dump`` and for :func:`perforate` on a fresh copy of the model."""
     layers = {}
     for name, m in model.named_modules():
-        if isinstance(m, PerforatedConv2d):
+        if isinstance(m, PerforatedConv2d) and (m.spec["kind"] == "indices" or m.spec["rate"] > 0):
             spec = {k: v for k, v in m.spec.items() if k != "scores"}
             if m.spec["kind"] == "impact":  # scores are data: write the positions they chose
                 made = [(size, mk) for size, mk in m._masks.items() if mk is not None]

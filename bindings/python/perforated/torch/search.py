@@ -1,0 +1,190 @@
+"""Impact estimation and the greedy per-layer search (SPEC sections 4 and 6) on a PyTorch model.
+
+``impact_maps(model, batches)``: per Conv2d, ``G(y, x) = mean over images of sum over channels
+|dL/dV * V|`` (V the conv output, L the per-image cross-entropy, model in eval mode); for a layer already
+perforated, V and dL/dV are those of its computed positions (the gradient of a computed value includes
+the positions that copy it) and the other positions score 0, so masks chosen from the maps are nested.
+
+``greedy_search(model, held_out, example_input, ...)``: the paper's greedy: from the dense model, raise one
+layer's rate one notch per step (rates 0, 1/3, 1 - 1/k for k = 2..20), choosing the candidate with the
+least ``(L - L0) / (t0 - t)``: L the mean NLL on the held-out batches, t the forward time of the whole
+model measured on its device (our C path on CPU float32), both relative to the original model. Each step
+is written as a plan (``step_NNN.json``, qualified module names, masks as positions) when ``out`` is given.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..greedy import RATES
+from ..masks import count_for_rate, make_mask
+from .convert import conv_layers, output_sizes, perforate, plan_of
+from .modules import PerforatedConv2d
+
+Batches = Iterable[Tuple[torch.Tensor, torch.Tensor]]
+
+
+def impact_maps(model: nn.Module, batches: Batches, layers: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """``{conv name: (h, w) float64 impact map}`` over `batches` of ``(x, labels)`` (see the module docstring)."""
+    modules = dict(model.named_modules())
+    names = list(layers) if layers is not None else [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+    bad = [n for n in names if not isinstance(modules.get(n), nn.Conv2d)]
+    if bad:
+        raise ValueError(f"impact_maps: {bad} are not Conv2d modules of this model")
+    outputs: Dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(module, inputs, output) -> None:
+            output.retain_grad()
+            outputs[name] = output
+        return hook
+
+    hooks = [modules[n].register_forward_hook(keep(n)) for n in names]
+    sums: Dict[str, torch.Tensor] = {}
+    images = 0
+    training = model.training
+    model.eval()
+    try:
+        for x, y in batches:
+            device = next(model.parameters()).device
+            x, y = x.to(device), y.to(device)
+            outputs.clear()
+            loss = F.cross_entropy(model(x), y, reduction="sum")  # per-image losses: their sum
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+            for n in names:
+                v, g = outputs[n].detach(), outputs[n].grad
+                flat_v, flat_g = v.flatten(2), g.flatten(2)
+                module = modules[n]
+                mask = module.mask_for(tuple(v.shape[2:])) if isinstance(module, PerforatedConv2d) else None
+                if mask is None:
+                    score = (flat_g * flat_v).abs().sum((0, 1))
+                else:
+                    idx = torch.as_tensor(mask.indices.astype(np.int64), device=v.device)
+                    near = torch.as_tensor(mask.nearest.astype(np.int64), device=v.device)
+                    g_c = torch.zeros(flat_g.shape[:2] + (mask.count,), dtype=g.dtype, device=g.device)
+                    g_c.index_add_(2, near, flat_g)  # a computed value's gradient: its copies' too
+                    score = torch.zeros(flat_v.shape[2], dtype=v.dtype, device=v.device)
+                    score[idx] = (g_c * flat_v.index_select(2, idx)).abs().sum((0, 1))
+                sums[n] = sums.get(n, 0) + score.double().cpu().reshape(v.shape[2:])
+            images += len(y)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(training)
+        model.zero_grad(set_to_none=True)
+    if images == 0:
+        raise ValueError("impact_maps: batches gave no images")
+    return {n: (sums[n] / images).numpy() for n in names}
+
+
+def mean_nll(model: nn.Module, batches: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> float:
+    training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        device = next(model.parameters()).device
+        for x, y in batches:
+            total += float(F.cross_entropy(model(x.to(device)), y.to(device), reduction="sum"))
+            count += len(y)
+    model.train(training)
+    return total / max(count, 1)
+
+
+def forward_time(model: nn.Module, x: torch.Tensor, repeat: int = 3) -> float:
+    """Minimum wall time of `repeat` forward passes of `x` after one untimed (eval mode, no gradients;
+    CUDA synchronised)."""
+    training = model.training
+    model.eval()
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    best = float("inf")
+    with torch.no_grad():
+        for i in range(repeat + 1):
+            sync()
+            start = time.perf_counter()
+            model(x)
+            sync()
+            if i:
+                best = min(best, time.perf_counter() - start)
+    model.train(training)
+    return best
+
+
+def greedy_search(model: nn.Module, held_out: Sequence[Tuple[torch.Tensor, torch.Tensor]],
+                  example_input: torch.Tensor, *, target_speedup: Optional[float] = None, steps: int = 50,
+                  kind: str = "impact", layers: Optional[Sequence[str]] = None,
+                  impact_batches: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor]]] = None,
+                  repeat: int = 3, out: Optional[Path] = None,
+                  time_fn: Optional[Callable[[nn.Module], float]] = None,
+                  log: Callable[[dict], None] = lambda entry: None) -> Dict[str, object]:
+    """Perforate `model` in place by the greedy search; returns ``{"plan", "history"}``.
+
+    held_out: a few ``(x, labels)`` batches for the NLL (kept in memory: the same for every candidate).
+    example_input: the timing batch (its forward time is t). kind: ``"impact"`` (maps recomputed on the
+    current perforated model after every step, from `impact_batches`, default `held_out`), ``"uniform"`` or
+    ``"grid"``. layers: qualified Conv2d names (default: every conv with more than one output position).
+    Stops after `steps` steps, when the measured speedup reaches `target_speedup`, or when no layer can go
+    further. time_fn(model) replaces the measured forward time (tests, other devices)."""
+    if kind not in ("impact", "uniform", "grid"):
+        raise ValueError(f"greedy_search: kind must be 'impact', 'uniform' or 'grid', got {kind!r}")
+    names = list(layers) if layers is not None else conv_layers(model, example_input[:1])
+    sizes = output_sizes(model, example_input[:1])
+    missing = [n for n in names if n not in sizes]
+    if missing:
+        raise ValueError(f"greedy_search: {missing} are not Conv2d modules run by this model")
+    perforate(model, {"layers": {n: {"rate": 0.0} for n in names}})  # every candidate a PerforatedConv2d
+    modules = {n: model.get_submodule(n) for n in names}
+    timer = time_fn or (lambda m: forward_time(m, example_input, repeat))
+    l0, t0 = mean_nll(model, held_out), timer(model)
+    level = {n: 0 for n in names}
+    history: List[dict] = [{"step": 0, "nll": l0, "time_s": t0, "speedup": 1.0}]
+    log(history[0])
+
+    def count(n: str, rate: float) -> int:
+        size = sizes[n]
+        return make_mask("grid", size, rate, 0).count if kind == "grid" else count_for_rate(size, rate)
+
+    def mask_at(n: str, rate: float, maps: Optional[Dict[str, np.ndarray]]):
+        if kind == "impact":
+            return make_mask("impact", sizes[n], rate, 0, scores=np.ascontiguousarray(maps[n], dtype=np.float32))
+        return make_mask(kind, sizes[n], rate, level[n] + 1000 * names.index(n))
+
+    for step in range(1, steps + 1):
+        maps = impact_maps(model, impact_batches or held_out, names) if kind == "impact" else None
+        best = None
+        for n in names:
+            m = modules[n]
+            now = m.mask_for(sizes[n])
+            now_count = now.count if now is not None else sizes[n][0] * sizes[n][1]
+            nxt = next((k for k in range(level[n] + 1, len(RATES)) if count(n, RATES[k]) < now_count), None)
+            if nxt is None:
+                continue
+            saved = (m.spec, dict(m._masks))
+            m.set_perforation(mask=mask_at(n, RATES[nxt], maps))
+            loss, t = mean_nll(model, held_out), timer(model)
+            m.spec, m._masks = saved
+            cost = (loss - l0) / (t0 - t) if t < t0 else float("inf")
+            if best is None or cost < best[0]:
+                best = (cost, n, nxt, loss, t)
+        if best is None:
+            break
+        cost, n, nxt, loss, t = best
+        modules[n].set_perforation(mask=mask_at(n, RATES[nxt], maps))
+        level[n] = nxt
+        entry = {"step": step, "layer": n, "rate": RATES[nxt], "nll": loss, "time_s": t, "speedup": t0 / t,
+                 "cost": cost if np.isfinite(cost) else None}
+        history.append(entry)
+        log(entry)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"step_{step:03d}.json").write_text(json.dumps(dict(plan_of(model), **entry), indent=1))
+        if target_speedup is not None and t0 / t >= target_speedup:
+            break
+    return {"plan": plan_of(model), "history": history}
