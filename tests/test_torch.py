@@ -363,3 +363,31 @@ def test_greedy_search_nested_masks_target_and_saved_plans(tmp_path):
     perforate(fresh, result["plan"])
     with torch.no_grad():
         torch.testing.assert_close(fresh(held[0][0]), model(held[0][0]))
+
+
+@pytest.mark.parametrize("name", ["bvlc_alexnet", "squeezenet", "inception_v1"])
+def test_onnx_graph_as_torch_module_matches_our_engine_dense_and_perforated(name):
+    pytest.importorskip("onnx")
+    import perforated.onnx as pon
+    from perforated.onnx.zoo import zoo_model
+    from perforated.torch.graph import from_onnx, node_plan
+
+    proto = zoo_model(name, softmax=False)
+    module = from_onnx(proto).eval()
+    assert any(isinstance(m, nn.BatchNorm2d) or isinstance(m, nn.Conv2d) for m in module.modules())
+    dense = pon.load(proto, batch=2)
+    x = np.random.default_rng(0).standard_normal(next(iter(dense.graph.inputs.values()))).astype(np.float32)
+    want = dense.forward(x)
+    with torch.no_grad():
+        got = module(torch.from_numpy(x)).numpy()
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * scale)
+    # the same plan by node name in both engines: identical masks, the same answer
+    plan = {"layers": {n: {"kind": "grid", "rate": 0.5, "seed": i} for i, n in enumerate(dense.perforable[:4])}}
+    ours = pon.load(proto, batch=2, plan=plan)
+    perforate(module, node_plan(module, plan), example_input=torch.from_numpy(x[:1]))
+    with torch.no_grad():
+        got = module(torch.from_numpy(x)).numpy()
+    want_p = ours.forward(x)
+    assert np.abs(want_p - want).max() > 1e-4 * scale
+    np.testing.assert_allclose(got, want_p, rtol=1e-3, atol=1e-4 * scale)

@@ -9,7 +9,9 @@ image and epoch, gradients averaged by DDP).
     torchrun --nproc_per_node=2 -m perforated.torch.finetune --model resnet18 --rate 0.5 --kind grid ...
 
 Models: a torchvision name (``resnet18``, ``vgg16``, ``mobilenet_v2``, ...; random weights unless
-``--weights``), or ``path/to/file.py:function`` returning an ``nn.Module``. ``--weights`` loads a
+``--weights``), an ONNX file (``perforated.torch.graph.from_onnx``: its weights, its number of classes;
+plans name its convolutions by module name, see ``GraphModule.module_names``), or ``path/to/file.py:function``
+returning an ``nn.Module``. ``--weights`` loads a
 state dict (``.pt``: a plain or a perforated model's). Data: CIFAR-10 through ``perforated.data``
 (``--data``: the tarball, a cifar-10-batches-py directory or an image folder ``root/<split>/<class>/``);
 ``--val 5000`` holds out the last 5,000 training images (after a seeded shuffle) for evaluation instead of
@@ -38,7 +40,12 @@ from .convert import perforate, plan_of, uniform_plan
 
 
 def build_model(spec: str, num_classes: int) -> nn.Module:
-    """A torchvision model name (random weights) or ``file.py:function``."""
+    """A torchvision model name (random weights), an ONNX file (its weights; its own classes) or
+    ``file.py:function``."""
+    if spec.endswith(".onnx"):
+        from .graph import from_onnx
+
+        return from_onnx(spec)
     if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
         path, func = spec.rsplit(":", 1)
         loader = importlib.util.spec_from_file_location(Path(path).stem, path)
@@ -138,7 +145,7 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> Dict[str, float]
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m perforated.torch.finetune", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="torchvision model name or file.py:function")
+    p.add_argument("--model", required=True, help="torchvision model name, model.onnx or file.py:function")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--weights", help="state dict (.pt) to start from")
     p.add_argument("--plan", help="perforation plan JSON (qualified module names)")
