@@ -75,7 +75,8 @@ def measure(name: str, batch: int, rates: List[float], rounds: int, threads: int
 def render(result: Dict[str, object]) -> List[str]:
     lines = [f"# {result['network']} (ONNX zoo graph, seeded random weights), batch {result['batch']}", "",
              f"`{result['machine']['command']}` on {result['machine']['cpu']} "
-             f"({result['machine']['logical_cpus']} logical CPUs), {result['machine']['date']}; "
+             f"({result['machine'].get('isa', '?')}, {result['machine']['logical_cpus']} logical CPUs), commit "
+             f"{result['machine'].get('commit') or '?'}, {result['machine']['date']}; "
              f"{result['rounds']} alternating rounds, min per call, {result['threads']} threads for every engine.",
              "The peers read the file at this batch as our exporter writes it (batch norms folded); the "
              "exported plans are our perforated graphs in standard ONNX ops.", ""]

@@ -13,7 +13,7 @@ import shlex
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 
 def time_call(fn: Callable[[], object], *, warmup: int = 1, repeat: int = 5,
@@ -73,6 +73,32 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def _commit() -> Optional[str]:
+    """The checkout's commit (``+dirty`` when files differ from it), or None outside a git checkout."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _isa() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    return "AVX-512" if "avx512f" in flags else "AVX2+FMA" if "avx2" in flags and "fma" in flags else "other"
+
+
 def machine_metadata() -> Dict[str, object]:
     import numpy
 
@@ -86,6 +112,8 @@ def machine_metadata() -> Dict[str, object]:
         # quoted as a shell would need it (an argument such as --kinds "fractional stride")
         "command": shlex.join([os.path.basename(sys.executable), "-m"] + [_module_name()] + sys.argv[1:]),
         "cpu": _cpu_name(),
+        "isa": _isa(),
+        "commit": _commit(),
         "logical_cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

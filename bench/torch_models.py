@@ -89,7 +89,8 @@ def measure(name: str, batch: int, size: int, rates: List[float], rounds: int, t
 def render(results: List[Dict[str, object]]) -> List[str]:
     m = results[0]["machine"]
     lines = ["# torchvision models perforated in PyTorch (random weights), CPU", "",
-             f"`{m['command']}` on {m['cpu']} ({m['logical_cpus']} logical CPUs), {m['date']}, torch "
+             f"`{m['command']}` on {m['cpu']} ({m.get('isa', '?')}, {m['logical_cpus']} logical CPUs), commit "
+             f"{m.get('commit') or '?'}, {m['date']}, torch "
              f"{results[0]['torch']}; {results[0]['rounds']} alternating rounds, min per call, "
              f"{results[0]['threads']} threads. Perforated rows: every convolution at the grid rate "
              f"(``perforate(model, uniform_plan(model, rate, 'grid'))``), explicit interpolation.", ""]
