@@ -9,14 +9,10 @@ import pytest
 
 import perforated as P
 from helpers import assert_close, assert_same_params, randn
+from cases import TINY_ROWS
 from perforated import batchnorm as BN
 from perforated import train as tr
 from perforated.model import Model
-
-TINY_ROWS = [("conv", "c1", dict(out=6, kernel=3, pad=1)), ("relu", "r1", {}),
-             ("conv", "c2", dict(out=5, kernel=1)), ("relu", "r2", {}),
-             ("conv", "c3", dict(out=3, kernel=1)), ("pool", "gap", dict(mode="avg", global_=True))]
-
 
 def _reference(x, gamma, beta, eps=BN.EPS):
     x = x.astype(np.float64)

@@ -8,44 +8,7 @@ import pytest
 import perforated as P
 import reference as ref
 from helpers import BASE_SEED, assert_close, nan_array, randn
-
-# id: (N, C, (H, W), Cout, (kh, kw), stride, pad, groups)
-GEOMETRIES = {
-    "13x17_23to19_3x3p1": (2, 23, (13, 17), 19, (3, 3), 1, 1, 1),
-    "1x1": (2, 5, (13, 17), 7, (1, 1), 1, 0, 1),
-    "1x1_groups2": (2, 6, (5, 7), 4, (1, 1), 1, 0, 2),
-    "1x1_stride2_pad1": (2, 3, (6, 7), 2, (1, 1), 2, 1, 1),
-    "11x11_s4": (1, 3, (31, 35), 8, (11, 11), 4, 0, 1),
-    "groups2_5x5p2": (2, 6, (9, 10), 4, (5, 5), 1, 2, 2),
-    "nonsquare_stride_pad": (2, 3, (11, 13), 5, (3, 2), (2, 3), (1, 2), 1),
-    "kernel_eq_input": (1, 2, (5, 5), 3, (5, 5), 1, 0, 1),
-    "big_pad": (1, 2, (4, 5), 2, (3, 3), 1, (3, 2), 1),
-}
-OUT_MASKS = ["dense", "uniform", "count1", "full", "grid"]
-
-
-def out_mask(kind, out_size, seed=1):
-    oh, ow = out_size
-    if kind == "dense":
-        return None
-    if kind == "count1":
-        return P.Mask.from_indices(out_size, [(oh * ow) // 2], seed=seed)
-    if kind == "full":
-        return P.make_mask("uniform", out_size, 0.0, seed=seed)
-    return P.make_mask(kind, out_size, 0.5, seed=seed)
-
-
-def setup(rng, geom, mask_kind, implicit, bias=True):
-    n, c, (h, w), co, k, stride, pad, groups = geom
-    out_size = ref.conv_out_size((h, w), k, stride, pad)
-    mask = out_mask(mask_kind, out_size)
-    in_mask = P.make_mask("uniform", (h, w), 0.6, seed=3) if implicit else None
-    x = randn(rng, n, c, in_mask.count) if implicit else randn(rng, n, c, h, w)
-    weight = randn(rng, co, c // groups, *k)
-    b = randn(rng, co) if bias else None
-    kw = dict(stride=stride, pad=pad, groups=groups, mask=mask, input_mask=in_mask)
-    return x, weight, b, kw, out_size
-
+from cases import CONV_GEOMETRIES as GEOMETRIES, OUT_MASKS, conv_setup as setup
 
 @pytest.mark.parametrize("implicit", [False, True], ids=["full_in", "compact_in"])
 @pytest.mark.parametrize("mask_kind", OUT_MASKS)

@@ -24,8 +24,7 @@ import perforated as P
 from perforated.model import Model
 from perforated.plan import PerforationPlan
 from helpers import gpu_test
-from test_batchnorm import TINY_ROWS
-from test_model import INPUT, ROWS
+from cases import MODEL_INPUT as INPUT, MODEL_ROWS as ROWS, TINY_ROWS
 
 CUDA_BUILD = "CUDA on" in P.build_info()
 

@@ -18,7 +18,7 @@ from perforated.masks import count_for_rate
 from perforated.model import Model
 from perforated.plan import PerforationPlan, layer_masks
 
-from test_train import make_batches
+from cases import make_batches
 
 
 @pytest.fixture(autouse=True)

@@ -7,15 +7,7 @@ import pytest
 import perforated as P
 import reference as ref
 from helpers import assert_close, nan_array, randn
-
-MASKS = {
-    "uniform_13x17": lambda: P.make_mask("uniform", (13, 17), 0.6, seed=1),
-    "grid_16x16": lambda: P.make_mask("grid", (16, 16), 0.75, seed=2),
-    "count1": lambda: P.Mask.from_indices((5, 7), [17]),
-    "full": lambda: P.make_mask("uniform", (4, 6), 0.0),
-    "row": lambda: P.make_mask("uniform", (1, 9), 0.5, seed=3),
-}
-
+from cases import INTERP_MASKS as MASKS
 
 @pytest.mark.parametrize("name", list(MASKS))
 def test_interpolate_matches_reference(rng, name):

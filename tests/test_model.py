@@ -10,19 +10,7 @@ from perforated.model import Model
 from perforated.networks import NETWORKS, perforable_layers
 from perforated.plan import PerforationPlan
 
-# A small network with every kind of step: a perforated conv feeding 1x1 convs, LRN and dropout on the
-# compact tensor, pooling through the nearest map, a second perforated conv feeding an FC layer
-# (explicit interpolation), and a grouped conv.
-ROWS = [
-    ("conv", "c1", dict(out=6, kernel=3, pad=1)), ("relu", "r1", {}),
-    ("conv", "p1", dict(out=4, kernel=1)), ("relu", "r2", {}),
-    ("lrn", "n1", dict(size=3, alpha=1e-2, beta=0.75, k=1.0)), ("dropout", "d1", dict(ratio=0.3)),
-    ("pool", "pool1", dict(mode="max", kernel=3, stride=2)),
-    ("conv", "c2", dict(out=6, kernel=3, pad=1, groups=2)), ("relu", "r3", {}),
-    ("fc", "fc", dict(out=5)),
-]
-INPUT = (3, 9, 11)
-
+from cases import MODEL_INPUT as INPUT, MODEL_ROWS as ROWS
 
 def manual_forward(model: Model, x: np.ndarray) -> np.ndarray:
     """The same network composed from the functional API with explicit interpolation."""

@@ -7,36 +7,7 @@ import pytest
 import perforated as P
 import reference as ref
 from helpers import BASE_SEED, assert_close, nan_array, randn
-
-# id: (N, C, (H, W), kernel, stride, pad)
-GEOMETRIES = {
-    "16x16_3s2": (2, 3, (16, 16), 3, 2, 0),          # NIN pool: 16 -> 8
-    "13x17_3s2": (2, 3, (13, 17), 3, 2, 0),
-    "13x17_3s2p1": (1, 4, (13, 17), 3, 2, 1),
-    "7x9_2s2p1_ceil_cut": (2, 2, (7, 9), 2, 2, 1),   # last window would start in the padding
-    "6x7_rect": (1, 3, (6, 7), (3, 2), (2, 1), (1, 0)),
-    "5x6_global": (2, 3, (5, 6), (5, 6), 1, 0),
-    "4x5_1x1": (1, 2, (4, 5), 1, 1, 0),
-    "9x9_2s2": (1, 2, (9, 9), 2, 2, 0),               # ceil mode: 9 -> 5
-}
-INPUTS = ["full", "uniform", "count1", "all"]
-
-
-def in_mask(kind, size):
-    if kind == "full":
-        return None
-    if kind == "count1":
-        return P.Mask.from_indices(size, [size[0] * size[1] // 3], seed=2)
-    return P.make_mask("uniform", size, 0.6 if kind == "uniform" else 0.0, seed=4)
-
-
-def setup(rng, gid, kind):
-    n, c, size, k, s, p = GEOMETRIES[gid]
-    m = in_mask(kind, size)
-    x = randn(rng, n, c, m.count) if m is not None else randn(rng, n, c, *size)
-    oh, ow = ref.pool_out_size(size, k, s, p)
-    return x, m, (k, s, p), (n, c, oh, ow)
-
+from cases import POOL_GEOMETRIES as GEOMETRIES, POOL_INPUTS as INPUTS, pool_setup as setup
 
 FUNCS = {"max": (P.max_pool2d, P.max_pool2d_backward), "avg": (P.avg_pool2d, P.avg_pool2d_backward)}
 

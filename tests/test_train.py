@@ -21,6 +21,7 @@ from perforated.model import Model
 from perforated.plan import PerforationPlan
 
 from helpers import assert_same_params
+from cases import make_batches
 
 
 @pytest.fixture(autouse=True)
@@ -46,22 +47,6 @@ def make_folder(root, rng, size=8, per_class=2, classes=("dog", "cat", "bird")):
                 (d / f"{i:04d}.png").write_bytes(_png(a))
                 images[(split, c, i)] = a
     return images
-
-
-def make_batches(directory, rng, n_train=8, n_test=4, batches_=2):
-    """A synthetic cifar-10-batches-py release; returns (train data, train labels)."""
-    directory.mkdir(parents=True)
-    data = rng.integers(0, 256, (n_train, 3072), dtype=np.uint8)
-    labels = rng.integers(0, 10, n_train)
-    for b, part in enumerate(np.array_split(np.arange(n_train), batches_), start=1):
-        with open(directory / f"data_batch_{b}", "wb") as f:
-            pickle.dump({b"data": data[part], b"labels": labels[part].tolist()}, f)
-    with open(directory / "test_batch", "wb") as f:
-        pickle.dump({b"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
-                     b"labels": rng.integers(0, 10, n_test).tolist()}, f)
-    with open(directory / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
-    return data, labels
 
 
 # -- loaders -------------------------------------------------------------------------------------
