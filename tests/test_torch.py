@@ -246,11 +246,11 @@ TINY = textwrap.dedent("""
 """)
 
 
-def _finetune(tmp_path, *extra, nproc=1):
+def _finetune(tmp_path, *extra, nproc=1, plan=("--rate", "0.5", "--kind", "grid")):
     runner = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
               if nproc > 1 else [sys.executable])
-    cmd = runner + ["-m", "perforated.torch.finetune", "--model", f"{tmp_path / 'tiny.py'}:tiny", "--rate", "0.5",
-                    "--kind", "grid", "--limit", "64", "--eval-limit", "32", "--lr", "0.1", "--schedule", "const",
+    cmd = runner + ["-m", "perforated.torch.finetune", "--model", f"{tmp_path / 'tiny.py'}:tiny", *plan,
+                    "--limit", "64", "--eval-limit", "32", "--lr", "0.1", "--schedule", "const",
                     "--seed", "3", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -288,6 +288,12 @@ def test_finetune_resumes_from_its_checkpoint(tmp_path):
     for key, value in a.items():
         if isinstance(value, torch.Tensor):
             torch.testing.assert_close(b[key], value, rtol=1e-5, atol=1e-6)
+    # a perforated model's weights, given without a plan, bring their masks along
+    events = _finetune(tmp_path, "--batch", "8", "--steps", "1", "--no-eval", "--weights", str(straight), "--out",
+                       str(tmp_path / "again.pt"), plan=())
+    assert events[0]["perforated"] == 2
+    again = torch.load(tmp_path / "again.pt", weights_only=False)
+    assert again["0._extra_state"] == a["0._extra_state"] and again["2._extra_state"]["kind"] == "grid"
 
 
 class _SumLogit(nn.Module):

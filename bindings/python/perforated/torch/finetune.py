@@ -9,7 +9,8 @@ image and epoch, gradients averaged by DDP).
     torchrun --nproc_per_node=2 -m perforated.torch.finetune --model resnet18 --rate 0.5 --kind grid ...
 
 Models: a torchvision name (``resnet18``, ``vgg16``, ``mobilenet_v2``, ...; random weights unless
-``--weights``), an ONNX file (``perforated.torch.graph.from_onnx``: its weights, its number of classes;
+``--weights``, a plain or a perforated model's state dict: a perforated one brings its layers' masks),
+an ONNX file (``perforated.torch.graph.from_onnx``: its weights, its number of classes;
 plans name its convolutions by module name, see ``GraphModule.module_names``), or ``path/to/file.py:function``
 returning an ``nn.Module``. ``--weights`` loads a
 state dict (``.pt``: a plain or a perforated model's). Data: CIFAR-10 through ``perforated.data``
@@ -37,6 +38,7 @@ from torch import nn
 
 from ..data import Preprocess, Split, load_dataset
 from .convert import perforate, plan_of, uniform_plan
+from .modules import SPEC_MARK
 
 
 def build_model(spec: str, num_classes: int) -> nn.Module:
@@ -206,8 +208,12 @@ def main(argv=None) -> int:
     if args.plan or args.rate is not None:
         plan = args.plan if args.plan else uniform_plan(model, args.rate, args.kind, args.seed, example, args.skip)
         perforate(model, plan, example_input=example)
+    elif args.weights and perforated_state:  # a perforated model's weights: its layers' specs come with them
+        names = [k[:-len("._extra_state")] for k, v in state.items()
+                 if k.endswith("._extra_state") and isinstance(v, dict) and SPEC_MARK in v]
+        perforate(model, {"layers": {n: {"rate": 0.0} for n in names}})
     if args.weights and perforated_state:
-        model.load_state_dict(state)
+        model.load_state_dict(state)  # weights, and each perforated layer's spec (its extra state)
     model.to(device)
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 

@@ -81,8 +81,9 @@ def _out_size(in_size: Sequence[int], k: Tuple[int, int], s: Tuple[int, int], pa
 
 
 def _exporting() -> bool:
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.6
     return bool(torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-                or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+                or torch.compiler.is_compiling() or exporting())
 
 
 def c_path_reason(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
