@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
+from cases import make_batches  # noqa: E402
 from perforated import Mask, make_mask  # noqa: E402
 from perforated.torch import (PerforatedConv2d, perforate, perforated_conv2d, plan_of, strip_masks,  # noqa: E402
                               uniform_plan, unperforate)
@@ -252,6 +253,10 @@ def _finetune(tmp_path, *extra, nproc=1, plan=("--rate", "0.5", "--kind", "grid"
     cmd = runner + ["-m", "perforated.torch.finetune", "--model", f"{tmp_path / 'tiny.py'}:tiny", *plan,
                     "--limit", "64", "--eval-limit", "32", "--lr", "0.1", "--schedule", "const",
                     "--seed", "3", *extra]
+    data = tmp_path / "cifar-10-batches-py"
+    if not data.exists():  # a synthetic CIFAR-10 release: the tests need no dataset on disk
+        make_batches(data, np.random.default_rng(0), n_train=64, n_test=32)
+    cmd += ["--data", str(data)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
