@@ -90,7 +90,8 @@ def _commit() -> Optional[str]:
         return None
 
 
-def _isa() -> str:
+def isa() -> str:
+    """The widest FMA instruction set of this CPU that the kernels use: 'AVX-512', 'AVX2+FMA' or 'other'."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
@@ -112,7 +113,7 @@ def machine_metadata() -> Dict[str, object]:
         # quoted as a shell would need it (an argument such as --kinds "fractional stride")
         "command": shlex.join([os.path.basename(sys.executable), "-m"] + [_module_name()] + sys.argv[1:]),
         "cpu": _cpu_name(),
-        "isa": _isa(),
+        "isa": isa(),
         "commit": _commit(),
         "logical_cpus": os.cpu_count(),
         "platform": platform.platform(),

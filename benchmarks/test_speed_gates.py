@@ -1,4 +1,5 @@
-"""Speed regression gates: perforated vs dense ratios of conv layers and of NIN, measured in one run."""
+"""Speed regression gates, ratios measured in one run with the calls alternating: perforated vs dense
+(conv layers, NIN), and our dense NIN vs ONNX Runtime on the same graph (the engine against the peer)."""
 import numpy as np
 import pytest
 
@@ -17,14 +18,28 @@ LAYERS = [
 RATES = (0.5, 0.75)
 
 
-def interleaved_ratio(dense, perforated_run, rounds: int = 5) -> float:
-    """Median of dense/perforated over alternating runs, so drift of the machine cancels out."""
-    ratios = []
-    for _ in range(rounds):
-        d = time_call(dense, warmup=0, repeat=1)["median"]
-        p = time_call(perforated_run, warmup=0, repeat=1)["median"]
-        ratios.append(d / p)
-    return float(np.median(ratios))
+def interleaved_ratio(slow, fast, rounds: int = 5):
+    """(median of slow/fast, median slow time, median fast time) over `rounds` rounds; the two calls swap
+    order every round, so neither always runs first on a drifting machine."""
+    ratios, ts, tf = [], [], []
+    for r in range(rounds):
+        if r % 2:
+            f = time_call(fast, warmup=0, repeat=1)["median"]
+            s = time_call(slow, warmup=0, repeat=1)["median"]
+        else:
+            s = time_call(slow, warmup=0, repeat=1)["median"]
+            f = time_call(fast, warmup=0, repeat=1)["median"]
+        ratios.append(s / f)
+        ts.append(s)
+        tf.append(f)
+    return float(np.median(ratios)), float(np.median(ts)), float(np.median(tf))
+
+
+def _record(benchmark, pair, ratio, slow_s, fast_s, **extra):
+    """pytest-benchmark times the pair of calls (both sides); the ratio and each side's median go in
+    extra_info, so a saved run (--benchmark-autosave / --benchmark-json) holds all three."""
+    benchmark.extra_info.update(ratio=ratio, slow_median_s=slow_s, fast_median_s=fast_s, **extra)
+    benchmark.pedantic(pair, rounds=3, iterations=1)
 
 
 @pytest.mark.parametrize("rate", RATES)
@@ -41,9 +56,8 @@ def test_conv_layer_speedup(benchmark, gate, layer, rate):
     dense = lambda: dense_plan.forward(x, w, out=yd)
     perf = lambda: perf_plan.forward(x, w, out=yp)
     dense(), perf()  # warm-up
-    speedup = interleaved_ratio(dense, perf)
-    benchmark.extra_info.update(speedup=speedup, ideal=1 / (1 - rate))
-    benchmark.pedantic(perf, rounds=3, iterations=1)
+    speedup, td, tp = interleaved_ratio(dense, perf)
+    _record(benchmark, lambda: (dense(), perf()), speedup, td, tp, ideal=1 / (1 - rate))
     gate(f"{name}@{rate}", speedup)
 
 
@@ -54,7 +68,26 @@ def test_nin_network_speedup(benchmark, gate, rate):
     for m in (dense, perf):
         m.x[...] = np.random.default_rng(0).standard_normal(m.x.shape, dtype=np.float32)
         m.forward()
-    speedup = interleaved_ratio(dense.forward, perf.forward)
-    benchmark.extra_info.update(speedup=speedup)
-    benchmark.pedantic(perf.forward, rounds=3, iterations=1)
+    speedup, td, tp = interleaved_ratio(dense.forward, perf.forward)
+    _record(benchmark, lambda: (dense.forward(), perf.forward()), speedup, td, tp)
     gate(f"nin_network@{rate}", speedup)
+
+
+def test_nin_dense_engine_vs_onnxruntime(benchmark, gate):
+    """Our dense NIN (the channels-last engine) against ONNX Runtime on the same graph, same threads."""
+    pytest.importorskip("onnxruntime")
+    from bench.peer_networks import ort_network_runner
+    from perforated.networks import NETWORKS
+
+    info = NETWORKS["nin"]
+    model = Model("nin", 64)
+    x = np.random.default_rng(0).standard_normal(model.x.shape, dtype=np.float32)
+    model.x[...] = x
+    peer, note = ort_network_runner(info["layers"](), info["input"], 64, info["classes"],
+                                    perforated.get_num_threads(), x=x)
+    if peer is None:
+        pytest.skip(note)
+    model.forward(), peer()
+    ratio, tpeer, tours = interleaved_ratio(peer, model.forward)
+    _record(benchmark, lambda: (peer(), model.forward()), ratio, tpeer, tours, peer=note)
+    gate("nin_dense_vs_onnxruntime", ratio)
