@@ -402,3 +402,22 @@ def test_onnx_graph_as_torch_module_matches_our_engine_dense_and_perforated(name
     want_p = ours.forward(x)
     assert np.abs(want_p - want).max() > 1e-4 * scale
     np.testing.assert_allclose(got, want_p, rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_search_command_writes_plans(tmp_path):
+    (tmp_path / "tiny.py").write_text(TINY)
+    data = tmp_path / "cifar-10-batches-py"
+    make_batches(data, np.random.default_rng(1), n_train=64, n_test=8)
+    out = tmp_path / "search"
+    done = subprocess.run([sys.executable, "-m", "perforated.torch.search", "--model", f"{tmp_path / 'tiny.py'}:tiny",
+                           "--data", str(data), "--held-out", "32", "--impact-images", "32", "--batch", "16",
+                           "--timing-batch", "8", "--target", "100", "--steps", "3", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [e.get("step") for e in lines[:4]] == [0, 1, 2, 3] and lines[-1]["steps"] == 3
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan == {"layers": json.loads((out / "step_003.json").read_text())["layers"]}
+    model = perforate(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1)),
+                      plan)
+    assert sum(isinstance(m, PerforatedConv2d) for m in model.modules()) == len(plan["layers"]) > 0

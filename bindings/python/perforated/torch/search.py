@@ -188,3 +188,61 @@ def greedy_search(model: nn.Module, held_out: Sequence[Tuple[torch.Tensor, torch
         if target_speedup is not None and t0 / t >= target_speedup:
             break
     return {"plan": plan_of(model), "history": history}
+
+
+def main(argv=None) -> int:
+    """``python -m perforated.torch.search``: the greedy search on a torch model and CIFAR-10-like data."""
+    import argparse
+
+    from ..data import Preprocess, load_dataset
+    from .finetune import ImageSet, build_model
+
+    p = argparse.ArgumentParser(prog="python -m perforated.torch.search",
+                                description="Greedy perforation search (SPEC section 6) on a PyTorch model: "
+                                            "NLL on held-out training images, forward time measured here.")
+    p.add_argument("--model", required=True, help="torchvision model name, model.onnx or file.py:function")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--weights", help="state dict (.pt) of the model to search on")
+    p.add_argument("--data", help="CIFAR-10 tarball, batches directory or image folder (default: the shared one)")
+    p.add_argument("--held-out", type=int, default=1000, help="training images for the NLL (the last ones of a "
+                   "seeded shuffle)")
+    p.add_argument("--impact-images", type=int, default=500, help="images for the impact maps (kind impact)")
+    p.add_argument("--batch", type=int, default=100, help="batch of the NLL and impact passes")
+    p.add_argument("--timing-batch", type=int, default=32, help="batch whose forward time is measured")
+    p.add_argument("--kind", default="impact", choices=("impact", "uniform", "grid"))
+    p.add_argument("--target", type=float, default=2.0, help="stop at this measured speedup")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--repeat", type=int, default=3, help="timed forwards per candidate (minimum taken)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for step_NNN.json plans and plan.json")
+    args = p.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    train = load_dataset(args.data)["train"]
+    order = np.random.default_rng(args.seed).permutation(len(train))
+    pre = Preprocess.fit(train, "channel")
+    held = ImageSet(train, pre)  # held out: the tail of the seeded shuffle (as finetune --val takes it)
+    n = min(args.held_out, len(train))
+    idx = order[-n:]
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(held, idx.tolist()), batch_size=args.batch)
+    held_out = [(x, y) for x, y in loader]
+    impact = held_out if args.kind != "impact" else [
+        (x, y) for x, y in torch.utils.data.DataLoader(
+            torch.utils.data.Subset(held, order[:min(args.impact_images, len(train))].tolist()),
+            batch_size=args.batch)]
+    model = build_model(args.model, args.num_classes)
+    if args.weights:
+        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    example = torch.cat([x for x, _ in held_out])[:args.timing_batch]
+    out = Path(args.out)
+    result = greedy_search(model, held_out, example, target_speedup=args.target, steps=args.steps, kind=args.kind,
+                           impact_batches=impact, repeat=args.repeat, out=out,
+                           log=lambda entry: print(json.dumps(entry), flush=True))
+    (out / "plan.json").write_text(json.dumps(result["plan"], indent=1))
+    print(json.dumps({"event": "saved", "plan": str(out / "plan.json"),
+                      "speedup": result["history"][-1]["speedup"], "steps": len(result["history"]) - 1}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
