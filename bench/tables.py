@@ -191,6 +191,11 @@ def main(argv=None) -> None:
     text = report.write_all(raw, args.out, suffix)
     print(text)
     measure.progress(f"wrote {args.out}/tables{suffix}.md (.csv, .json, plots/)")
+    if not args.quick and args.out.resolve() == RESULTS.resolve() and set(networks) == set(NETWORKS):
+        from bench import readme
+
+        if readme.README.is_file() and readme.update(raw):
+            measure.progress(f"rewrote the results block of {readme.README} (python -m bench.readme)")
 
 
 if __name__ == "__main__":
