@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..greedy import RATES
 from ..masks import count_for_rate, make_mask
 from .convert import conv_layers, output_sizes, perforate, plan_of
-from .modules import PerforatedConv2d
+from .modules import PerforatedConv2d, strip_masks
 
 Batches = Iterable[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -202,7 +202,8 @@ def main(argv=None) -> int:
                                             "NLL on held-out training images, forward time measured here.")
     p.add_argument("--model", required=True, help="torchvision model name, model.onnx or file.py:function")
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--weights", help="state dict (.pt) of the model to search on")
+    p.add_argument("--weights", help="state dict (.pt) of the model to search on (a perforated one's masks "
+                   "are dropped: the search starts from the dense network)")
     p.add_argument("--data", help="CIFAR-10 tarball, batches directory or image folder (default: the shared one)")
     p.add_argument("--held-out", type=int, default=1000, help="training images for the NLL (the last ones of a "
                    "seeded shuffle)")
@@ -231,8 +232,8 @@ def main(argv=None) -> int:
             torch.utils.data.Subset(held, order[:min(args.impact_images, len(train))].tolist()),
             batch_size=args.batch)]
     model = build_model(args.model, args.num_classes)
-    if args.weights:
-        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    if args.weights:  # a perforated model's state dict loses its masks here: the search starts dense
+        model.load_state_dict(strip_masks(torch.load(args.weights, map_location="cpu", weights_only=True)))
     example = torch.cat([x for x, _ in held_out])[:args.timing_batch]
     out = Path(args.out)
     result = greedy_search(model, held_out, example, target_speedup=args.target, steps=args.steps, kind=args.kind,
