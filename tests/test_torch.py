@@ -409,8 +409,12 @@ def test_search_command_writes_plans(tmp_path):
     data = tmp_path / "cifar-10-batches-py"
     make_batches(data, np.random.default_rng(1), n_train=64, n_test=8)
     out = tmp_path / "search"
+    namespace = {}
+    exec(TINY, namespace)
+    start = perforate(namespace["tiny"](), {"rate": 0.5, "kind": "grid"})  # perforated weights: masks dropped
+    torch.save(start.state_dict(), tmp_path / "start.pt")
     done = subprocess.run([sys.executable, "-m", "perforated.torch.search", "--model", f"{tmp_path / 'tiny.py'}:tiny",
-                           "--data", str(data), "--held-out", "32", "--impact-images", "32", "--batch", "16",
+                           "--weights", str(tmp_path / "start.pt"), "--data", str(data), "--held-out", "32", "--impact-images", "32", "--batch", "16",
                            "--timing-batch", "8", "--target", "100", "--steps", "3", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
