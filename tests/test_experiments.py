@@ -269,7 +269,7 @@ def test_tables_report_only_adds_the_nin_accuracy_section(tmp_path):
 
     from bench import tables
 
-    committed = Path(__file__).resolve().parents[1] / "results" / "tables.json"
+    committed = Path(__file__).resolve().parent / "data" / "tables_snapshot.json"  # frozen, not results/
     shutil.copy(committed, tmp_path / "tables.json")
     meta = dict(json.loads(committed.read_text())["metadata"], rounds=1, weights="w.npz")
     row = dict(kind="impact", target=2.0, rate=0.5, speedup=1.8, mult_reduction=2.0, mem_reduction=1.9,
