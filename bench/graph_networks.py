@@ -9,14 +9,13 @@ ratio is reported), the peers on the original file, the peers on our exported pe
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from bench.markdown import md_table
+from bench.markdown import md_table, write_result
 from bench.measure import machine_metadata, progress
 from bench.paths import RESULTS
 
@@ -97,13 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     result = measure(args.network, args.batch, [float(r) for r in args.rates.split(",") if r], args.rounds,
                      args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"graph_{args.network}_b{args.batch}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    text = "\n".join(render(result)) + "\n"
-    stem.with_suffix(".md").write_text(text)
-    print(text)
+    print(write_result(Path(args.out) / f"graph_{args.network}_b{args.batch}", result, render(result)))
     return 0
 
 

@@ -3,8 +3,9 @@ as a reader would type them. The bottom of bench's import graph (imports nothing
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
-from typing import List
+from typing import List, Union
 
 NOT_MEASURED = "not measured"
 
@@ -26,3 +27,13 @@ def shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def write_result(stem: Path, data: Union[dict, list], lines: List[str]) -> str:
+    """``stem``.json (the measurements) and ``stem``.md (their table, `lines`), folder made if needed;
+    returns the Markdown text."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    text = "\n".join(lines) + "\n"
+    stem.with_suffix(".md").write_text(text)
+    return text

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from bench.markdown import md_table
+from bench.markdown import md_table, write_result
 from bench.measure import machine_metadata, progress
 from bench.paths import RESULTS
 
@@ -120,12 +119,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     results = [measure(name, args.batch, args.size, [float(r) for r in args.rates.split(",") if r], args.rounds,
                        args.threads) for name in args.models.split(",") if name]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "torch_models.json").write_text(json.dumps(results, indent=1))
-    text = "\n".join(render(results)) + "\n"
-    (out / "torch_models.md").write_text(text)
-    print(text)
+    print(write_result(Path(args.out) / "torch_models", results, render(results)))
     return 0
 
 

@@ -45,6 +45,26 @@ NOTCH_RULE = "next rate where the kind computes fewer positions"  # older folder
 RATES: Tuple[float, ...] = (0.0, 1 / 3) + tuple(1 - 1 / k for k in range(2, 21))  # 21 values
 
 
+def kept_positions(kind: str, size: Tuple[int, int], rate: float) -> int:
+    """Positions a `kind` mask keeps at `rate` on a `size` map: a grid keeps rows x cols (fewer than the
+    others, whatever its seed); every other kind keeps count_for_rate (SPEC §4)."""
+    if kind == "grid":
+        return make_mask("grid", size, rate, 0).count
+    return count_for_rate(size, rate)
+
+
+def next_notch(kind: str, size: Tuple[int, int], level: int, computed_now: int) -> Optional[int]:
+    """The next notch of a layer at rate index `level` computing `computed_now` positions: the first
+    index of RATES above `level` at which a `kind` mask keeps fewer positions. Neighbouring rates often
+    keep the same count on a small map (8x8 keeps floor(64/k) = 4 positions for every rate 1 - 1/k,
+    k = 13..16; a grid keeps 4 from level 8 to 16), and such a notch would cost a step, and could even
+    be committed on timing noise, while it gains nothing. None when no rate left keeps fewer."""
+    for nxt in range(level + 1, len(RATES)):
+        if kept_positions(kind, size, RATES[nxt]) < computed_now:
+            return nxt
+    return None
+
+
 class GreedySearch:
     """The search state and its steps. ``timer="measured"`` times forward passes at ``timing_batch``;
     ``timer="macs"`` uses multiply-adds instead (deterministic: for tests and for dry runs)."""
@@ -209,25 +229,10 @@ class GreedySearch:
     # -- the search ------------------------------------------------------------------------------
 
     def next_level(self, layer: str, kind: str = "uniform") -> Optional[int]:
-        """The layer's next notch for a `kind` mask: the first rate above its level at which that
-        kind computes fewer positions than the layer computes now. Neighbouring rates often give
-        the same count on a small map (8x8 keeps floor(64/k) = 4 positions for every rate 1 - 1/k,
-        k = 13..16; a grid keeps 4 from level 8 to 16), and such a notch would cost a step, and
-        could even be committed on timing noise, while it gains nothing. None when no rate left
-        computes fewer positions."""
+        """The layer's next notch for a `kind` mask (:func:`next_notch`)."""
         size = self.sizes[layer]
         now = self.masks[layer].count if layer in self.masks else size[0] * size[1]
-        for nxt in range(self.level[layer] + 1, len(RATES)):
-            if self._count(layer, kind, RATES[nxt]) < now:
-                return nxt
-        return None
-
-    def _count(self, layer: str, kind: str, rate: float) -> int:
-        """Positions a `kind` mask keeps at `rate`: a grid keeps rows x cols (fewer than the others,
-        whatever its seed); every other kind keeps count_for_rate (SPEC §4)."""
-        if kind == "grid":
-            return make_mask("grid", self.sizes[layer], rate, 0).count
-        return count_for_rate(self.sizes[layer], rate)
+        return next_notch(kind, size, self.level[layer], now)
 
     def candidates(self) -> List[dict]:
         out = []

@@ -61,10 +61,12 @@ def conv_layers(model: nn.Module, example_input: Any = None) -> List[str]:
     has more than one position)."""
     model = _check_module("conv_layers", model)
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if example_input is not None:
-        sizes = output_sizes(model, example_input)
-        names = [n for n in names if n in sizes and sizes[n][0] * sizes[n][1] > 1]
-    return names
+    return _spread_over_positions(names, output_sizes(model, example_input)) if example_input is not None else names
+
+
+def _spread_over_positions(names: List[str], sizes: Mapping[str, tuple]) -> List[str]:
+    """The names among `names` that ran (are in `sizes`) with more than one output position."""
+    return [n for n in names if n in sizes and sizes[n][0] * sizes[n][1] > 1]
 
 
 def uniform_plan(model: nn.Module, rate: float, kind: str = "uniform", seed: int = 0,
@@ -106,7 +108,7 @@ def perforate(model: nn.Module, plan: PlanLike, example_input: Any = None,
                                  f"not an nn.Conv2d")
     sizes = output_sizes(model, example_input) if example_input is not None else {}
     uniform = isinstance(plan, Mapping) and "rate" in plan
-    candidates = [n for n in convs if not (uniform and n in sizes and sizes[n][0] * sizes[n][1] <= 1)]
+    candidates = _spread_over_positions(convs, sizes) if uniform and sizes else convs
     layers = plan_layers(plan, candidates, "Conv2d module of this model")
     replacements: Dict[str, PerforatedConv2d] = {}
     for name, spec in layers.items():

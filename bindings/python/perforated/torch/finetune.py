@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..data import Preprocess, Split, load_dataset
+from ..data import Preprocess, Split, augment, load_dataset
 from .convert import perforate, plan_of, uniform_plan
 from .modules import SPEC_MARK
 
@@ -85,19 +85,16 @@ class ImageSet(torch.utils.data.Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int):
-        x = self.preprocess(self.split.images[i:i + 1])[0]
-        if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
-            pad = 4
-            c, h, w = x.shape
-            padded = np.zeros((c, h + 2 * pad, w + 2 * pad), np.float32)
-            padded[:, pad:pad + h, pad:pad + w] = x
-            dy, dx = rng.integers(0, 2 * pad + 1, size=2)
-            x = padded[:, dy:dy + h, dx:dx + w]
-            if rng.random() < 0.5:
-                x = x[:, :, ::-1]
-            x = np.ascontiguousarray(x)
-        return torch.from_numpy(x), int(self.split.labels[i])
+        x = self.preprocess(self.split.images[i:i + 1])
+        if self.augment:  # perforated.data's crop and flip, drawn for this image and epoch
+            augment(x, np.random.default_rng((self.seed, self.epoch, i)))
+        return torch.from_numpy(x[0]), int(self.split.labels[i])
+
+
+def held_out_split(n: int, held: int, seed: int):
+    """(kept, held-out) indices of `n` training images: the last `held` of a seeded shuffle."""
+    order = np.random.default_rng(seed).permutation(n)
+    return order[:n - held], order[n - held:]
 
 
 def _splits(args) -> Dict[str, Split]:
@@ -108,8 +105,7 @@ def _splits(args) -> Dict[str, Split]:
     if args.val:
         if not 0 < args.val < len(train):
             raise ValueError(f"--val must be in [1, {len(train) - 1}], got {args.val}")
-        order = np.random.default_rng(args.seed).permutation(len(train))
-        keep, held = order[:-args.val], order[-args.val:]
+        keep, held = held_out_split(len(train), args.val, args.seed)
         return {"train": Split(train.images[keep], train.labels[keep], train.classes),
                 "eval": Split(train.images[held], train.labels[held], train.classes), "eval_name": "val"}
     if args.eval_limit:

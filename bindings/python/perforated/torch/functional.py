@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._arrays import to_pair
 from ..conv import ConvPlan
 from ..interp import interpolate, interpolate_backward
 from ..masks import Mask
@@ -40,14 +41,10 @@ _cache_lock = threading.Lock()
 
 
 def _pair(fn: str, name: str, v: IntOrPair, minimum: int) -> Tuple[int, int]:
-    if isinstance(v, int) and not isinstance(v, bool):
-        v = (v, v)
-    if (not isinstance(v, (tuple, list)) or len(v) != 2
-            or not all(isinstance(e, int) and not isinstance(e, bool) for e in v)):
-        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {v!r}")
-    if min(v) < minimum:
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {tuple(v)}")
-    return int(v[0]), int(v[1])
+    pair = to_pair(fn, name, v)
+    if min(pair) < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {pair}")
+    return pair
 
 
 def _padding(fn: str, padding: Union[str, IntOrPair], kernel: Tuple[int, int], stride: Tuple[int, int],

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..greedy import RATES
-from ..masks import count_for_rate, make_mask
+from ..greedy import RATES, next_notch
+from ..masks import make_mask
 from .convert import conv_layers, output_sizes, perforate, plan_of
 from .modules import PerforatedConv2d, strip_masks
 
@@ -147,10 +147,6 @@ def greedy_search(model: nn.Module, held_out: Sequence[Tuple[torch.Tensor, torch
     history: List[dict] = [{"step": 0, "nll": l0, "time_s": t0, "speedup": 1.0}]
     log(history[0])
 
-    def count(n: str, rate: float) -> int:
-        size = sizes[n]
-        return make_mask("grid", size, rate, 0).count if kind == "grid" else count_for_rate(size, rate)
-
     def mask_at(n: str, rate: float, maps: Optional[Dict[str, np.ndarray]]):
         if kind == "impact":
             return make_mask("impact", sizes[n], rate, 0, scores=np.ascontiguousarray(maps[n], dtype=np.float32))
@@ -162,14 +158,13 @@ def greedy_search(model: nn.Module, held_out: Sequence[Tuple[torch.Tensor, torch
         for n in names:
             m = modules[n]
             now = m.mask_for(sizes[n])
-            now_count = now.count if now is not None else sizes[n][0] * sizes[n][1]
-            nxt = next((k for k in range(level[n] + 1, len(RATES)) if count(n, RATES[k]) < now_count), None)
+            nxt = next_notch(kind, sizes[n], level[n], now.count if now is not None else sizes[n][0] * sizes[n][1])
             if nxt is None:
                 continue
-            saved = (m.spec, dict(m._masks))
+            saved = m.get_extra_state()  # the layer's committed perforation, put back after the trial
             m.set_perforation(mask=mask_at(n, RATES[nxt], maps))
             loss, t = mean_nll(model, held_out), timer(model)
-            m.spec, m._masks = saved
+            m.set_extra_state(saved)
             cost = (loss - l0) / (t0 - t) if t < t0 else float("inf")
             if best is None or cost < best[0]:
                 best = (cost, n, nxt, loss, t)
@@ -195,7 +190,7 @@ def main(argv=None) -> int:
     import argparse
 
     from ..data import Preprocess, load_dataset
-    from .finetune import ImageSet, build_model
+    from .finetune import ImageSet, build_model, held_out_split
 
     p = argparse.ArgumentParser(prog="python -m perforated.torch.search",
                                 description="Greedy perforation search (SPEC section 6) on a PyTorch model: "
@@ -220,17 +215,16 @@ def main(argv=None) -> int:
 
     torch.manual_seed(args.seed)
     train = load_dataset(args.data)["train"]
-    order = np.random.default_rng(args.seed).permutation(len(train))
     pre = Preprocess.fit(train, "channel")
-    held = ImageSet(train, pre)  # held out: the tail of the seeded shuffle (as finetune --val takes it)
-    n = min(args.held_out, len(train))
-    idx = order[-n:]
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(held, idx.tolist()), batch_size=args.batch)
-    held_out = [(x, y) for x, y in loader]
-    impact = held_out if args.kind != "impact" else [
-        (x, y) for x, y in torch.utils.data.DataLoader(
-            torch.utils.data.Subset(held, order[:min(args.impact_images, len(train))].tolist()),
-            batch_size=args.batch)]
+    images = ImageSet(train, pre)
+    # held out: the tail of the seeded shuffle, as finetune --val takes it; impact images from the rest
+    kept, held = held_out_split(len(train), min(args.held_out, len(train) - 1), args.seed)
+
+    def batches(idx):
+        return list(torch.utils.data.DataLoader(torch.utils.data.Subset(images, idx.tolist()), batch_size=args.batch))
+
+    held_out = batches(held)
+    impact = held_out if args.kind != "impact" else batches(kept[:args.impact_images])
     model = build_model(args.model, args.num_classes)
     if args.weights:  # a perforated model's state dict loses its masks here: the search starts dense
         model.load_state_dict(strip_masks(torch.load(args.weights, map_location="cpu", weights_only=True)))
