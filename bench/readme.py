@@ -25,22 +25,21 @@ NAMES = {"nin": "NIN", "alexnet": "AlexNet", "vgg16": "VGG-16"}
 
 def speed_block(raw: dict) -> List[str]:
     """The block's Markdown lines for a bench.tables result (``results/tables.json``)."""
-    from bench import peers as peer_mod
+    from bench.report import best_dense_peer
 
     meta = raw["metadata"]
     rows, dense_notes = [], []
     for net in raw["networks"]:
-        times = peer_mod.medians(net.get("peers"))
-        best = peer_mod.best_peer(times)
+        best = best_dense_peer(net)  # (median seconds, label): the tables' own choice of peer
         name = NAMES.get(net["network"], net["network"])
         paper = [r["paper"]["speedup"] for r in net["rows"] if r.get("paper")]
         vs_peer = "n/a"
         if best:
-            vs_peer = " / ".join(f"{best[1] / r['measured']['time']['median']:.2f}" for r in net["rows"]) \
-                + f" ({peer_mod.label(best[0])})"
+            vs_peer = " / ".join(f"{best[0] / r['measured']['time']['median']:.2f}" for r in net["rows"]) \
+                + f" ({best[1]})"
             dense = net["dense"]["time"]["median"]
-            dense_notes.append(f"{name} {best[1] / dense:.2f}x ({dense / net['batch'] * 1e3:.2f} vs "
-                               f"{best[1] / net['batch'] * 1e3:.2f} ms per image, {peer_mod.label(best[0])})")
+            dense_notes.append(f"{name} {best[0] / dense:.2f}x ({dense / net['batch'] * 1e3:.2f} vs "
+                               f"{best[0] / net['batch'] * 1e3:.2f} ms per image, {best[1]})")
         rows.append([f"{name} ({net['batch']})",
                      " / ".join(f"{r['mult_reduction']:.2f}" for r in net["rows"]),
                      " / ".join(f"{r['speedup']:.2f}" for r in net["rows"]),

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 from bench.markdown import NOT_MEASURED, md_table, shown, write_csv
 from bench.paper import PAPER_ROWS, PAPER_TABLE1
 
-def _best_peer(net: Dict[str, object]) -> Optional[tuple]:
+def best_dense_peer(net: Dict[str, object]) -> Optional[tuple]:
     """(median seconds, label) of the network's fastest dense peer, or None when no peer was timed."""
     from bench import peers as peer_mod
 
@@ -121,7 +121,7 @@ def table1(raw: dict) -> tuple:
     for net in raw["networks"]:
         d = net["dense"]
         paper = PAPER_TABLE1[net["network"]]
-        best = _best_peer(net)
+        best = best_dense_peer(net)
         from perforated.networks import NETWORKS
 
         n_conv = sum(1 for k, _, _ in NETWORKS[net["network"]]["layers"]() if k == "conv")
@@ -143,7 +143,7 @@ def table3(raw: dict) -> tuple:
         header += ["GPU speedup", "paper GPU speedup"]
     rows = []
     for net in raw["networks"]:
-        best = _best_peer(net)
+        best = best_dense_peer(net)
         gpu_rows = (net.get("gpu") or {}).get("rows") or []
         for i, r in enumerate(net["rows"]):
             p = r["paper"] or {}
