@@ -12,7 +12,7 @@ import numpy as np
 from .. import batchnorm as BN
 from ..conv import ConvPlan
 from ..interp import interpolate
-from ..layers import lrn
+from ..layers import linear, lrn
 from ..masks import Mask
 from ..pooling import PoolPlan, global_avg_pool2d
 from .ir import Node, Shape
@@ -150,8 +150,12 @@ def _gemm(node: Node, shapes, consts, mask) -> Run:
     a = node.attrs
     alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
     ta, tb = bool(a.get("transA")), bool(a.get("transB"))
-    # a constant B (the weights) is transposed once, contiguous: BLAS then reads it in its own order
     b_const = consts.get(node.inputs[1])
+    fc = _fc_form(node, shapes, consts, alpha, beta, ta, tb)
+    if fc is not None:  # the layer form: the C library's fully connected layer, weights made once
+        weight, bias = fc
+        return lambda xs: [linear(np.ascontiguousarray(xs[0], np.float32), weight, bias)]
+    # a constant B (the weights) is transposed once, contiguous: BLAS then reads it in its own order
     b_ready = None if b_const is None else np.ascontiguousarray(b_const.T if tb else b_const, np.float32)
 
     def run(xs):
@@ -164,6 +168,28 @@ def _gemm(node: Node, shapes, consts, mask) -> Run:
             y += xs[2] if beta == 1.0 else np.float32(beta) * xs[2]
         return [y]
     return run
+
+
+def _fc_form(node: Node, shapes, consts, alpha: float, beta: float, ta: bool, tb: bool):
+    """``(weight (out, in), bias (out,) or None)`` when the Gemm is a fully connected layer: 2-D float
+    input A (not transposed), constant B, C absent or a constant that broadcasts as one value per output;
+    else None. alpha and beta are folded into the weight and bias. The C layer runs on the library's
+    OpenMP threads: numpy's matmul, whose BLAS keeps threads of its own, measured 20 ms instead of 0.9 on
+    ResNet-50's last layer (2048 -> 1000, batch 16) inside a network (2-vCPU AMD EPYC)."""
+    b_const = consts.get(node.inputs[1])
+    if ta or b_const is None or b_const.ndim != 2 or len(shapes[0]) != 2:
+        return None
+    weight = np.ascontiguousarray((b_const if tb else b_const.T) * np.float32(alpha), np.float32)
+    if weight.shape[1] != shapes[0][1]:
+        return None
+    bias = None
+    if len(node.inputs) > 2 and node.inputs[2] and beta != 0.0:
+        c = consts.get(node.inputs[2])
+        if c is None or c.size not in (1, weight.shape[0]) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
+            return None
+        bias = np.ascontiguousarray(np.broadcast_to(np.asarray(c, np.float32).reshape(-1) * np.float32(beta),
+                                                    (weight.shape[0],)), np.float32)
+    return weight, bias
 
 
 def _softmax(node: Node, shapes, consts, mask) -> Run:
