@@ -237,6 +237,27 @@ def peer_note(raw: dict) -> str:
     return how + " Speed ratios: best peer's time / ours (above 1: ours is faster)."
 
 
+def graph_section(raw: dict) -> List[str]:
+    """Lines of the imported-graph rows (bench.graph_networks results measured in this run)."""
+    from bench.graph_networks import table as graph_table
+    from bench.peers import LABELS
+
+    lines: List[str] = []
+    for g in raw.get("graphs") or []:
+        lines += ["", f"## Imported ONNX graph: {g['network']} (zoo file, seeded random weights)", ""]
+        if "error" in g:
+            lines.append(f"Not measured: {g['error']}.")
+            continue
+        lines += [f"Batch {g['batch']}, {g['rounds']} alternating rounds (min per call), {g['threads']} threads for "
+                  f"every engine; the same uniform rate on every conv, chosen by bisection for 2x / 3x fewer conv "
+                  f"multiply-adds (measured reduction shown). The peers run the file as our exporter writes it "
+                  f"(batch norms folded) and our perforated graphs exported in standard ONNX ops. Best dense peer: "
+                  f"{LABELS.get(g.get('best_dense_peer'), g.get('best_dense_peer') or 'none')}. Activation memory "
+                  f"is not measured for imported graphs.", ""]
+        lines += md_table(*graph_table(g))
+    return lines
+
+
 def write_all(raw: dict, out: Path, suffix: str = "") -> str:
     meta = raw["metadata"]
     accuracy_file = shown(out / "nin_accuracy.json")  # the file bench.tables read the NIN errors from
@@ -297,6 +318,7 @@ def write_all(raw: dict, out: Path, suffix: str = "") -> str:
         lines += ["", f"## Low-rank decomposition (accnn), perforation, and both (results/lowrank{suffix}.md)", "",
                   f"`{lowrank['metadata']['command']}`, {lowrank['metadata']['date']}; NIN accuracy columns: "
                   f"{lowrank['metadata'].get('nin_accuracy_source', 'this run')}.", ""] + md_table(header, rows)
+    lines += graph_section(raw)
     lines += ["", "## Whole-network dense peers (same run)", "", peer_note(raw), ""]
     header, rows = peer_table(raw)
     lines += md_table(header, rows)

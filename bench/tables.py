@@ -132,12 +132,20 @@ def run_network(network: str, batch: int, repeat: int, threads: int, peers: bool
     return result
 
 
+GRAPH_BATCH = 16  # the imported graphs' batch (ResNet-50: an ImageNet network, like VGG-16 at 16)
+GRAPH_REDUCTIONS = [2.0, 3.0]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="batch sizes / 16, one repeat: a smoke run")
     parser.add_argument("--networks", default="nin,alexnet,vgg16", help="comma-separated subset")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed rounds per measurement (default 5; dense and perforated alternate)")
+    parser.add_argument("--graphs", default="resnet50",
+                        help="comma-separated ONNX zoo graphs (perforated.onnx.zoo) timed dense and at 2x / 3x "
+                             "fewer conv multiply-adds against the peers, batch 16 (bench.graph_networks); "
+                             "'' for none")
     parser.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime / OpenVINO / PyTorch")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default results/)")
     parser.add_argument("--no-lowrank", action="store_true",
@@ -169,6 +177,16 @@ def main(argv=None) -> None:
         if args.quick:
             batch = max(1, batch // 16)
         results.append(run_network(network, batch, repeat, threads, not args.no_peers, gpu["measured"]))
+    graphs = []
+    for name in (g.strip() for g in args.graphs.split(",") if g.strip()):
+        from bench import graph_networks
+
+        try:
+            graphs.append(graph_networks.measure(name, 1 if args.quick else GRAPH_BATCH, [], repeat, threads,
+                                                 kind="uniform", reductions=GRAPH_REDUCTIONS))
+        except Exception as e:  # noqa: BLE001 - e.g. onnx not installed: the other tables are still written
+            measure.progress(f"{name}: not measured ({type(e).__name__}: {e})")
+            graphs.append({"network": name, "error": f"{type(e).__name__}: {e}"})
     if not args.no_lowrank:  # low-rank, perforation and both, timed in this run (NIN accuracy: stored)
         from bench import lowrank_tables
 
@@ -184,7 +202,8 @@ def main(argv=None) -> None:
     from bench import peers as peer_mod
 
     meta["peers"] = peer_mod.available()
-    raw = {"metadata": meta, "paper_table1": PAPER_TABLE1, "networks": results, "nin_accuracy": nin_accuracy(args.out)}
+    raw = {"metadata": meta, "paper_table1": PAPER_TABLE1, "networks": results, "graphs": graphs,
+           "nin_accuracy": nin_accuracy(args.out)}
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     (args.out / f"tables{suffix}.json").write_text(json.dumps(raw, indent=1, default=str))
