@@ -35,6 +35,24 @@ static inline TAVX2 __attribute__((always_inline)) void body(const perf_igemm_ar
             acc[m][v] = (A->first || m >= mr)   ? _mm256_setzero_ps()
                         : ncols >= 8 * (v + 1) ? _mm256_loadu_ps(A->y + m * ldy + 8 * v)
                                                : _mm256_maskload_ps(A->y + m * ldy + 8 * v, col_mask(ncols, v));
+    /* Short inner dimensions: the next tile's output (and residual) rows, usually the next MR rows,
+     * are fetched now, so the stores at the end of that tile find their lines in cache instead of
+     * stalling on them (measured on a 2-vCPU AMD EPYC, ResNet-50's 1x1 conv 64 -> 256 channels at
+     * 56 x 56, batch 16, residual fused: 24.5-25.5 -> 17.5-18.8 ms; 3x3 layers with K >= 576 gained
+     * nothing and do not do it). */
+    if (A->ntaps * A->clen <= 512) {
+#pragma GCC unroll 8
+        for (int m = 0; m < MR; m++) {
+            const float *next = A->y + (size_t)(MR + m) * ldy;
+            _mm_prefetch((const char *)next, _MM_HINT_T0);
+            _mm_prefetch((const char *)(next + 8 * NV - 1), _MM_HINT_T0);
+            if (A->res) {
+                const float *rn = A->res + (size_t)(MR + m) * ldy;
+                _mm_prefetch((const char *)rn, _MM_HINT_T0);
+                _mm_prefetch((const char *)(rn + 8 * NV - 1), _MM_HINT_T0);
+            }
+        }
+    }
     const float *w = A->w;
     for (int t = 0; t < A->ntaps; t++) {
         const float *const *ap = A->a + (size_t)t * A->a_stride;
