@@ -486,6 +486,7 @@ static void ref_conv(const perf_conv_desc *d, int oh, int ow, int count, const i
                      int abs_terms, double *y) {
     (void)oh;
     const int cin_g = d->in_channels / d->groups, cout_g = d->out_channels / d->groups;
+    const int dh = d->dilation_h ? d->dilation_h : 1, dw = d->dilation_w ? d->dilation_w : 1;
     for (int b = 0; b < d->batch; b++)
         for (int co = 0; co < d->out_channels; co++) {
             const int g = co / cout_g;
@@ -494,10 +495,10 @@ static void ref_conv(const perf_conv_desc *d, int oh, int ow, int count, const i
                 double acc = bias ? (abs_terms ? fabs(bias[co]) : bias[co]) : 0.0;
                 for (int c = 0; c < cin_g; c++)
                     for (int ki = 0; ki < d->kernel_h; ki++) {
-                        const int iy = oy * d->stride_h - d->pad_h + ki;
+                        const int iy = oy * d->stride_h - d->pad_h + ki * dh;
                         if (iy < 0 || iy >= d->in_h) continue;
                         for (int kj = 0; kj < d->kernel_w; kj++) {
-                            const int ix = ox * d->stride_w - d->pad_w + kj;
+                            const int ix = ox * d->stride_w - d->pad_w + kj * dw;
                             if (ix < 0 || ix >= d->in_w) continue;
                             int q = iy * d->in_w + ix;
                             if (in_near) q = in_near[q];
@@ -641,19 +642,23 @@ static void op_conv(reader *r, state *s) {
     d.pad_h = rd_pad(r, 3);
     d.pad_w = rd_pad(r, 3);
     d.groups = u8(r) < 200 ? 1 + u8(r) % 3 : rd_int(r, 8);
+    d.dilation_h = u8(r) < 192 ? 1 : rd_pad(r, 3); /* 0 means 1; negative is refused */
+    d.dilation_w = u8(r) < 192 ? 1 : rd_pad(r, 3);
 
     const int pos = d.batch >= 1 && d.in_channels >= 1 && d.in_h >= 1 && d.in_w >= 1 && d.out_channels >= 1 &&
                     d.kernel_h >= 1 && d.kernel_w >= 1 && d.stride_h >= 1 && d.stride_w >= 1 && d.groups >= 1 &&
-                    d.pad_h >= 0 && d.pad_w >= 0;
+                    d.pad_h >= 0 && d.pad_w >= 0 && d.dilation_h >= 0 && d.dilation_w >= 0;
     int64_t oh = -1, ow = -1;
     int geom = 0;
     if (pos) {
         const int64_t ph = (int64_t)d.in_h + 2 * (int64_t)d.pad_h, pw = (int64_t)d.in_w + 2 * (int64_t)d.pad_w;
-        geom = ph <= INT32_MAX && pw <= INT32_MAX && d.in_channels % d.groups == 0 && d.out_channels % d.groups == 0 && d.kernel_h <= ph &&
-               d.kernel_w <= pw && (int64_t)d.in_h * d.in_w <= INT32_MAX &&
+        const int64_t span_h = (int64_t)(d.dilation_h ? d.dilation_h : 1) * (d.kernel_h - 1) + 1,
+                      span_w = (int64_t)(d.dilation_w ? d.dilation_w : 1) * (d.kernel_w - 1) + 1;
+        geom = ph <= INT32_MAX && pw <= INT32_MAX && d.in_channels % d.groups == 0 && d.out_channels % d.groups == 0 && span_h <= ph &&
+               span_w <= pw && (int64_t)d.in_h * d.in_w <= INT32_MAX &&
                (__int128)(d.in_channels / d.groups) * d.kernel_h * d.kernel_w <= INT32_MAX / 8;
-        oh = (ph - d.kernel_h) / d.stride_h + 1;
-        ow = (pw - d.kernel_w) / d.stride_w + 1;
+        oh = (ph - span_h) / d.stride_h + 1;
+        ow = (pw - span_w) / d.stride_w + 1;
     }
     /* Output positions are int (count, mask indices): a larger output map must be refused. */
     const int out_fits = oh >= 1 && ow >= 1 && oh <= INT32_MAX && ow <= INT32_MAX && oh * ow <= INT32_MAX;
@@ -673,9 +678,10 @@ static void op_conv(reader *r, state *s) {
     }
     const int null_desc = u8(r) % 32 == 0, null_out = u8(r) % 32 == 0;
     if (trace)
-        fprintf(stderr, "fuzz_api: conv desc batch %d in %d %dx%d out %d kernel %dx%d stride %dx%d pad %dx%d groups %d; "
-                "out mask %p in mask %p\n", d.batch, d.in_channels, d.in_h, d.in_w, d.out_channels, d.kernel_h,
-                d.kernel_w, d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.groups, (void *)out_mask, (void *)in_mask);
+        fprintf(stderr, "fuzz_api: conv desc batch %d in %d %dx%d out %d kernel %dx%d stride %dx%d pad %dx%d groups %d "
+                "dilation %dx%d; out mask %p in mask %p\n", d.batch, d.in_channels, d.in_h, d.in_w, d.out_channels,
+                d.kernel_h, d.kernel_w, d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.groups, d.dilation_h, d.dilation_w,
+                (void *)out_mask, (void *)in_mask);
     const int valid = pos && geom && out_fits && masks_ok && sizes_ok && !null_desc && !null_out;
     const int pointwise = kk == 1 && d.stride_h == 1 && d.stride_w == 1 && d.pad_h == 0 && d.pad_w == 0 &&
                           !out_mask && !in_mask;

@@ -24,6 +24,9 @@ CONV_GEOMETRIES = {
     "nonsquare_stride_pad": (2, 3, (11, 13), 5, (3, 2), (2, 3), (1, 2), 1),
     "kernel_eq_input": (1, 2, (5, 5), 3, (5, 5), 1, 0, 1),
     "big_pad": (1, 2, (4, 5), 2, (3, 3), 1, (3, 2), 1),
+    # a ninth entry: dilation
+    "dilated_3x3_d2p2": (2, 5, (11, 12), 4, (3, 3), 1, 2, 1, 2),
+    "dilated_rect_stride_groups": (2, 4, (13, 11), 6, (3, 2), (2, 1), (1, 2), 2, (2, 3)),
 }
 OUT_MASKS = ["dense", "uniform", "count1", "full", "grid"]
 
@@ -40,14 +43,17 @@ def out_mask(kind, out_size, seed=1):
 
 
 def conv_setup(rng, geom, mask_kind, implicit, bias=True):
-    n, c, (h, w), co, k, stride, pad, groups = geom
-    out_size = ref.conv_out_size((h, w), k, stride, pad)
+    n, c, (h, w), co, k, stride, pad, groups = geom[:8]
+    dilation = geom[8] if len(geom) > 8 else 1
+    out_size = ref.conv_out_size((h, w), k, stride, pad, dilation)
     mask = out_mask(mask_kind, out_size)
     in_mask = P.make_mask("uniform", (h, w), 0.6, seed=3) if implicit else None
     x = randn(rng, n, c, in_mask.count) if implicit else randn(rng, n, c, h, w)
     weight = randn(rng, co, c // groups, *k)
     b = randn(rng, co) if bias else None
     kw = dict(stride=stride, pad=pad, groups=groups, mask=mask, input_mask=in_mask)
+    if dilation != 1:
+        kw["dilation"] = dilation
     return x, weight, b, kw, out_size
 
 

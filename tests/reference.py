@@ -36,24 +36,25 @@ def interp_backward(dy: np.ndarray, nearest: np.ndarray, count: int) -> np.ndarr
 
 # --- convolution ---------------------------------------------------------------------------------
 
-def conv_out_size(in_size, kernel, stride, pad) -> Tuple[int, int]:
+def conv_out_size(in_size, kernel, stride, pad, dilation=1) -> Tuple[int, int]:
     (h, w), (kh, kw), (sh, sw), (ph, pw) = pair(in_size), pair(kernel), pair(stride), pair(pad)
-    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    dh, dw = pair(dilation)
+    return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
 
 
-def _windows(xp, ki, kj, oh, ow, sh, sw):
-    return xp[:, :, ki:ki + sh * (oh - 1) + 1:sh, kj:kj + sw * (ow - 1) + 1:sw]
+def _windows(xp, ki, kj, oh, ow, sh, sw, dh=1, dw=1):
+    return xp[:, :, ki * dh:ki * dh + sh * (oh - 1) + 1:sh, kj * dw:kj * dw + sw * (ow - 1) + 1:sw]
 
 
-def conv2d(x, w, b=None, stride=1, pad=0, groups=1) -> np.ndarray:
+def conv2d(x, w, b=None, stride=1, pad=0, groups=1, dilation=1) -> np.ndarray:
     """Dense cross-correlation (Caffe), float64. x (N, C, H, W), w (Co, C/g, kh, kw)."""
     x = np.asarray(x, np.float64)
     w = np.asarray(w, np.float64)
-    (sh, sw), (ph, pw) = pair(stride), pair(pad)
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(pad), pair(dilation)
     n, c, h, wd = x.shape
     co, cg, kh, kw = w.shape
     assert cg * groups == c and co % groups == 0
-    oh, ow = conv_out_size((h, wd), (kh, kw), (sh, sw), (ph, pw))
+    oh, ow = conv_out_size((h, wd), (kh, kw), (sh, sw), (ph, pw), (dh, dw))
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     y = np.zeros((n, co, oh, ow))
     og = co // groups
@@ -63,18 +64,18 @@ def conv2d(x, w, b=None, stride=1, pad=0, groups=1) -> np.ndarray:
         for ki in range(kh):
             for kj in range(kw):
                 y[:, g * og:(g + 1) * og] += np.einsum(
-                    "ncij,oc->noij", _windows(xg, ki, kj, oh, ow, sh, sw), wg[:, :, ki, kj])
+                    "ncij,oc->noij", _windows(xg, ki, kj, oh, ow, sh, sw, dh, dw), wg[:, :, ki, kj])
     if b is not None:
         y += np.asarray(b, np.float64)[None, :, None, None]
     return y
 
 
-def conv2d_backward(x, w, dy, stride=1, pad=0, groups=1):
+def conv2d_backward(x, w, dy, stride=1, pad=0, groups=1, dilation=1):
     """(dx, dw, db) of the dense conv, float64."""
     x = np.asarray(x, np.float64)
     w = np.asarray(w, np.float64)
     dy = np.asarray(dy, np.float64)
-    (sh, sw), (ph, pw) = pair(stride), pair(pad)
+    (sh, sw), (ph, pw), (dh, dw_) = pair(stride), pair(pad), pair(dilation)
     n, c, h, wd = x.shape
     co, cg, kh, kw = w.shape
     oh, ow = dy.shape[2:]
@@ -86,20 +87,20 @@ def conv2d_backward(x, w, dy, stride=1, pad=0, groups=1):
         cs, os_ = slice(g * cg, (g + 1) * cg), slice(g * og, (g + 1) * og)
         for ki in range(kh):
             for kj in range(kw):
-                win = _windows(xp[:, cs], ki, kj, oh, ow, sh, sw)
+                win = _windows(xp[:, cs], ki, kj, oh, ow, sh, sw, dh, dw_)
                 dw[os_, :, ki, kj] = np.einsum("noij,ncij->oc", dy[:, os_], win)
-                _windows(dxp[:, cs], ki, kj, oh, ow, sh, sw)[...] += np.einsum(
+                _windows(dxp[:, cs], ki, kj, oh, ow, sh, sw, dh, dw_)[...] += np.einsum(
                     "noij,oc->ncij", dy[:, os_], w[os_, :, ki, kj])
     dx = dxp[:, :, ph:ph + h, pw:pw + wd]
     return dx, dw, dy.sum(axis=(0, 2, 3))
 
 
 def perforated_conv2d(x, w, b=None, stride=1, pad=0, groups=1, mask=None, input_mask=None,
-                      compact=False):
+                      compact=False, dilation=1):
     """Reference of perforated.conv2d. Masks are (indices, nearest, shape) via .indices etc."""
     if input_mask is not None:
         x = interp(x, input_mask.nearest, input_mask.shape)
-    y = conv2d(x, w, b, stride, pad, groups)
+    y = conv2d(x, w, b, stride, pad, groups, dilation)
     if mask is None:
         return y
     n, co = y.shape[:2]
@@ -108,7 +109,7 @@ def perforated_conv2d(x, w, b=None, stride=1, pad=0, groups=1, mask=None, input_
 
 
 def perforated_conv2d_backward(x, w, dy, stride=1, pad=0, groups=1, mask=None, input_mask=None,
-                               compact=False):
+                               compact=False, dilation=1):
     """(dx, dw, db) of perforated_conv2d (dx in x's layout)."""
     x_full = interp(x, input_mask.nearest, input_mask.shape) if input_mask is not None else x
     n, co = dy.shape[:2]
@@ -118,7 +119,7 @@ def perforated_conv2d_backward(x, w, dy, stride=1, pad=0, groups=1, mask=None, i
         dense = np.zeros((n, co, oh * ow))
         dense[:, :, mask.indices] = dy_c
         dy = dense.reshape(n, co, oh, ow)
-    dx, dw, db = conv2d_backward(x_full, w, dy, stride, pad, groups)
+    dx, dw, db = conv2d_backward(x_full, w, dy, stride, pad, groups, dilation)
     if input_mask is not None:
         dx = interp_backward(dx, input_mask.nearest, input_mask.count)
     return dx, dw, db

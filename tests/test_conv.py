@@ -52,7 +52,7 @@ def _plan(x, weight, kw):
     in_mask = kw["input_mask"]
     in_size = in_mask.shape if in_mask is not None else x.shape[2:]
     return P.ConvPlan(x.shape[0], x.shape[1], in_size, weight.shape[0], weight.shape[2:],
-                      kw["stride"], kw["pad"], kw["groups"], kw["mask"], in_mask)
+                      kw["stride"], kw["pad"], kw["groups"], kw["mask"], in_mask, dilation=kw.get("dilation", 1))
 
 
 @pytest.mark.parametrize("implicit", [False, True], ids=["full_in", "compact_in"])
@@ -75,7 +75,8 @@ def test_adjoint_identities(rng, gid, mask_kind, implicit):
 
 
 @pytest.mark.parametrize("mask_kind", ["dense", "uniform", "count1"])
-@pytest.mark.parametrize("gid", ["13x17_23to19_3x3p1", "groups2_5x5p2", "nonsquare_stride_pad"])
+@pytest.mark.parametrize("gid", ["13x17_23to19_3x3p1", "groups2_5x5p2", "nonsquare_stride_pad",
+                                 "dilated_rect_stride_groups"])
 def test_implicit_equals_explicit(rng, gid, mask_kind):
     """Reading a compact input through its mask == convolving the interpolated full input."""
     x_c, weight, b, kw, (oh, ow) = setup(rng, GEOMETRIES[gid], mask_kind, implicit=True)
@@ -282,3 +283,13 @@ def test_plan_picks_shift_for_line_and_thin_kernels(monkeypatch):
     assert P.ConvPlan(t, 64, (1500, 1500), 8, (3, 1), pad=(1, 0)).path == "im2row"
     monkeypatch.setenv("PERF_CONV_PATH", "im2row")
     assert P.ConvPlan(t, 8, (9, 11), 5, (3, 1), pad=(1, 0)).path == "im2row"
+
+
+def test_dilation_arguments_are_checked(rng):
+    with pytest.raises(ValueError, match="dilation must be >= 1"):
+        P.ConvPlan(1, 2, (9, 9), 3, 3, dilation=0)
+    with pytest.raises(ValueError, match=r"dilation 5x5: span 11x11\) exceeds padded input 9x9"):
+        P.ConvPlan(1, 2, (9, 9), 3, 3, dilation=5)
+    plan = P.ConvPlan(1, 2, (9, 9), 3, 3, pad=1, dilation=(2, 3))
+    assert plan.out_size == (7, 5) and "dilation=(2, 3)" in repr(plan)
+    assert plan.path == "im2row"  # the shifted-GEMM path is for dilation 1 only

@@ -36,6 +36,9 @@ CONV_CASES = [
     (2, 8, (7, 7), 64, 3, 2, 1, 1, 0.5, None),           # one panel of 64 (6 x 64 tiles), row runs
     (2, 16, (6, 6), 64, 5, 1, 2, 1, None, None),         # 6-row tiles = output rows: kernel rows skipped
     (1, 64, (7, 7), 200, 3, 1, 1, 1, None, None),        # 49 rows, many panels: panels split between tasks
+    # an 11th entry: dilation
+    (2, 3, (15, 14), 20, 3, 1, 2, 1, None, None, 2),     # dilated first layer (cin 3: not row runs)
+    (2, 24, (12, 11), 40, (3, 2), (1, 2), (2, 3), 2, 0.5, 0.4, (2, 3)),  # dilated, grouped, both masks
 ]
 
 
@@ -44,12 +47,15 @@ def _mask(rate, size, seed):
 
 
 def _conv_case(rng, case):
-    n, cin, size, cout, k, s, pad, g, rate, in_rate = case
+    n, cin, size, cout, k, s, pad, g, rate, in_rate = case[:10]
+    dil = case[10] if len(case) > 10 else 1
     in_mask = _mask(in_rate, size, 3)
-    probe = P.ConvPlan(n, cin, size, cout, k, s, pad, g)
+    probe = P.ConvPlan(n, cin, size, cout, k, s, pad, g, dilation=dil)
     out_size = probe.y_shape[2:]
-    plan = P.ConvPlan(n, cin, size, cout, k, s, pad, g, mask=_mask(rate, out_size, 4), input_mask=in_mask)
+    plan = P.ConvPlan(n, cin, size, cout, k, s, pad, g, mask=_mask(rate, out_size, 4), input_mask=in_mask,
+                      dilation=dil)
     plan.geometry = (s, pad, g)  # for the reference
+    plan.dilation = dil
     x = rng.standard_normal(plan.x_shape).astype(np.float32)
     w = rng.standard_normal((cout, cin // g) + R.pair(k)).astype(np.float32)
     return plan, x, w
@@ -57,7 +63,8 @@ def _conv_case(rng, case):
 
 def _reference(plan, x, w, bias, scale, relu):
     """float64 conv at the computed positions, then scale / bias / ReLU: (N, count, Cout)."""
-    y = R.perforated_conv2d(x.astype(np.float64), w.astype(np.float64), None, *plan.geometry, mask=plan.mask, input_mask=plan.input_mask, compact=True)
+    y = R.perforated_conv2d(x.astype(np.float64), w.astype(np.float64), None, *plan.geometry, mask=plan.mask,
+                            input_mask=plan.input_mask, compact=True, dilation=plan.dilation)
     y = y.reshape(y.shape[0], y.shape[1], -1).transpose(0, 2, 1)
     if scale is not None:
         y = y * scale

@@ -35,7 +35,8 @@ GEOMETRIES = [  # (C, Cout, H, W, k, stride, padding, dilation, groups)
     (4, 6, 12, 10, 3, 2, 1, 1, 2),
     (4, 4, 8, 8, 3, 1, 1, 1, 4),       # depthwise
     (5, 3, 10, 9, (3, 1), (2, 1), (1, 0), 1, 1),
-    (3, 4, 11, 11, 3, 1, 2, 2, 1),     # dilation: pure path under "auto"
+    (3, 4, 11, 11, 3, 1, 2, 2, 1),     # dilation
+    (4, 6, 13, 12, (3, 2), (1, 2), (2, 1), (2, 3), 2),  # rectangular dilation, groups
     (2, 3, 8, 8, 1, 1, 0, 1, 1),       # 1x1
 ]
 
@@ -62,7 +63,7 @@ def test_pure_path_gradcheck_float64(geom):
     torch.testing.assert_close(perforated_conv2d(x, w, b, **kw), ref)
 
 
-@pytest.mark.parametrize("geom", [g for g in GEOMETRIES if g[7] == 1])
+@pytest.mark.parametrize("geom", GEOMETRIES)
 def test_c_path_matches_pure_path_float32(geom):
     x, w, b, kw = _args(geom, torch.float32, seed=1)
     outs = {}

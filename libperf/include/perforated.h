@@ -166,7 +166,10 @@ PERF_API perf_status perf_layout_nhwc_to_nchw(int batch, int channels, int spati
 
 /* Geometry of a convolution: x[batch][in_channels][in_h][in_w] (full input size, also when the input
  * is stored compact), weight[out_channels][in_channels/groups][kernel_h][kernel_w], bias[out_channels],
- * output y[batch][out_channels][out_h][out_w] with out_h = (in_h + 2 pad_h - kernel_h)/stride_h + 1. */
+ * output y[batch][out_channels][out_h][out_w] with out_h = (in_h + 2 pad_h - span_h)/stride_h + 1, where
+ * span_h = dilation_h * (kernel_h - 1) + 1: tap (ki, kj) of output (oy, ox) reads input
+ * (oy*stride_h - pad_h + ki*dilation_h, ox*stride_w - pad_w + kj*dilation_w). dilation 0 means 1, so a
+ * descriptor zero-initialised before these fields existed keeps its meaning. */
 typedef struct perf_conv_desc {
     int batch;
     int in_channels;
@@ -176,6 +179,7 @@ typedef struct perf_conv_desc {
     int stride_h, stride_w;
     int pad_h, pad_w;
     int groups;
+    int dilation_h, dilation_w;
 } perf_conv_desc;
 
 typedef struct perf_conv_plan perf_conv_plan;
@@ -187,8 +191,8 @@ typedef struct perf_conv_plan perf_conv_plan;
  *   producer, x_c[batch][in_channels][count_in], read through the producer's nearest map (implicit
  *   interpolation); it must be in_h x in_w.
  * The plan copies what it needs; the masks may be destroyed afterwards.
- * Returns INVALID_ARGUMENT (non-positive sizes, negative padding, kernel larger than the padded
- * input, groups not dividing the channels, mask sizes not matching, overflowing sizes) or
+ * Returns INVALID_ARGUMENT (non-positive sizes, negative padding or dilation, kernel span larger than
+ * the padded input, groups not dividing the channels, mask sizes not matching, overflowing sizes) or
  * OUT_OF_MEMORY. */
 PERF_API perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *output_mask,
                                            const perf_mask *input_mask, perf_conv_plan **out);

@@ -41,7 +41,9 @@ static int choose_chunk_rows(size_t total_rows, int k_gemm, int threads) {
  * PERF_CONV_PATH=im2row or =shift (where allowed) overrides the choice, to measure both. */
 static int use_shift(const perf_conv_plan *p, const perf_mask *output_mask, const perf_mask *input_mask) {
     const perf_conv_desc *d = &p->d;
-    if (p->pointwise || output_mask || input_mask || d->stride_h != 1 || d->stride_w != 1) return 0;
+    if (p->pointwise || output_mask || input_mask || d->stride_h != 1 || d->stride_w != 1 || d->dilation_h != 1 ||
+        d->dilation_w != 1)
+        return 0;
     long long hp = (long long)d->in_h + 2LL * d->pad_h, wp = (long long)d->in_w + 2LL * d->pad_w;
     if (hp * wp > INT32_MAX / 2) return 0;
     const char *force = getenv("PERF_CONV_PATH");
@@ -51,6 +53,9 @@ static int use_shift(const perf_conv_plan *p, const perf_mask *output_mask, cons
     if (d->kernel_h == 1 || d->kernel_w == 1) return 1;
     return p->cin_g >= 32 && p->cout_g < p->cin_g && p->out_w >= 13;
 }
+
+/* Input rows (or columns) one window spans: dilation * (kernel - 1) + 1, dilation 0 read as 1. */
+static long long span(int kernel, int dilation) { return (long long)(dilation > 1 ? dilation : 1) * (kernel - 1) + 1; }
 
 static perf_status validate_desc(const char *fn, const perf_conv_desc *d) {
     PERF_CHECK_POSITIVE(fn, d->batch);
@@ -70,10 +75,19 @@ static perf_status validate_desc(const char *fn, const perf_conv_desc *d) {
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
                          "%s: groups (%d) must divide in_channels (%d) and out_channels (%d)", fn,
                          d->groups, d->in_channels, d->out_channels);
+    if (d->dilation_h < 0 || d->dilation_w < 0)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: dilation must be >= 1 (0 means 1), got %dx%d", fn,
+                         d->dilation_h, d->dilation_w);
     long long padded_h = (long long)d->in_h + 2LL * d->pad_h, padded_w = (long long)d->in_w + 2LL * d->pad_w;
-    if (d->kernel_h > padded_h || d->kernel_w > padded_w)
-        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: kernel %dx%d exceeds padded input %lldx%lld",
-                         fn, d->kernel_h, d->kernel_w, padded_h, padded_w);
+    const long long span_h = span(d->kernel_h, d->dilation_h), span_w = span(d->kernel_w, d->dilation_w);
+    if ((span_h > padded_h || span_w > padded_w) && span_h == d->kernel_h && span_w == d->kernel_w)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: kernel %dx%d exceeds padded input %lldx%lld", fn,
+                         d->kernel_h, d->kernel_w, padded_h, padded_w);
+    if (span_h > padded_h || span_w > padded_w)
+        return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
+                         "%s: kernel %dx%d (dilation %dx%d: span %lldx%lld) exceeds padded input %lldx%lld", fn,
+                         d->kernel_h, d->kernel_w, d->dilation_h ? d->dilation_h : 1,
+                         d->dilation_w ? d->dilation_w : 1, span_h, span_w, padded_h, padded_w);
     if (padded_h > INT32_MAX || padded_w > INT32_MAX) /* the gather table's int coordinates stay in range */
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT, "%s: padded input %lldx%lld exceeds 2^31-1 (in + 2*pad)",
                          fn, padded_h, padded_w);
@@ -102,15 +116,16 @@ static void fill_table(perf_conv_plan *p, const perf_mask *output_mask, const pe
         int pos = output_mask ? output_mask->indices[j] : j;
         int oy = pos / p->out_w, ox = pos % p->out_w;
         int32_t *row = p->table + (size_t)j * p->kk;
-        int inside = !input_mask && oy * d->stride_h - d->pad_h >= 0 && ox * d->stride_w - d->pad_w >= 0 &&
-                     oy * d->stride_h - d->pad_h + d->kernel_h <= d->in_h &&
+        /* origin: the window's kernel rows are contiguous runs of the input (no dilation, all inside) */
+        int inside = !input_mask && d->dilation_h == 1 && d->dilation_w == 1 && oy * d->stride_h - d->pad_h >= 0 &&
+                     ox * d->stride_w - d->pad_w >= 0 && oy * d->stride_h - d->pad_h + d->kernel_h <= d->in_h &&
                      ox * d->stride_w - d->pad_w + d->kernel_w <= d->in_w;
         p->origin[j] = inside ? (oy * d->stride_h - d->pad_h) * d->in_w + (ox * d->stride_w - d->pad_w)
                               : PERF_NO_ORIGIN;
         for (int ki = 0; ki < d->kernel_h; ki++) {
-            int iy = oy * d->stride_h - d->pad_h + ki;
+            int iy = oy * d->stride_h - d->pad_h + ki * d->dilation_h;
             for (int kj = 0; kj < d->kernel_w; kj++) {
-                int ix = ox * d->stride_w - d->pad_w + kj;
+                int ix = ox * d->stride_w - d->pad_w + kj * d->dilation_w;
                 int32_t src = -1;
                 if (iy >= 0 && iy < d->in_h && ix >= 0 && ix < d->in_w) {
                     src = iy * d->in_w + ix;
@@ -130,8 +145,10 @@ perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *o
     PERF_CHECK_NOT_NULL(fn, desc);
     PERF_CHECK(validate_desc(fn, desc));
     /* In 64 bits: in + 2*pad overflows int for a huge pad, and positions (count, mask indices) are int. */
-    long long oh64 = ((long long)desc->in_h + 2LL * desc->pad_h - desc->kernel_h) / desc->stride_h + 1;
-    long long ow64 = ((long long)desc->in_w + 2LL * desc->pad_w - desc->kernel_w) / desc->stride_w + 1;
+    long long oh64 = ((long long)desc->in_h + 2LL * desc->pad_h - span(desc->kernel_h, desc->dilation_h)) /
+                         desc->stride_h + 1;
+    long long ow64 = ((long long)desc->in_w + 2LL * desc->pad_w - span(desc->kernel_w, desc->dilation_w)) /
+                         desc->stride_w + 1;
     if (oh64 > INT32_MAX || ow64 > INT32_MAX || oh64 * ow64 > INT32_MAX)
         return perf_fail(PERF_STATUS_INVALID_ARGUMENT,
                          "%s: output map %lldx%lld has more than 2^31-1 positions", fn, oh64, ow64);
@@ -142,6 +159,8 @@ perf_status perf_conv_plan_create(const perf_conv_desc *desc, const perf_mask *o
     perf_conv_plan *p = calloc(1, sizeof *p);
     if (!p) return perf_fail(PERF_STATUS_OUT_OF_MEMORY, "%s: cannot allocate the plan", fn);
     p->d = *desc;
+    if (p->d.dilation_h == 0) p->d.dilation_h = 1; /* stored as 1 from here on: every reader sees >= 1 */
+    if (p->d.dilation_w == 0) p->d.dilation_w = 1;
     p->out_h = out_h;
     p->out_w = out_w;
     p->count = output_mask ? output_mask->count : out_h * out_w;

@@ -50,6 +50,8 @@ class ConvPlan:
       in_size: ``(H, W)`` of the full input (equal to ``input_mask.shape`` when it is given).
       kernel, stride, pad: int or ``(h, w)`` pair.
       groups: Caffe groups (divides both channel counts).
+      dilation: int or ``(h, w)`` pair (tap ``(ki, kj)`` reads input row ``oy*stride - pad + ki*dilation``;
+        the output is ``(H + 2*pad - dilation*(kernel-1) - 1) // stride + 1``).
       mask: output mask (the perforated positions); ``None`` for a dense convolution.
       input_mask: mask of the producer when the input is compact; ``None`` for a full input.
       device: ``"cpu"`` (numpy arrays) or ``"cuda"`` (GPU arrays with ``__cuda_array_interface__``,
@@ -64,7 +66,7 @@ class ConvPlan:
     def __init__(self, batch: int, in_channels: int, in_size: IntPair, out_channels: int,
                  kernel: IntPair, stride: IntPair = 1, pad: IntPair = 0, groups: int = 1,
                  mask: Optional[Mask] = None, input_mask: Optional[Mask] = None,
-                 device: str = "cpu", context: Optional[Context] = None) -> None:
+                 device: str = "cpu", context: Optional[Context] = None, dilation: IntPair = 1) -> None:
         fn = "ConvPlan"
         self._lock = threading.Lock()  # guards the workspace (released GIL: threads run C at once)
         self.context = resolve(fn, device, context)
@@ -80,6 +82,9 @@ class ConvPlan:
         desc.stride_h, desc.stride_w = to_pair(fn, "stride", stride)
         desc.pad_h, desc.pad_w = to_pair(fn, "pad", pad)
         desc.groups = to_int(fn, "groups", groups)
+        desc.dilation_h, desc.dilation_w = to_pair(fn, "dilation", dilation)
+        if desc.dilation_h < 1 or desc.dilation_w < 1:
+            raise ValueError(f"{fn}: dilation must be >= 1, got {(desc.dilation_h, desc.dilation_w)}")
         self._desc = desc
         out = ffi.new("perf_conv_plan **")
         masks = (mask._ptr if mask is not None else ffi.NULL,
@@ -297,11 +302,12 @@ class ConvPlan:
         d = self._desc
         return (f"ConvPlan(x={self.x_shape}, weight={self.weight_shape}, stride=({d.stride_h}, "
                 f"{d.stride_w}), pad=({d.pad_h}, {d.pad_w}), groups={d.groups}, "
+                f"dilation=({d.dilation_h}, {d.dilation_w}), "
                 f"out={self.out_size}, count={self.count})")
 
 
 def _plan_for(fn: str, x: Any, weight: Any, stride: IntPair, pad: IntPair, groups: int,
-              mask: Optional[Mask], input_mask: Optional[Mask]) -> ConvPlan:
+              mask: Optional[Mask], input_mask: Optional[Mask], dilation: IntPair = 1) -> ConvPlan:
     _opt_mask(fn, "mask", mask)
     _opt_mask(fn, "input_mask", input_mask)
     if is_device_array(x):  # GPU arrays: a CUDA plan on the default context
@@ -311,7 +317,7 @@ def _plan_for(fn: str, x: Any, weight: Any, stride: IntPair, pad: IntPair, group
             check_device_array(fn, "x", x, shape=(None, None, input_mask.count))
         in_size = input_mask.shape if input_mask is not None else xs[2:]
         return ConvPlan(xs[0], xs[1], in_size, ws[0], ws[2:], stride, pad, to_int(fn, "groups", groups),
-                        mask, input_mask, device="cuda")
+                        mask, input_mask, device="cuda", dilation=dilation)
     check_array(fn, "x", x, ndim=3 if input_mask is not None else 4)
     check_array(fn, "weight", weight, ndim=4)
     if input_mask is not None:
@@ -321,7 +327,7 @@ def _plan_for(fn: str, x: Any, weight: Any, stride: IntPair, pad: IntPair, group
         in_size = x.shape[2:]
     groups = to_int(fn, "groups", groups)
     plan = ConvPlan(x.shape[0], x.shape[1], in_size, weight.shape[0], weight.shape[2:],
-                    stride, pad, groups, mask, input_mask)
+                    stride, pad, groups, mask, input_mask, dilation=dilation)
     check_array(fn, "weight", weight, shape=plan.weight_shape)
     return plan
 
@@ -329,19 +335,20 @@ def _plan_for(fn: str, x: Any, weight: Any, stride: IntPair, pad: IntPair, group
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
            stride: IntPair = 1, pad: IntPair = 0, groups: int = 1, mask: Optional[Mask] = None,
            compact: bool = False, input_mask: Optional[Mask] = None,
-           out: Optional[np.ndarray] = None) -> np.ndarray:
+           out: Optional[np.ndarray] = None, dilation: IntPair = 1) -> np.ndarray:
     """2-D convolution (cross-correlation, Caffe), optionally perforated.
 
     x: float32 ``(N, C, H, W)``, or compact ``(N, C, count_in)`` when ``input_mask`` is given.
-    weight: ``(Cout, C/groups, kh, kw)``; bias: ``(Cout,)`` or None; stride, pad: int or pair.
-    mask: output mask of ``(oh, ow)`` (``oh = (H + 2 pad - kh) // stride + 1``) or None (dense).
+    weight: ``(Cout, C/groups, kh, kw)``; bias: ``(Cout,)`` or None; stride, pad, dilation: int or pair.
+    mask: output mask of ``(oh, ow)`` (``oh = (H + 2 pad - dilation (kh - 1) - 1) // stride + 1``) or None
+    (dense).
     Returns full ``(N, Cout, oh, ow)`` (perforated positions filled by explicit nearest-neighbour
     interpolation), or compact ``(N, Cout, count)`` when ``compact=True`` (requires a mask).
     """
     fn = "conv2d"
     if compact and mask is None:
         raise ValueError(f"{fn}: compact=True requires a mask")
-    plan = _plan_for(fn, x, weight, stride, pad, groups, mask, input_mask)
+    plan = _plan_for(fn, x, weight, stride, pad, groups, mask, input_mask, dilation)
     if plan.context is not None:
         if mask is None or compact:
             return plan.forward(x, weight, bias, out=out)
@@ -362,8 +369,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
 
 def conv2d_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, stride: IntPair = 1,
                     pad: IntPair = 0, groups: int = 1, mask: Optional[Mask] = None,
-                    input_mask: Optional[Mask] = None,
-                    compact: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    input_mask: Optional[Mask] = None, compact: bool = False,
+                    dilation: IntPair = 1) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients ``(dx, dweight, dbias)`` of :func:`conv2d` (same arguments).
 
     dy: gradient of the full output ``(N, Cout, oh, ow)`` (explicit interpolation: it is
@@ -373,7 +380,7 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, stride: I
     fn = "conv2d_backward"
     if compact and mask is None:
         raise ValueError(f"{fn}: compact=True requires a mask")
-    plan = _plan_for(fn, x, weight, stride, pad, groups, mask, input_mask)
+    plan = _plan_for(fn, x, weight, stride, pad, groups, mask, input_mask, dilation)
     if plan.context is not None:
         if mask is not None and not compact:
             check_device_array(fn, "dy", dy, shape=plan.full_y_shape)

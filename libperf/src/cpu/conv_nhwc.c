@@ -173,7 +173,8 @@ void perf_cpu_conv_nhwc_setup(perf_conv_plan *p) {
     if (rows > ROWS_MAX) rows = ROWS_MAX / mr * mr;
     p->nhwc_psplit = (int)psplit;
     p->nhwc_rows = (int)rows;
-    p->nhwc_rowruns = p->table && p->origin && p->d.groups == 1 && p->d.kernel_w > 1 && p->cin_g < ROWRUN_CIN &&
+    p->nhwc_rowruns = p->table && p->origin && p->d.groups == 1 && p->d.kernel_w > 1 && p->d.dilation_w == 1 &&
+                      p->d.dilation_h == 1 && p->cin_g < ROWRUN_CIN &&
                       p->k_gemm <= p->nhwc_klen;
 }
 

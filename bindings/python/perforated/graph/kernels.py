@@ -23,8 +23,6 @@ Run = Callable[[Sequence[np.ndarray]], List[np.ndarray]]
 
 def _conv(node: Node, shapes: Sequence[Shape], consts: Mapping[str, np.ndarray], mask: Optional[Mask]) -> Run:
     a = node.attrs
-    if tuple(a["dilations"]) != (1, 1):
-        raise node.fail(f"attribute dilations={list(a['dilations'])} is not supported (only 1)")
     n, c, h, w = shapes[0]
     weight = np.ascontiguousarray(consts[node.inputs[1]], np.float32)
     bias = consts.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
@@ -33,7 +31,8 @@ def _conv(node: Node, shapes: Sequence[Shape], consts: Mapping[str, np.ndarray],
     symmetric = pt == pb and pl == pr
     pad = (pt, pl) if symmetric else (0, 0)
     size = (h, w) if symmetric else (h + pt + pb, w + pl + pr)
-    plan = ConvPlan(n, c, size, weight.shape[0], a["kernel"], a["strides"], pad, a["group"], mask=mask)
+    plan = ConvPlan(n, c, size, weight.shape[0], a["kernel"], a["strides"], pad, a["group"], mask=mask,
+                    dilation=a["dilations"])
     relu, residual = bool(a.get("relu")), len(node.inputs) > 3
 
     def run(xs):

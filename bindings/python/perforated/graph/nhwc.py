@@ -58,13 +58,14 @@ class Buffers:
 def _conv(node: Node, shapes, consts, mask: Optional[Mask], layouts) -> Optional[Run]:
     a = node.attrs
     pt, pl, pb, pr = a["pads"]
-    if (pt, pl) != (pb, pr) or tuple(a["dilations"]) != (1, 1):
+    if (pt, pl) != (pb, pr):
         return None
     n, c, h, w = shapes[0]
     weight = np.ascontiguousarray(consts[node.inputs[1]], np.float32)
     bias = consts.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
-    plan = ConvPlan(n, c, (h, w), weight.shape[0], a["kernel"], a["strides"], (pt, pl), a["group"], mask=mask)
+    plan = ConvPlan(n, c, (h, w), weight.shape[0], a["kernel"], a["strides"], (pt, pl), a["group"], mask=mask,
+                    dilation=a["dilations"])
     packed = plan.pack_nhwc(weight)  # graph weights are constants: packed once, not at every call
     relu, convert = bool(a.get("relu")), layouts[0] == "nchw"
     residual = len(node.inputs) > 3

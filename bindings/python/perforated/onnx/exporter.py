@@ -78,6 +78,7 @@ class _Writer:
         g = int(a["group"])
         cg, coutg = c // g, cout // g
         (kh, kw), (sh, sw), (pt, pl, pb, pr) = a["kernel"], a["strides"], a["pads"]
+        dh, dw = a["dilations"]
         hp, wp = h + pt + pb, w + pl + pr
         oh, ow = shapes[node.outputs[0]][2:]
         name = node.name
@@ -98,7 +99,7 @@ class _Writer:
         idx = mask.indices.astype(np.int64)
         oy, ox = idx // ow, idx % ow
         ki, kj = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
-        table = (oy[:, None] * sh + ki.reshape(1, -1)) * wp + (ox[:, None] * sw + kj.reshape(1, -1))
+        table = (oy[:, None] * sh + dh * ki.reshape(1, -1)) * wp + (ox[:, None] * sw + dw * kj.reshape(1, -1))
         count, kk = table.shape
         fields = self.tmp(name + "/fields")  # (N, count, kk, C)
         self.add("Gather", [flat, self.const(name + "/field_table", table)], [fields], name + "/gather_fields", axis=1)

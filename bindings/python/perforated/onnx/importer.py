@@ -216,8 +216,6 @@ class _Importer:
         pads = _pads(a, node, self.shapes[node.inputs[0]][2:], kernel, strides, dil)
         node.attrs = {"kernel": kernel, "strides": strides, "pads": pads, "dilations": dil,
                       "group": int(a.get("group", 1))}
-        if dil != (1, 1):
-            raise node.fail(f"attribute dilations={list(dil)} is not supported (only 1)")
         return node
 
     def _pool(self, node, a, avg: bool):

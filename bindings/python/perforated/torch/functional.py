@@ -3,7 +3,7 @@
 Two implementations of the same mathematics (compute the convolution at the mask's positions, fill the
 other positions with the nearest computed value):
 
-* the **C path**: CPU float32 tensors (dilation 1) run on libperforated. The input, weight and bias are
+* the **C path**: CPU float32 tensors run on libperforated. The input, weight and bias are
   handed to C as numpy views of the tensors' memory (no copy; a non-contiguous or channels_last input is
   made contiguous once), the output is written into a new tensor, and the backward runs the library's
   de-interpolation, data and filter gradients.
@@ -95,8 +95,6 @@ def c_path_reason(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
             return f"{name} is on {t.device} (the C path takes CPU tensors)"
         if t.dtype != torch.float32:
             return f"{name} is {t.dtype} (the C path takes torch.float32)"
-    if dilation != (1, 1):
-        return f"dilation is {dilation} (the C path takes dilation 1)"
     return None
 
 
@@ -105,8 +103,8 @@ def _plan(mask: Mask, key: tuple) -> ConvPlan:
         plans = _plans.setdefault(mask, {})
         plan = plans.get(key)
     if plan is None:
-        n, c, hw, o, k, s, p, g = key
-        plan = ConvPlan(n, c, hw, o, k, s, p, g, mask=mask)
+        n, c, hw, o, k, s, p, g, d = key
+        plan = ConvPlan(n, c, hw, o, k, s, p, g, mask=mask, dilation=d)
         with _cache_lock:
             if len(plans) > 16:  # batch sizes come and go (the last batch of an epoch): keep a few
                 plans.clear()
@@ -193,7 +191,7 @@ def perforated_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     x: ``(N, C, H, W)``; weight: ``(Cout, C/groups, kh, kw)``; bias ``(Cout,)`` or None; stride, padding,
     dilation, groups as in ``F.conv2d`` (padding may be ``"valid"`` or ``"same"``). mask: a
     :class:`perforated.Mask` whose shape is the output size (:func:`conv_output_size`).
-    implementation: ``"auto"``, ``"c"`` (libperforated; CPU float32, dilation 1) or ``"torch"``.
+    implementation: ``"auto"``, ``"c"`` (libperforated; CPU float32) or ``"torch"``.
     Differentiable in x, weight and bias on both paths.
     """
     fn = "perforated_conv2d"
@@ -239,5 +237,5 @@ def perforated_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     weight_c = weight.contiguous()
     bias_c = bias.contiguous() if bias is not None else None
     key = (int(x.shape[0]), int(x.shape[1]), (int(x.shape[2]), int(x.shape[3])), int(weight.shape[0]), k, s,
-           (pads[0], pads[2]), groups)
+           (pads[0], pads[2]), groups, d)
     return _PerforatedConvC.apply(x, weight_c, bias_c, _plan(mask, key), mask)
