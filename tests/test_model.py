@@ -222,3 +222,29 @@ def test_model_argument_errors():
         Model("nin", 1, masks={"conv9": P.make_mask("uniform", (8, 8), 0.5)})
     with pytest.raises(ValueError, match="x must have shape"):
         Model("nin", 2).forward(np.zeros((1, 3, 32, 32), np.float32))
+
+
+@pytest.mark.parametrize("inference", ["nhwc", "layers"])
+def test_forward_returns_a_new_array_each_call(rng, inference):
+    m = Model(ROWS, 2, input_shape=INPUT, classes=5, inference=inference)
+    x1, x2 = (rng.standard_normal((2,) + INPUT).astype(np.float32) for _ in range(2))
+    y1 = m.forward(x1)
+    kept = y1.copy()
+    y2 = m.forward(x2)
+    assert y1 is not y2 and not np.shares_memory(y1, m.logits) and not np.shares_memory(y2, m.logits)
+    np.testing.assert_array_equal(y1, kept)  # the second call left the first result alone
+    np.testing.assert_array_equal(y2, m.logits)
+    assert not np.array_equal(y1, y2)
+
+
+def test_model_from_given_weights_draws_no_random_weights(monkeypatch):
+    src = Model("nin", 1, seed=3)
+
+    def no_draws(*args, **kwargs):
+        raise AssertionError("random weights drawn although weights were given")
+
+    monkeypatch.setattr(np.random, "default_rng", no_draws)
+    m = Model("nin", 4, weights=src.params, seed=5)  # another batch size, the same weights
+    for name, p in src.params.items():
+        for key, value in p.items():
+            np.testing.assert_array_equal(m.params[name][key], value)

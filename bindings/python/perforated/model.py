@@ -302,12 +302,17 @@ class Parameters(dict):
         self.batchnorms: set = set()  # names of batch normalisations (gamma, beta: no weight decay)
         self._buf = buf
 
-    def add(self, name: str, weight_shape: Sequence[int], fan_in: int, rng: np.random.Generator) -> None:
-        std = np.sqrt(2.0 / fan_in)  # He initialisation: keeps ReLU activations at unit scale
-        weight = rng.standard_normal(weight_shape, dtype=np.float32)  # float32 directly: no float64 copy
-        weight *= np.float32(std)  # (VGG-16's 138M weights would need 1.1 GB of float64 temporaries)
-        self[name] = {"weight": self._buf.put(weight),
-                      "bias": self._buf.zeros((weight_shape[0],))}
+    def add(self, name: str, weight_shape: Sequence[int], fan_in: int, rng: Optional[np.random.Generator]) -> None:
+        """Weights drawn with `rng` (He initialisation), or zeros when rng is None (weights that are loaded
+        next: VGG-16's 138M random draws cost seconds)."""
+        if rng is None:
+            weight = self._buf.zeros(tuple(weight_shape))
+        else:
+            std = np.sqrt(2.0 / fan_in)  # He initialisation: keeps ReLU activations at unit scale
+            draw = rng.standard_normal(weight_shape, dtype=np.float32)  # float32 directly: no float64 copy
+            draw *= np.float32(std)  # (VGG-16's 138M weights would need 1.1 GB of float64 temporaries)
+            weight = self._buf.put(draw)
+        self[name] = {"weight": weight, "bias": self._buf.zeros((weight_shape[0],))}
         self.grads[name] = {k: self._buf.zeros_like(v) for k, v in self[name].items()}
 
     def add_batchnorm(self, name: str, channels: int) -> None:
@@ -387,7 +392,7 @@ class Model:
         self.inference = inference
         self._engine = None
         self._activations_stale = False
-        self._build(np.random.default_rng(seed), seed)
+        self._build(np.random.default_rng(seed) if weights is None else None, seed)  # given weights: no draws
         if weights is not None:
             self.load_weights(weights)
 
@@ -397,7 +402,7 @@ class Model:
         """Output (h, w) of every conv layer (masks are sized from these), without building buffers."""
         return conv_output_sizes(self.rows, self.input_shape, self.masks)
 
-    def _build(self, rng: np.random.Generator, seed: int) -> None:
+    def _build(self, rng: Optional[np.random.Generator], seed: int) -> None:
         c, h, w = self.input_shape
         buf = self.buffers
         self.x = buf.zeros((self.batch, c, h, w))
@@ -445,7 +450,9 @@ class Model:
 
     def forward(self, x: Optional[np.ndarray] = None, training: bool = False) -> np.ndarray:
         """Logits ``(batch, classes)`` of the images ``x`` (copied into the input buffer), or of the
-        input buffer ``model.x`` as it is when x is None (no copy: for timing).
+        input buffer ``model.x`` as it is when x is None (no copy: for timing). Returns a new array
+        (the next call does not change it); ``model.logits`` is the model's own buffer, which holds
+        the same values until the next pass.
 
         On a CUDA model, ``x`` may be a numpy array (copied to the GPU) or a GPU array, and the
         logits are a CuPy array on the GPU, computed asynchronously (see :meth:`synchronize`)."""
@@ -455,11 +462,11 @@ class Model:
             self.buffers.copy_into(self.x, x)
         if not training and self._use_engine():
             self._activations_stale = True  # a backward pass reruns the layer steps first
-            return self.engine.run()
+            return self.engine.run().copy()
         for step in self.steps:
             step.forward(training)
         self._activations_stale = False
-        return self.logits
+        return self.logits.copy()
 
     def _use_engine(self) -> bool:
         """Inference on the CPU runs the channels-last engine (:mod:`perforated.engine`), unless
