@@ -335,3 +335,27 @@ def test_a_stopped_search_is_finished_for_run_retimed(setup):
 
     resumed.retime = resumed.run = no_more
     resumed.run_retimed(50, until=10.0)  # neither 50 steps nor 10x: finished only because it stopped
+
+
+def test_command_takes_its_nll_images_from_the_validation_split(rng, tmp_path, monkeypatch):
+    from cases import make_batches
+    from perforated import greedy
+    from perforated.data import held_out_split
+
+    _, labels = make_batches(tmp_path / "cifar-10-batches-py", rng, n_train=10)
+    Model("nin", 1, seed=3).save_weights(tmp_path / "w.npz")
+    seen = {}
+
+    class Recording(GreedySearch):
+        def __init__(self, network, weights, x, y, out, **kw):
+            seen.update(x=x, y=y, impact_y=kw["impact_y"])
+            super().__init__(network, weights, x, y, out, **kw)
+
+    monkeypatch.setattr(greedy, "GreedySearch", Recording)
+    greedy.main(["--weights", str(tmp_path / "w.npz"), "--data", str(tmp_path / "cifar-10-batches-py"),
+                 "--out", str(tmp_path / "g"), "--steps", "1", "--timer", "macs", "--val", "3",
+                 "--impact-images", "4", "--eval-batch", "3"])
+    kept, held = held_out_split(10, 3)
+    np.testing.assert_array_equal(seen["y"], labels[held])  # the NLL images: the validation split
+    assert seen["x"].shape == (3, 3, 32, 32) and len(seen["impact_y"]) == 4
+    assert json.loads((tmp_path / "g" / "state.json").read_text())["step"] == 1

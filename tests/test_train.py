@@ -450,3 +450,34 @@ def test_evaluate_flip_averages_the_image_and_its_mirror(rng):
     a, b = tr.evaluate_split(model, plain, pre, flip=True), tr.evaluate_split(model, mirrored, pre, flip=True)
     assert a["top1_error"] == b["top1_error"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     assert a["loss"] != pytest.approx(tr.evaluate_split(model, plain, pre)["loss"], rel=1e-6)
+
+
+def test_validation_split_is_held_out_and_the_test_set_waits_for_the_last_epoch(tmp_path, rng):
+    from perforated.data import held_out_split
+
+    splits = _tiny_nin_splits(rng)
+    splits["train"] = Split(rng.integers(0, 256, (12, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 12),
+                            [str(i) for i in range(10)])
+    cfg = tr.TrainConfig(network="nin", epochs=2, batch=4, lr=0.01, seed=3, progress=1, val=4)
+    run = tr.train(cfg, tmp_path / "v", splits=splits, stream=None)
+    first, last = run["history"]
+    assert first["val_images"] == 4 and "test_top1_error" not in first  # epoch 1: validation only
+    assert last["val_images"] == 4 and last["test_images"] == 4       # the last epoch: both
+    log = (tmp_path / "v" / "train.log").read_text()
+    assert "training nin on 8 images" in log  # 12 - 4 held out
+    # the held-out images are the validation split's, whatever the run's seed
+    kept, held = held_out_split(12, 4)
+    again_kept, again_held = held_out_split(12, 4)
+    np.testing.assert_array_equal(held, again_held)
+    assert sorted(np.concatenate([kept, held]).tolist()) == list(range(12))
+    kept_split, val_split = splits["train"].split_off(4)
+    np.testing.assert_array_equal(val_split.labels, splits["train"].labels[held])
+    from perforated import train_log
+    text = train_log.table(train_log.read_log(tmp_path / "v"))
+    assert "validation top-1" in text.splitlines()[0]
+    with pytest.raises(ValueError, match="val must be >= 0"):
+        tr.TrainConfig(val=-1).check()
+    with pytest.raises(ValueError, match="leaves no training images"):
+        tr.train(tr.TrainConfig(network="nin", epochs=1, batch=4, val=12), tmp_path / "w", splits=splits, stream=None)
+    with pytest.raises(ValueError, match=r"held must be in \[1, 11\]"):
+        held_out_split(12, 0)

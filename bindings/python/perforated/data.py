@@ -38,6 +38,23 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".t
 CACHE_VERSION = 1
 
 
+# The validation split (issue 32): `--val N` of perforated.train, perforated.greedy, perforated.torch.finetune
+# and .search holds out the last N training images of this seed's shuffle, the same images whatever the
+# run's own seed, so every choice (recipe, epochs, plans) is made on one set and the test set is left for
+# the final figures. 5,000 is the size the project uses for CIFAR-10.
+VALIDATION_SEED = 0
+VALIDATION_IMAGES = 5000
+
+
+def held_out_split(n: int, held: int, seed: int = VALIDATION_SEED) -> Tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) indices of `n` training images: the held-out ones are the last `held` of a
+    seeded shuffle."""
+    if not 0 < held < n:
+        raise ValueError(f"held_out_split: held must be in [1, {n - 1}] for {n} images, got {held}")
+    order = np.random.default_rng(seed).permutation(n)
+    return order[:n - held], order[n - held:]
+
+
 @dataclass
 class Split:
     """One split: ``images`` uint8 ``(N, C, H, W)``, ``labels`` int64 ``(N,)``, class names."""
@@ -48,6 +65,13 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def split_off(self, held: int, seed: Optional[int] = None) -> Tuple["Split", "Split"]:
+        """(kept, held-out) splits: the held-out images are the last `held` of a seeded shuffle
+        (:func:`held_out_split`; by default the project's one validation split)."""
+        keep, out = held_out_split(len(self), held, VALIDATION_SEED if seed is None else seed)
+        return (Split(self.images[keep], self.labels[keep], self.classes),
+                Split(self.images[out], self.labels[out], self.classes))
 
     def subset(self, n: int, seed: int = 0) -> "Split":
         """``n`` images drawn without replacement (seeded), in the drawn order."""

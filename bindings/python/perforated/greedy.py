@@ -431,6 +431,10 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=50, help="steps in total (reference: NIN 50)")
     parser.add_argument("--kinds", default="uniform", help="comma-separated mask kinds to try")
     parser.add_argument("--eval-images", type=int, default=10000, help="held-out training images for the NLL")
+    parser.add_argument("--val", type=int, default=0,
+                        help="take the NLL images from the project's validation split instead (its N images, "
+                             "held out of training by perforated.train --val N; 5000 for CIFAR-10) and the "
+                             "impact images from the rest")
     parser.add_argument("--impact-images", type=int, default=5000)
     parser.add_argument("--timer", default="measured", choices=("measured", "macs"))
     parser.add_argument("--until", type=float, default=None,
@@ -442,8 +446,14 @@ def main(argv=None) -> None:
                              "plans (0: pick by the search's own timings; ignored with --timer macs)")
     parser.add_argument("--report", default=None, help="also write a Markdown summary of the steps here")
     args = parser.parse_args(argv)
-    (ev_x, ev_y), (im_x, im_y) = D.training_subsets(args.data, args.weights,
-                                                     [args.eval_images, args.impact_images], seed=0)
+    if args.val:
+        kept, val = D.load_dataset(args.data)["train"].split_off(args.val)
+        preprocess = D.preprocess_for(args.weights, kept)
+        impact = kept.subset(min(args.impact_images, len(kept)), seed=0)
+        (ev_x, ev_y), (im_x, im_y) = (preprocess(val.images), val.labels), (preprocess(impact.images), impact.labels)
+    else:
+        (ev_x, ev_y), (im_x, im_y) = D.training_subsets(args.data, args.weights,
+                                                         [args.eval_images, args.impact_images], seed=0)
     search = GreedySearch(args.network, args.weights, ev_x, ev_y, Path(args.out), kinds=args.kinds.split(","),
                           impact_x=im_x, impact_y=im_y, timer=args.timer, eval_batch=args.eval_batch,
                           log=lambda m: print(m, file=sys.stderr, flush=True))

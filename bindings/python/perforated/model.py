@@ -462,11 +462,17 @@ class Model:
             self.buffers.copy_into(self.x, x)
         if not training and self._use_engine():
             self._activations_stale = True  # a backward pass reruns the layer steps first
-            return self.engine.run().copy()
+            return self._fresh(self.engine.run())
         for step in self.steps:
             step.forward(training)
         self._activations_stale = False
-        return self.logits.copy()
+        return self._fresh(self.logits)
+
+    def _fresh(self, a):
+        """A new array of the model's kind (host or device) holding a's values."""
+        out = self.buffers.zeros_like(a)
+        self.buffers.copy_into(out, a)
+        return out
 
     def _use_engine(self) -> bool:
         """Inference on the CPU runs the channels-last engine (:mod:`perforated.engine`), unless

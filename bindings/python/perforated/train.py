@@ -18,7 +18,10 @@
   It runs on either device (``--device cuda`` keeps its statistics on the GPU too).
 - A progress line every ``--progress`` batches (stderr and ``out/train.log``): loss, accuracy, lr,
   images/s and ETA. After each epoch: top-1 / top-5 error on the test split (``--eval-subset`` for a
-  quicker estimate), an atomic checkpoint ``out/checkpoint.npz`` (weights, momentum buffers, epoch,
+  quicker estimate); with ``--val N`` the last N images of the project's validation shuffle
+  (``perforated.data.held_out_split``: the same images in every run) are held out of training, the
+  epochs are evaluated on them and the test split only after the last epoch, so that recipes and
+  epochs are chosen without looking at the test set. Then an atomic checkpoint ``out/checkpoint.npz`` (weights, momentum buffers, epoch,
   RNG state, dropout counters, config, history; also written every ``--checkpoint-every`` batches
   within an epoch, so a killed run loses at most that much), the weights alone ``out/weights.npz`` and a line in
   ``out/log.jsonl``. With ``--plan`` the masks are also frozen as positions in ``out/plan.json`` at the
@@ -70,6 +73,7 @@ class TrainConfig:
     init_scale: Dict[str, float] = field(default_factory=dict)
     seed: int = 0
     subset: Optional[int] = None
+    val: int = 0
     eval_subset: Optional[int] = None
     eval_every: int = 1
     normalize: str = "channel"
@@ -94,6 +98,8 @@ class TrainConfig:
         for name in ("epochs", "batch", "progress", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)}")
+        if self.val < 0:
+            raise ValueError(f"TrainConfig: val must be >= 0 (0: no validation split), got {self.val}")
         if self.bn_recompute < 0:
             raise ValueError(f"TrainConfig: bn_recompute must be >= 0 (0: keep the running averages), "
                              f"got {self.bn_recompute}")
@@ -362,6 +368,11 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     if "train" not in splits:
         raise ValueError(f"train: the dataset has no 'train' split (splits: {sorted(splits)})")
     train_split, test_split = splits["train"], splits.get("test")
+    val_split = None
+    if cfg.val:  # before --subset: the validation images are the same whatever the subset
+        if cfg.val >= len(train_split):
+            raise ValueError(f"train: --val {cfg.val} leaves no training images (the split has {len(train_split)})")
+        train_split, val_split = train_split.split_off(cfg.val)
     if cfg.subset:
         train_split = train_split.subset(min(cfg.subset, len(train_split)), seed=cfg.seed)
     if test_split is not None and cfg.eval_subset:
@@ -497,7 +508,14 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
             used = model.recompute_batchnorm_statistics(b.x for b in itertools.islice(fixed, cfg.bn_recompute))
             log(f"epoch {epoch + 1}: batch-normalisation statistics recomputed on {used} x {cfg.batch} training "
                 f"images (dropout off) in {time.perf_counter() - t:.0f} s")
-        if test_split is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+        scheduled = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        if val_split is not None and scheduled:
+            ev = evaluate_split(model, val_split, preprocess)
+            record.update(val_loss=ev["loss"], val_top1_error=ev["top1_error"], val_top5_error=ev["top5_error"],
+                          val_images=ev["images"])
+            log(f"epoch {epoch + 1} validation: top-1 error {ev['top1_error']:.2f}% top-5 error "
+                f"{ev['top5_error']:.2f}% loss {ev['loss']:.4f} ({ev['images']} images)")
+        if test_split is not None and (epoch + 1 == cfg.epochs if val_split is not None else scheduled):
             ev = evaluate_split(model, test_split, preprocess)
             record.update(test_loss=ev["loss"], test_top1_error=ev["top1_error"], test_top5_error=ev["top5_error"],
                           test_images=ev["images"])
@@ -549,6 +567,9 @@ def parser() -> argparse.ArgumentParser:
                    help="multiply these layers' initial (He) weights, e.g. cccp6=0.1 (training from scratch)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--subset", type=int, default=None, help="train on this many (seeded) training images")
+    p.add_argument("--val", type=int, default=d.val,
+                   help="hold out N training images (the project's validation split; 5000 for CIFAR-10): "
+                        "epochs are evaluated on them, the test split only after the last epoch")
     p.add_argument("--eval-subset", type=int, default=None, help="evaluate on this many test images")
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--normalize", choices=("channel", "zca", "none"), default=d.normalize)

@@ -36,14 +36,18 @@ def read_log(folder: Path) -> List[dict]:
 
 
 def table(records: List[dict]) -> str:
+    """The epochs as a Markdown table; validation columns when the run held out a validation split."""
     def pct(record: dict, key: str) -> str:
         return f"{record[key]:.2f}%" if key in record else "-"
 
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    val = any("val_top1_error" in r for r in records)
+    header = HEADER[:3] + (["validation top-1", "validation top-5"] if val else []) + HEADER[3:]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in records:
-        cells = [str(r["epoch"]), f"{r['lr']:.4f}" if "lr" in r else "-", pct(r, "train_error"),
-                 pct(r, "test_top1_error"), pct(r, "test_top5_error"),
-                 f"{r['seconds'] / 60:.1f}" if "seconds" in r else "-"]
+        cells = [str(r["epoch"]), f"{r['lr']:.4f}" if "lr" in r else "-", pct(r, "train_error")]
+        cells += [pct(r, "val_top1_error"), pct(r, "val_top5_error")] if val else []
+        cells += [pct(r, "test_top1_error"), pct(r, "test_top5_error"),
+                  f"{r['seconds'] / 60:.1f}" if "seconds" in r else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

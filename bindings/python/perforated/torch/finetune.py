@@ -91,12 +91,6 @@ class ImageSet(torch.utils.data.Dataset):
         return torch.from_numpy(x[0]), int(self.split.labels[i])
 
 
-def held_out_split(n: int, held: int, seed: int):
-    """(kept, held-out) indices of `n` training images: the last `held` of a seeded shuffle."""
-    order = np.random.default_rng(seed).permutation(n)
-    return order[:n - held], order[n - held:]
-
-
 def _splits(args) -> Dict[str, Split]:
     data = load_dataset(args.data)
     train, test = data["train"], data["test"]
@@ -105,9 +99,8 @@ def _splits(args) -> Dict[str, Split]:
     if args.val:
         if not 0 < args.val < len(train):
             raise ValueError(f"--val must be in [1, {len(train) - 1}], got {args.val}")
-        keep, held = held_out_split(len(train), args.val, args.seed)
-        return {"train": Split(train.images[keep], train.labels[keep], train.classes),
-                "eval": Split(train.images[held], train.labels[held], train.classes), "eval_name": "val"}
+        kept, val = train.split_off(args.val)  # the project's validation split, whatever --seed
+        return {"train": kept, "eval": val, "eval_name": "val"}
     if args.eval_limit:
         test = test.subset(args.eval_limit, seed=args.seed)
     return {"train": train, "eval": test, "eval_name": "test"}
@@ -152,7 +145,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip", nargs="*", default=[], help="with --rate: convolutions to leave dense")
     p.add_argument("--data", help="CIFAR-10 tarball, batches directory or image folder (default: the shared one)")
     p.add_argument("--limit", type=int, default=0, help="use N training images (a seeded draw)")
-    p.add_argument("--val", type=int, default=0, help="hold out N training images for evaluation")
+    p.add_argument("--val", type=int, default=0, help="hold out N training images for evaluation: the project's validation split (perforated.data.held_out_split, "
+                   "the same images whatever --seed; 5000 for CIFAR-10)")
     p.add_argument("--eval-limit", type=int, default=0, help="evaluate on N test images (a seeded draw)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--steps", type=int, default=0, help="stop after this many steps in all (0: no limit)")

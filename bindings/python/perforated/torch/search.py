@@ -190,7 +190,8 @@ def main(argv=None) -> int:
     import argparse
 
     from ..data import Preprocess, load_dataset
-    from .finetune import ImageSet, build_model, held_out_split
+    from ..data import held_out_split
+    from .finetune import ImageSet, build_model
 
     p = argparse.ArgumentParser(prog="python -m perforated.torch.search",
                                 description="Greedy perforation search (SPEC section 6) on a PyTorch model: "
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
     pre = Preprocess.fit(train, "channel")
     images = ImageSet(train, pre)
     # held out: the tail of the seeded shuffle, as finetune --val takes it; impact images from the rest
-    kept, held = held_out_split(len(train), min(args.held_out, len(train) - 1), args.seed)
+    kept, held = held_out_split(len(train), min(args.held_out, len(train) - 1))
 
     def batches(idx):
         return list(torch.utils.data.DataLoader(torch.utils.data.Subset(images, idx.tolist()), batch_size=args.batch))
