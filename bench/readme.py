@@ -1,11 +1,18 @@
-"""python -m bench.readme — rewrite the README's generated results block from results/tables.json.
+"""python -m bench.readme — rewrite the README's generated results blocks from results/*.json.
 
-The block sits between ``<!-- results:speed -->`` and ``<!-- /results:speed -->``: the speed table of
+``<!-- results:speed -->`` ... ``<!-- /results:speed -->``, from results/tables.json: the speed table of
 the paper's networks (multiplication reduction, speedup over our dense network, the paper's CPU
 speedup, speedup over the fastest dense peer) and our dense speed against that peer, with the run's
 command, machine and date. One rule picks every figure: the median time of each call in the run's
-alternating rounds, as results/tables.md. ``--check`` exits 1 when the README differs (tests run it);
-``python -m bench.tables`` (a full run into results/) rewrites the block itself.
+alternating rounds, as results/tables.md.
+
+``<!-- results:accuracy -->`` ... ``<!-- /results:accuracy -->``, from results/nin_accuracy.json: the NIN
+rows before and after fine-tuning (greedy impact, impact and grid plans at each target), with the
+run's command, machine and date; an error increase after fine-tuning is bold where it meets the
+paper's target at that speedup (bench.paper.PAPER_NIN_TUNED).
+
+``--check`` exits 1 when the README differs (tests run it); ``python -m bench.tables`` (a full run into
+results/) rewrites the blocks itself.
 """
 from __future__ import annotations
 
@@ -20,6 +27,8 @@ from bench.paths import RESULTS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- results:speed -->", "<!-- /results:speed -->"
+ACC_START, ACC_END = "<!-- results:accuracy -->", "<!-- /results:accuracy -->"
+PLAN_NAMES = {"greedy impact": "greedy impact", "impact": "impact, equal rates", "grid": "grid, equal rates"}
 NAMES = {"nin": "NIN", "alexnet": "AlexNet", "vgg16": "VGG-16"}
 
 
@@ -58,19 +67,63 @@ def speed_block(raw: dict) -> List[str]:
     return lines + [END]
 
 
-def rewrite(text: str, block: List[str]) -> str:
-    """`text` with its block replaced (the markers must be there, once each)."""
-    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise ValueError(f"README: expected one {START} ... {END} block")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
+def accuracy_block(acc: dict) -> List[str]:
+    """The accuracy block's Markdown lines for a bench.nin_accuracy result (``results/nin_accuracy.json``)."""
+    from bench.paper import PAPER_NIN_TUNED
+
+    m = acc["metadata"]
+    rows = []
+    targets = sorted({r["target"] for r in acc["rows"]})
+    for target in targets:
+        for kind in PLAN_NAMES:
+            for r in (r for r in acc["rows"] if r["kind"] == kind and r["target"] == target):
+                paper = PAPER_NIN_TUNED.get(target)
+                tuned = r.get("tuned_error_increase")
+                after = "not measured" if tuned is None else f"{tuned:+.2f}"
+                if tuned is not None and paper is not None and tuned <= paper:
+                    after = f"**{after}**"
+                rows.append([f"{PLAN_NAMES[kind]} {target:g}x", f"{r['speedup']:.2f}", f"{r['error_increase']:+.2f}",
+                             after, f"{paper:+.1f}" if paper is not None else "-"])
+    ft = next((r["finetune"] for r in acc["rows"] if r.get("finetune")), None)
+    recipe = (f"{ft['epochs']} epochs at lr {ft['lr']:g}" + (" with batch norm" if ft.get("batchnorm") else "")
+              if ft else "no fine-tuning")
+    intro = (f"`{m['command']}` (`results/nin_accuracy.md`), {m['date']}, {m['cpu']} ({m['logical_cpus']} logical "
+             f"CPUs); original network top-1 error {acc['dense_error']:.2f}% on {acc['test_images']} test images, "
+             f"{acc['dense_tuned_error']:.2f}% fine-tuned alike (the control); speedups: median of "
+             f"{m['rounds']} alternating rounds at batch 128. Bold: meets the paper's target."
+             if acc.get("dense_tuned_error") is not None else
+             f"`{m['command']}` (`results/nin_accuracy.md`), {m['date']}, {m['cpu']}; original network top-1 error "
+             f"{acc['dense_error']:.2f}% on {acc['test_images']} test images. Bold: meets the paper's target.")
+    lines = [ACC_START, intro, ""]
+    lines += md_table([f"NIN plan, {recipe}", "measured speedup", "error+ before", "after fine-tuning",
+                       "paper target after (its greedy plans)"], rows)
+    return lines + [ACC_END]
+
+
+def rewrite(text: str, block: List[str], start: str = START, end: str = END) -> str:
+    """`text` with its block between `start` and `end` replaced (the markers must be there, once each)."""
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"README: expected one {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
     return head + "\n".join(block) + tail
 
 
-def update(raw: dict, readme: Path = README) -> bool:
-    """Rewrite the README's block from `raw`; True when the file changed."""
+def rewrite_all(text: str, raw: dict, accuracy: Optional[dict]) -> str:
+    """Both blocks: speed from `raw` (tables.json), accuracy from `accuracy` (nin_accuracy.json) if given."""
+    text = rewrite(text, speed_block(raw))
+    return rewrite(text, accuracy_block(accuracy), ACC_START, ACC_END) if accuracy else text
+
+
+def _accuracy(results: Path) -> Optional[dict]:
+    path = results / "nin_accuracy.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def update(raw: dict, readme: Path = README, results: Path = RESULTS) -> bool:
+    """Rewrite the README's blocks from `raw` and results/nin_accuracy.json; True when the file changed."""
     text = readme.read_text()
-    new = rewrite(text, speed_block(raw))
+    new = rewrite_all(text, raw, _accuracy(results))
     if new != text:
         readme.write_text(new)
     return new != text
@@ -84,12 +137,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     raw = json.loads(Path(args.tables).read_text())
     readme = Path(args.readme)
+    results = Path(args.tables).resolve().parent
     if args.check:
-        same = rewrite(readme.read_text(), speed_block(raw)) == readme.read_text()
+        same = rewrite_all(readme.read_text(), raw, _accuracy(results)) == readme.read_text()
         print("README results block matches " + args.tables if same else
               f"README results block differs from {args.tables}: run python -m bench.readme")
         return 0 if same else 1
-    print(("rewrote" if update(raw, readme) else "unchanged:") + f" the results block of {readme}")
+    print(("rewrote" if update(raw, readme, results) else "unchanged:") + f" the results blocks of {readme}")
     return 0
 
 
