@@ -49,23 +49,25 @@ PAPER_NOTE = ("The paper's NIN rows (its Table 2, CIFAR-10, greedy impact plans)
 
 def finetune(plan_path: Optional[Path], weights: Path, out: Path, epochs: int, lr: float, subset: Optional[int],
              data: Optional[str], test_images: Optional[int], lowrank: Optional[Path] = None,
-             batchnorm: bool = False, teacher: Optional[Path] = None) -> dict:
+             batchnorm: bool = False, teacher: Optional[Path] = None, val: int = 0) -> dict:
     """Fine-tune the perforated network (masks fixed; plan None: the dense network, the control), or
     with ``lowrank`` (a LowRankPlan JSON) the decomposed network whose decomposed ``weights`` are
     given; resumes from out/checkpoint.npz if present. ``batchnorm``: with a batch normalisation after
     every conv but the last, starting as the identity and folded back when saved (for weights that
     were trained that way: it re-centres the activations that perforation shifted). ``teacher``: the
-    original network's weights, to fine-tune by distillation from it (perforated.distill)."""
+    original network's weights, to fine-tune by distillation from it (perforated.distill). ``val``: hold
+    out the project's validation split (perforated.train --val) from the fine-tuning images."""
     cfg = TrainConfig(network="nin", data=data, epochs=epochs, lr=lr, warmup=0.0, schedule="cosine",
                       plan=str(plan_path) if plan_path else None, lowrank=str(lowrank) if lowrank else None,
                       weights=str(weights), subset=subset, eval_every=epochs,
                       eval_subset=test_images,  # the same seeded test subset as run() (seed 0 + 1)
                       lr_mult={"cccp6": 0.1}, progress=50, batchnorm=batchnorm,
-                      teacher=str(teacher) if teacher else None)
+                      teacher=str(teacher) if teacher else None, val=val)
     resume = (out / "checkpoint.npz").is_file()
     result = train(cfg, out, resume=resume)
     last = result["history"][-1]
-    return {"epochs": epochs, "lr": lr, "images_per_epoch": subset or 50000, "batchnorm": batchnorm,
+    return {"epochs": epochs, "lr": lr, "images_per_epoch": result["train_images"], "batchnorm": batchnorm,
+            **({"validation_images_held_out": val} if val else {}),
             "distilled": bool(teacher),
             **({"distill_weight": cfg.distill_weight, "distill_temperature": cfg.distill_temperature} if teacher else {}),
             "top1_error": last["test_top1_error"], "seconds": sum(h["seconds"] for h in result["history"])}
@@ -104,7 +106,8 @@ def run(args) -> Tuple[dict, List[str]]:
     runs = (Path(args.runs) / file_digest(args.weights)
             / f"ft{args.finetune_epochs}_lr{args.finetune_lr:g}_n{args.finetune_subset or 'all'}"
               f"{'_bn' if args.finetune_batchnorm else ''}"
-              f"{f'_kd{TrainConfig.distill_weight:g}_T{TrainConfig.distill_temperature:g}' if args.finetune_distill else ''}")
+              f"{f'_kd{TrainConfig.distill_weight:g}_T{TrainConfig.distill_temperature:g}' if args.finetune_distill else ''}"
+              f"{f'_val{args.val}' if args.val else ''}")
     runs.mkdir(parents=True, exist_ok=True)
     state_path = runs / "rows.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -151,7 +154,7 @@ def run(args) -> Tuple[dict, List[str]]:
             measure.progress(f"{key}: fine-tuning {args.finetune_epochs} epoch(s)")
             tuned = finetune(plan_path, args.weights, runs / key, args.finetune_epochs, args.finetune_lr,
                              args.finetune_subset, args.data, args.test_images, batchnorm=args.finetune_batchnorm,
-                             teacher=args.weights if args.finetune_distill else None)
+                             teacher=args.weights if args.finetune_distill else None, val=args.val)
             row.update(tuned_error=tuned["top1_error"], finetune=tuned)
         state["rows"][key] = row
         write_json_atomic(state_path, state)
@@ -161,7 +164,7 @@ def run(args) -> Tuple[dict, List[str]]:
         measure.progress(f"original network: the same fine-tuning ({args.finetune_epochs} epoch(s))")
         tuned = finetune(None, args.weights, runs / "dense", args.finetune_epochs, args.finetune_lr,
                          args.finetune_subset, args.data, args.test_images, batchnorm=args.finetune_batchnorm,
-                         teacher=args.weights if args.finetune_distill else None)
+                         teacher=args.weights if args.finetune_distill else None, val=args.val)
         state["dense_tuned_error"] = tuned["top1_error"]
         write_json_atomic(state_path, state)
     return state, keys
@@ -271,6 +274,9 @@ def main(argv=None) -> None:
                    help="do not fine-tune the original network alike (the control column then reads "
                         "'not measured'; a later run without this flag adds it)")
     p.add_argument("--finetune-subset", type=int, default=None, help="training images per fine-tuning epoch")
+    p.add_argument("--val", type=int, default=0,
+                   help="hold the project's validation split (N images, as perforated.train --val) out of "
+                        "fine-tuning: for weights trained with it, so that choices are made on it")
     p.add_argument("--test-images", type=int, default=None, help="evaluate on this many test images "
                    "(default: all 10,000; fine-tuning runs report on all of them)")
     p.add_argument("--rounds", type=int, default=15, help="alternating timing rounds (cheap beside the "

@@ -24,6 +24,8 @@
 # Run it first on new weights: a mistake then costs minutes, not the session.
 # Set STEPS to a subset ("1 2 3") to run only those. GREEDY_EVAL / GREEDY_IMPACT: the greedy search's
 # held-out images for the NLL and its impact images (the issue's 10,000 / 5,000 by default).
+# VAL=5000: for weights trained with `perforated.train --val 5000` (the project's validation split):
+# the greedy search takes its NLL images from that split and fine-tuning leaves it out.
 # MASK_IMAGES: step 4's test images (all 10,000: with 2,000 the rows' differences were mostly within
 # the noise, about +-0.8 points; the whole 2,000-image comparison took 6 minutes here, seconds 354 in
 # results/mask_comparison.json, and the evaluations scale with the images).
@@ -117,6 +119,13 @@ else
     evaluate_args=()
     greedy_args=(--until 4 --eval-images "$eval_images" --impact-images "$impact_images")
     accuracy_args=(--rounds 15)
+    if [[ "${VAL:-0}" != 0 ]]; then
+        # weights trained with perforated.train --val VAL: the greedy search's NLL images are that
+        # validation split and fine-tuning leaves it out (issue 32: choices on it, the test set for figures)
+        greedy="runs/greedy_nin_${hash}_val${VAL}_${impact_images}"
+        greedy_args=(--until 4 --val "$VAL" --impact-images "$impact_images")
+        accuracy_args+=(--val "$VAL")
+    fi
     mask_args=(--rounds 3 --images "${MASK_IMAGES:-10000}")
     lowrank_args=()
     speed_args=()

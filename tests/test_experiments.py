@@ -347,3 +347,15 @@ def test_lowrank_speed_only_times_stored_plans_and_keeps_their_accuracy(tmp_path
     assert [r["tuned_error_increase"] for r in again["rows"]] == [1.0 + i for i in range(len(first["rows"]))]
     assert again["dense_error"] == 30.0 and again["dense_tuned_error"] == 29.5
     assert all(r["time"] is not s["time"] for r, s in zip(again["rows"], first["rows"]))
+
+
+def test_nin_accuracy_fine_tuning_holds_out_the_validation_split(tmp_path, rng):
+    from perforated.train import load_checkpoint, save_weights
+
+    make_batches(tmp_path / "cifar-10-batches-py", rng, n_train=24, n_test=6)
+    weights = tmp_path / "w.npz"
+    save_weights(Model("nin", 1), weights)
+    tuned = na.finetune(None, weights, tmp_path / "ft", 1, 0.001, None, str(tmp_path), None, val=8)
+    assert tuned["images_per_epoch"] == 16 and tuned["validation_images_held_out"] == 8
+    state = load_checkpoint(tmp_path / "ft" / "checkpoint.npz")
+    assert state["config"]["val"] == 8 and state["history"][-1]["val_images"] == 8

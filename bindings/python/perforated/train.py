@@ -496,7 +496,8 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
                     "preprocess": preprocess.to_json()})
             if halt and i + 1 < nb:
                 log(f"stopped at epoch {epoch + 1} batch {i + 1}; continue with --resume")
-                return {"history": history, "model": model, "preprocess": preprocess, "config": cfg}
+                return {"history": history, "model": model, "preprocess": preprocess, "config": cfg,
+            "train_images": len(train_split)}
         skip = 0
         record = {"epoch": epoch + 1, "train_loss": run_loss / max(run_n, 1),
                   "train_error": 100.0 * (1 - run_hits / max(run_n, 1)),
@@ -528,7 +529,8 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
         save_checkpoint(ckpt_path, model, sgd, new_state)
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-    return {"history": history, "model": model, "preprocess": preprocess, "config": cfg}
+    return {"history": history, "model": model, "preprocess": preprocess, "config": cfg,
+            "train_images": len(train_split)}
 
 
 # -- command line --------------------------------------------------------------------------------
