@@ -439,3 +439,49 @@ def test_residual_add_fuses_into_the_conv_and_matches(rng, perforate):
         else:
             np.testing.assert_allclose(m.forward(x), ort_run(model, x), rtol=1e-5, atol=1e-4)
             exported_matches_ours(m, x)
+
+
+def _pool_impact_graph(rng):
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="c1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="r1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                              name="p1"),
+             helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="c2"),
+             helper.make_node("GlobalAveragePool", ["c2"], ["y"], name="gap")]
+    inits = [("w1", rng.standard_normal((6, 3, 3, 3)).astype(np.float32)),
+             ("b1", rng.standard_normal(6).astype(np.float32)),
+             ("w2", rng.standard_normal((5, 6, 3, 3)).astype(np.float32))]
+    return make_model(nodes, (2, 3, 12, 11), inits=inits)
+
+
+@needs_ort
+def test_pooling_and_impact_masks_on_an_imported_graph(rng, tmp_path):
+    model = _pool_impact_graph(rng)
+    scores = rng.uniform(0, 1, (6, 6)).astype(np.float32)  # c2's output map: 6x6
+    np.savez(tmp_path / "scores.npz", c2=scores)
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps({"layers": {"c1": {"kind": "pooling", "rate": 0.5, "seed": 3},
+                                                "c2": {"kind": "impact", "rate": 0.5, "seed": 4,
+                                                       "scores": "scores.npz"}}}))  # relative to the plan
+    perf = pon.load(model, plan=str(plan_path))
+    want_c1 = make_mask("pooling", (12, 11), 0.5, 3, pool=((3, 3), (2, 2), (1, 1)))
+    want_c2 = make_mask("impact", (6, 6), 0.5, 4, scores=scores)
+    np.testing.assert_array_equal(perf.masks["c1"].indices, want_c1.indices)
+    np.testing.assert_array_equal(perf.masks["c2"].indices, want_c2.indices)
+    exported_matches_ours(perf, rng.standard_normal((2, 3, 12, 11)).astype(np.float32))
+    # the global pooling after c2 is one window over its map: a pooling mask there is legal too
+    assert "c2" in pon.load(model, plan={"layers": {"c2": {"kind": "pooling", "rate": 0.5, "seed": 0}}}).masks
+
+
+def test_graph_mask_kinds_name_what_is_missing(rng, tmp_path):
+    model = _pool_impact_graph(rng)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="alone")]
+    lone = make_model(nodes, (1, 3, 8, 8), inits=[("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32))])
+    with pytest.raises(ValueError, match="alone is a 'pooling' mask but no pooling window follows"):
+        pon.load(lone, plan={"layers": {"alone": {"kind": "pooling", "rate": 0.5, "seed": 0}}})
+    with pytest.raises(ValueError, match="c2 is an impact mask but names no 'scores' file"):
+        pon.load(model, plan={"layers": {"c2": {"kind": "impact", "rate": 0.5, "seed": 0}}})
+    np.savez(tmp_path / "other.npz", c1=np.ones((12, 11), np.float32))
+    with pytest.raises(ValueError, match="has no scores for node 'c2'"):
+        pon.load(model, plan={"layers": {"c2": {"kind": "impact", "rate": 0.5, "seed": 0,
+                                                "scores": str(tmp_path / "other.npz")}}})

@@ -26,16 +26,64 @@ def perforable(graph: Graph, shapes: Mapping[str, tuple]) -> List[str]:
     return [n.name for n in conv_nodes(graph) if shapes[n.outputs[0]][2] * shapes[n.outputs[0]][3] > 1]
 
 
-def _masks(layers: Mapping[str, dict], graph: Graph, shapes: Mapping[str, tuple]) -> Dict[str, Mask]:
+# ops between a conv and the pooling whose windows a "pooling" mask follows: position-wise, one input map
+_POSITIONWISE = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "BatchNormalization", "Dropout", "Identity"}
+
+
+def pool_after(graph: Graph, conv: str, size) -> Optional[tuple]:
+    """``(kernel, stride, pad)`` of the pooling that reads conv node `conv`'s output (through position-wise
+    ops, each the only reader), for pooling-structure masks over its `size` output; a global pooling is
+    one window over the map; None when no pooling follows."""
+    consumers = graph.consumers()
+    value = graph.node(conv).outputs[0]
+    while True:
+        users = consumers.get(value, [])
+        if len(users) != 1:
+            return None
+        n = users[0]
+        if n.op in ("MaxPool", "AveragePool"):
+            pt, pl = n.attrs["pads"][:2]  # the windows start at o*stride - pad_begin
+            return tuple(n.attrs["kernel"]), tuple(n.attrs["strides"]), (pt, pl)
+        if n.op in ("GlobalAveragePool", "GlobalMaxPool"):
+            return tuple(size), tuple(size), 0
+        if n.op not in _POSITIONWISE:
+            return None
+        value = n.outputs[0]
+
+
+def _scores(name: str, spec: Mapping, base_dir: Optional[Path]) -> np.ndarray:
+    source = spec.get("scores")
+    if source is None:
+        raise ValueError(f"plan: layers.{name} is an impact mask but names no 'scores' file")
+    path = Path(source)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    with np.load(path) as data:
+        if name not in data:
+            raise ValueError(f"plan: {path} has no scores for node {name!r}")
+        return np.ascontiguousarray(data[name], dtype=np.float32)
+
+
+def _masks(layers: Mapping[str, dict], graph: Graph, shapes: Mapping[str, tuple],
+           base_dir: Optional[Path] = None) -> Dict[str, Mask]:
     masks = {}
     for name, spec in layers.items():
-        if spec["kind"] not in ("uniform", "grid", "indices"):
-            raise ValueError(f"plan: layers.{name}.kind {spec['kind']!r} is not available for imported graphs "
-                             f"yet; use 'uniform', 'grid' or 'indices'")
-        mask = spec_mask(name, spec, shapes[graph.node(name).outputs[0]][2:])
+        size = shapes[graph.node(name).outputs[0]][2:]
+        kind = spec["kind"]
+        mask = spec_mask(name, spec, size, pool=pool_after(graph, name, size) if kind == "pooling" else None,
+                         scores=_scores(name, spec, base_dir) if kind == "impact" and spec["rate"] > 0 else None)
         if mask is not None:
             masks[name] = mask
     return masks
+
+
+def _plan_dir(plan: PlanLike) -> Optional[Path]:
+    """Where an impact spec's relative 'scores' path starts: the plan file's folder, if any."""
+    if isinstance(plan, PerforationPlan):
+        return plan.base_dir
+    if isinstance(plan, (str, Path)):
+        return Path(plan).resolve().parent
+    return None
 
 
 class GraphModel:
@@ -61,7 +109,7 @@ class GraphModel:
         self.shapes = infer_shapes(graph)
         self.perforable = perforable(graph, self.shapes)
         self.plan_layers = plan_layers(plan, self.perforable, "perforable Conv node of this graph")
-        self.masks = _masks(self.plan_layers, graph, self.shapes)
+        self.masks = _masks(self.plan_layers, graph, self.shapes, _plan_dir(plan))
         self.graph = graph = fuse_residual(graph, self.shapes, set(self.masks))
         self.shapes = infer_shapes(graph)
         consts = graph.constants
