@@ -46,7 +46,7 @@
 #endif
 
 #define PERF_VERSION_MAJOR 0
-#define PERF_VERSION_MINOR 1
+#define PERF_VERSION_MINOR 2
 #define PERF_VERSION_PATCH 0
 
 #ifdef __cplusplus

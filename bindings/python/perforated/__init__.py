@@ -17,7 +17,7 @@ from .layers import (bias_add, bias_backward, dropout, dropout_backward, linear,
                      lrn, lrn_backward, relu, relu_backward, softmax_cross_entropy,
                      softmax_cross_entropy_backward)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def build_info() -> str:
