@@ -21,8 +21,8 @@
   quicker estimate); with ``--val N`` the last N images of the project's validation shuffle
   (``perforated.data.held_out_split``: the same images in every run) are held out of training, the
   epochs are evaluated on them and the test split only after the last epoch, so that recipes and
-  epochs are chosen without looking at the test set. Then an atomic checkpoint ``out/checkpoint.npz`` (weights, momentum buffers, epoch,
-  RNG state, dropout counters, config, history; also written every ``--checkpoint-every`` batches
+  epochs are chosen without looking at the test set. Then an atomic checkpoint ``out/checkpoint.npz``
+  (weights, momentum buffers, epoch, RNG state, dropout counters, config, history; also written every ``--checkpoint-every`` batches
   within an epoch, so a killed run loses at most that much), the weights alone ``out/weights.npz`` and a line in
   ``out/log.jsonl``. With ``--plan`` the masks are also frozen as positions in ``out/plan.json`` at the
   start (with ``--lowrank`` the plan is copied to ``out/lowrank_plan.json``), and a resumed run uses
@@ -497,7 +497,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
             if halt and i + 1 < nb:
                 log(f"stopped at epoch {epoch + 1} batch {i + 1}; continue with --resume")
                 return {"history": history, "model": model, "preprocess": preprocess, "config": cfg,
-            "train_images": len(train_split)}
+                        "train_images": len(train_split)}
         skip = 0
         record = {"epoch": epoch + 1, "train_loss": run_loss / max(run_n, 1),
                   "train_error": 100.0 * (1 - run_hits / max(run_n, 1)),
