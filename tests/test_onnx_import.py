@@ -485,3 +485,36 @@ def test_graph_mask_kinds_name_what_is_missing(rng, tmp_path):
     with pytest.raises(ValueError, match="has no scores for node 'c2'"):
         pon.load(model, plan={"layers": {"c2": {"kind": "impact", "rate": 0.5, "seed": 0,
                                                 "scores": str(tmp_path / "other.npz")}}})
+
+
+@needs_ort
+def test_perforated_conv_feeds_the_next_conv_compact(rng):
+    """conv (perforated) -> relu -> conv: the second conv reads the compact output through the mask
+    (no interpolated map written); the answer equals the explicit interpolation of the NCHW layout, of
+    ONNX Runtime on the exported graph, and of the same plan with the compact flow cut by a second reader."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="c1"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[2, 2, 2, 2], strides=[2, 2], name="c2"),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3"], ["y"], pads=[0, 0, 0, 0], name="c3")]
+    inits = [("w1", rng.standard_normal((8, 3, 3, 3)).astype(np.float32)),
+             ("b1", rng.standard_normal(8).astype(np.float32)),
+             ("w2", rng.standard_normal((6, 8, 5, 5)).astype(np.float32)),
+             ("b2", rng.standard_normal(6).astype(np.float32)),
+             ("w3", rng.standard_normal((4, 6, 1, 1)).astype(np.float32))]
+    model = make_model(nodes, (2, 3, 13, 12), inits=inits)
+    plan = {"layers": {"c1": {"kind": "uniform", "rate": 0.5, "seed": 1},
+                       "c2": {"kind": "grid", "rate": 0.5, "seed": 2}}}
+    x = rng.standard_normal((2, 3, 13, 12)).astype(np.float32)
+    ours = pon.load(model, plan=plan)
+    layout = lambda m, c: m.layouts[m.graph.node(c).outputs[0]]  # noqa: E731 - (relus are fused into the convs)
+    assert [layout(ours, c) for c in ("c1", "c2")] == ["compact", "compact"]  # both read by the next conv
+    explicit = pon.load(model, plan=plan, layout="nchw")
+    np.testing.assert_allclose(ours.forward(x), explicit.forward(x), rtol=1e-5, atol=1e-5)
+    exported_matches_ours(ours, x)
+    # a second reader of c1's output: it is interpolated once, for both
+    nodes2 = nodes + [helper.make_node("Conv", ["r1", "w4"], ["z"], name="c4")]
+    model2 = make_model(nodes2, (2, 3, 13, 12), inits=inits + [("w4", rng.standard_normal((2, 8, 1, 1)).astype(np.float32))])
+    two = pon.load(model2, plan=plan)
+    assert layout(two, "c1") == "nhwc" and layout(two, "c2") == "compact"
+    np.testing.assert_allclose(two.forward(x), ours.forward(x), rtol=1e-5, atol=1e-5)

@@ -114,6 +114,8 @@ class GraphModel:
         self.shapes = infer_shapes(graph)
         consts = graph.constants
         self.layouts: Dict[str, str] = {name: "nchw" for name in graph.inputs}
+        self._consumers = graph.consumers()
+        self._compact: Dict[str, Mask] = {}  # values left compact: read by the next conv through the mask
         self._buffers = Buffers()  # channels-last arrays reused from call to call
         self._runs = [self._runner(n) for n in graph.nodes]
         # the last node reading each value: its array is dropped after that node
@@ -124,15 +126,37 @@ class GraphModel:
         self._drop = [[i for i in set(n.inputs) if last.get(i) == k and i not in graph.outputs and i not in consts]
                       for k, n in enumerate(graph.nodes)]
 
+    def _stays_compact(self, node: Node) -> bool:
+        """Whether a perforated conv's output can stay compact: its only reader is a conv that reads it as
+        its input (channels-last, symmetric padding, not a perforated conv with a fused residual), so
+        that conv reads it through the mask's nearest map and no interpolated map is written."""
+        out = node.outputs[0]
+        if self.layout != "nhwc" or node.op != "Conv" or node.name not in self.masks or out in self.graph.outputs:
+            return False
+        users = self._consumers.get(out, [])
+        if len(users) != 1:
+            return False
+        u = users[0]
+        pt, pl, pb, pr = u.attrs.get("pads", (0, 0, 0, 0))
+        return (u.op == "Conv" and u.inputs[0] == out and u.inputs.count(out) == 1 and (pt, pl) == (pb, pr)
+                and not (len(u.inputs) > 3 and u.name in self.masks))
+
     def _runner(self, node: Node):
         consts = self.graph.constants
         names = [i for i in node.inputs if i]
         shapes = [self.shapes[i] for i in names]
         lays = ["const" if i in consts else self.layouts[i] for i in names]
         mask = self.masks.get(node.name)
-        run = build_nhwc(node, shapes, consts, mask, lays) if self.layout == "nhwc" else None
+        compact_out = self._stays_compact(node)
+        in_mask = self._compact.get(names[0]) if names else None
+        run = build_nhwc(node, shapes, consts, mask, lays, in_mask, compact_out) if self.layout == "nhwc" else None
+        if in_mask is not None and run is None:
+            raise node.fail("internal error: a compact input reached a node that cannot read it")
         if run is not None:
             self.layouts.update({o: "nhwc" for o in node.outputs})
+            if compact_out:
+                self.layouts[node.outputs[0]] = "compact"
+                self._compact[node.outputs[0]] = mask
             return lambda xs, run=run: run(xs, self._buffers)
         run = build(node, shapes, consts, mask)
         self.layouts.update({o: "nchw" for o in node.outputs})

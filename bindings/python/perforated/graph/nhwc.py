@@ -55,7 +55,8 @@ class Buffers:
         self._mine.discard(id(a))
 
 
-def _conv(node: Node, shapes, consts, mask: Optional[Mask], layouts) -> Optional[Run]:
+def _conv(node: Node, shapes, consts, mask: Optional[Mask], layouts, input_mask: Optional[Mask] = None,
+          compact_out: bool = False) -> Optional[Run]:
     a = node.attrs
     pt, pl, pb, pr = a["pads"]
     if (pt, pl) != (pb, pr):
@@ -65,7 +66,7 @@ def _conv(node: Node, shapes, consts, mask: Optional[Mask], layouts) -> Optional
     bias = consts.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
     plan = ConvPlan(n, c, (h, w), weight.shape[0], a["kernel"], a["strides"], (pt, pl), a["group"], mask=mask,
-                    dilation=a["dilations"])
+                    input_mask=input_mask, dilation=a["dilations"])
     packed = plan.pack_nhwc(weight)  # graph weights are constants: packed once, not at every call
     relu, convert = bool(a.get("relu")), layouts[0] == "nchw"
     residual = len(node.inputs) > 3
@@ -79,7 +80,7 @@ def _conv(node: Node, shapes, consts, mask: Optional[Mask], layouts) -> Optional
         if residual:
             res = to_nhwc(np.ascontiguousarray(xs[3], np.float32)) if convert_res else xs[3]
         y = plan.forward_nhwc(x, packed, bias, relu=relu, out=buffers.take(plan.y_shape_nhwc), residual=res)
-        if mask is None:
+        if mask is None or compact_out:
             return [y]
         full = interpolate_nhwc(y, mask, out=buffers.take((n, mask.shape[0] * mask.shape[1], y.shape[2])))
         buffers.give(y)
@@ -219,9 +220,13 @@ BUILDERS = {
 
 
 def build(node: Node, shapes: Sequence[Shape], consts: Mapping[str, np.ndarray], mask: Optional[Mask],
-          layouts: Sequence[str]) -> Optional[Run]:
-    """The channels-last runner of `node`, or None (see the module docstring)."""
-    if len(shapes[0]) != 4 and node.op != "Conv":
+          layouts: Sequence[str], input_mask: Optional[Mask] = None, compact_out: bool = False) -> Optional[Run]:
+    """The channels-last runner of `node`, or None (see the module docstring). Convolutions only:
+    ``input_mask`` when input 0 is a perforated producer's compact output (layout "compact", read through
+    the mask's nearest map: implicit interpolation), ``compact_out`` to leave a perforated output compact."""
+    if node.op == "Conv":
+        return _conv(node, shapes, consts, mask, layouts, input_mask, compact_out)
+    if len(shapes[0]) != 4:
         return None
     builder = BUILDERS.get(node.op)
     return builder(node, shapes, consts, mask, layouts) if builder is not None else None
