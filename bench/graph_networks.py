@@ -51,16 +51,10 @@ def planned_macs(convs: List[Dict[str, object]], rate: float) -> int:
 
 
 def rate_for_reduction(convs: List[Dict[str, object]], reduction: float) -> float:
-    """The uniform rate whose conv multiply-add reduction is closest to `reduction` (bisection)."""
-    dense = planned_macs(convs, 0.0)
-    lo, hi = 0.0, 0.99
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if dense / planned_macs(convs, mid) < reduction:
-            lo = mid
-        else:
-            hi = mid
-    return round(hi, 4)
+    """The uniform rate whose conv multiply-add reduction is closest to `reduction` (bench.rates' bisection)."""
+    from bench.rates import bisect_rate
+
+    return bisect_rate(lambda rate: planned_macs(convs, rate), reduction)
 
 
 def measure(name: str, batch: int, rates: List[float], rounds: int, threads: int, kind: str = "grid",

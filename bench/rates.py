@@ -2,7 +2,7 @@
 its plans without ImageNet weights (same rate on every perforable layer, chosen by bisection)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import perforated
 from perforated.networks import NETWORKS, perforable_layers
@@ -37,14 +37,19 @@ def multiply_adds(network: str, rate: float) -> int:
     return total
 
 
-def rate_for_reduction(network: str, reduction: float) -> float:
-    """The uniform rate whose multiplication reduction is closest to `reduction` (bisection)."""
-    dense = multiply_adds(network, 0.0)
+def bisect_rate(macs_at: Callable[[float], int], reduction: float) -> float:
+    """The uniform rate at which ``macs_at(0) / macs_at(rate)`` reaches `reduction` (bisection in [0, 0.99])."""
+    dense = macs_at(0.0)
     lo, hi = 0.0, 0.99
     for _ in range(40):
         mid = (lo + hi) / 2
-        if dense / multiply_adds(network, mid) < reduction:
+        if dense / macs_at(mid) < reduction:
             lo = mid
         else:
             hi = mid
     return round(hi, 4)
+
+
+def rate_for_reduction(network: str, reduction: float) -> float:
+    """The uniform rate whose multiplication reduction is closest to `reduction` (bisection)."""
+    return bisect_rate(lambda rate: multiply_adds(network, rate), reduction)

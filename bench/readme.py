@@ -12,7 +12,7 @@ run's command, machine and date; an error increase after fine-tuning is bold whe
 paper's target at that speedup (bench.paper.PAPER_NIN_TUNED).
 
 ``--check`` exits 1 when the README differs (tests run it); ``python -m bench.tables`` (a full run into
-results/) rewrites the blocks itself.
+results/) and scripts/nin_results.sh rewrite the blocks themselves.
 """
 from __future__ import annotations
 
