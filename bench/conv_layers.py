@@ -33,8 +33,8 @@ import numpy as np
 
 import perforated
 from bench import gpu as gpu_mod, measure, peers
-from perforated.interp import interpolate_nhwc
-from perforated.layout import to_nhwc
+from perforated.ops.interp import interpolate_nhwc
+from perforated.ops.layout import to_nhwc
 from bench.shapes import BATCH, CONV_LAYERS, ConvShape
 
 RATES = (0.5, 2 / 3, 0.75)

@@ -22,7 +22,7 @@ import perforated
 from bench import measure
 from bench.paths import RESULTS
 from bench.markdown import md_table
-from perforated.conv import ConvPlan
+from perforated.ops.conv import ConvPlan
 
 # name, batch, in channels, map size, out channels, kernel, pad, groups
 LAYERS = [

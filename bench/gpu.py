@@ -84,7 +84,7 @@ def torch_cudnn_runner(network: str, batch: int) -> Tuple[Optional[Callable[[], 
     if not torch.cuda.is_available():
         return None, f"torch {torch.__version__} sees no CUDA GPU"
     from bench import peer_networks
-    from perforated.networks import NETWORKS
+    from perforated.graph.networks import NETWORKS
 
     torch.backends.cudnn.benchmark = True  # cuDNN picks its fastest algorithm per shape (a tuned peer)
     torch.backends.cudnn.allow_tf32 = False  # full float32, like our SGEMM
@@ -108,7 +108,7 @@ def torch_cudnn_runner(network: str, batch: int) -> Tuple[Optional[Callable[[], 
 def run_network(network: str, batch: int, plans: List[Tuple[float, object]], repeat: int) -> Dict[str, object]:
     """Dense and perforated forward times on the GPU (``plans``: (rate, PerforationPlan) of the CPU
     rows, in order), speedups, and the dense cuDNN peer with our dense / cuDNN ratio."""
-    from perforated.model import Model
+    from perforated.graph.model import Model
 
     measure.progress(f"{network}: GPU, batch {batch}, dense and {len(plans)} perforated")
     dense = Model(network, batch, device="cuda")

@@ -40,7 +40,7 @@ def _peer_runners(model_bytes: bytes, x: np.ndarray, threads: int) -> Dict[str, 
 def planned_macs(convs: List[Dict[str, object]], rate: float) -> int:
     """Conv multiply-adds per image with `rate` on every perforable conv (uniform masks keep
     count_for_rate positions), from a dense GraphModel's ``convs()`` rows."""
-    from perforated.masks import count_for_rate
+    from perforated.ops.masks import count_for_rate
 
     total = 0
     for c in convs:

@@ -21,10 +21,10 @@ import numpy as np
 
 from bench import measure
 from bench.nin_accuracy import finetune
-from perforated import lowrank as LR
+from perforated.search import lowrank as LR
 from perforated.data import load_dataset, preprocess_for
 from perforated.files import file_digest, write_json_atomic
-from perforated.train import evaluate_split, save_weights
+from perforated.train.sgd import evaluate_split, save_weights
 
 FIT_IMAGES = 128
 SINGLE = ("perforation", "low-rank (spatial)", "low-rank (channel)")

@@ -38,11 +38,11 @@ import perforated
 from bench import lowrank_nin, measure
 from bench.markdown import NOT_MEASURED, md_table, write_csv
 from bench.rates import rate_for_reduction
-from perforated import lowrank as LR
+from perforated.search import lowrank as LR
 from perforated.files import file_digest
-from perforated.model import Model
-from perforated.networks import NETWORKS
-from perforated.plan import PerforationPlan
+from perforated.graph.model import Model
+from perforated.graph.networks import NETWORKS
+from perforated.graph.plan import PerforationPlan
 from perforated.timing import alternating_times
 
 QUICK_BATCH = {"vgg16": 2, "alexnet": 16, "nin": 8}

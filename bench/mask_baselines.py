@@ -9,9 +9,9 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from perforated.data import Split
-from perforated.masks import Mask, make_mask
-from perforated.model import Model
-from perforated.networks import NETWORKS
+from perforated.ops.masks import Mask, make_mask
+from perforated.graph.model import Model
+from perforated.graph.networks import NETWORKS
 
 
 def strided_rows(layers: Tuple[str, ...], stride: int) -> list:

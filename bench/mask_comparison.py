@@ -33,13 +33,13 @@ from bench.mask_baselines import (baseline_model, fractional_masks, fractional_r
                                   strided_rows)
 from bench.markdown import md_table, shown, write_csv
 from perforated.data import Split, load_dataset, preprocess_for, training_subsets
-from perforated.impact import estimate_impact
-from perforated.errors import PerforatedError
+from perforated.search.impact import estimate_impact
+from perforated._c.errors import PerforatedError
 from perforated.files import file_digest
-from perforated.model import Model
-from perforated.networks import NETWORKS, perforable_layers
-from perforated.plan import layer_masks
-from perforated.train import evaluate_split
+from perforated.graph.model import Model
+from perforated.graph.networks import NETWORKS, perforable_layers
+from perforated.graph.plan import layer_masks
+from perforated.train.sgd import evaluate_split
 
 RATES = (1 / 2, 2 / 3, 3 / 4, 4 / 5, 5 / 6)
 MASK_KINDS = ("uniform", "grid", "pooling", "impact")

@@ -147,7 +147,7 @@ def progress(message: str) -> None:
 def interleaved_times(models: Sequence, repeat: int) -> List[Dict[str, float]]:
     """Time the models' forward passes in alternation (round r times every model once), so a slow
     drift of this shared machine affects the dense network and its perforated versions alike. `models`:
-    CPU perforated.model.Model objects (their input buffers get the same random images)."""
+    CPU perforated.graph.model.Model objects (their input buffers get the same random images)."""
     import numpy as np
 
     from perforated.timing import alternating_times

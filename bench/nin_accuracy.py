@@ -5,7 +5,7 @@ top-1 error increase before and after fine-tuning, for grid and impact masks.
 
 Plans: the same rate on conv1, conv2 and conv3, the rate whose multiplication reduction (uniform
 count) is 2x / 3x / 4x (Grid keeps n x n positions, so its reduction comes out a little higher); and,
-with ``--greedy DIR``, the plans a ``perforated.greedy`` search picked at 2x / 3x / 4x. The
+with ``--greedy DIR``, the plans a ``perforated.search.greedy`` search picked at 2x / 3x / 4x. The
 masks are written as self-contained plans to results/plans/nin_<kind>_<t>x.json. Each perforated
 network is fine-tuned from the original weights with its masks fixed (``perforated.train`` with
 ``--plan``), in runs/nin_accuracy/<weights hash>/<settings>/<kind>_<t>x/ (greedy rows:
@@ -35,11 +35,11 @@ from bench.measure import interleaved_times
 from bench.rates import rate_for_reduction
 from perforated.data import load_dataset, preprocess_for, training_subsets
 from perforated.files import file_digest, write_json_atomic
-from perforated.impact import estimate_impact
-from perforated.model import Model
-from perforated.networks import NETWORKS
-from perforated.plan import PerforationPlan, layer_masks
-from perforated.train import TrainConfig, evaluate_split, train
+from perforated.search.impact import estimate_impact
+from perforated.graph.model import Model
+from perforated.graph.networks import NETWORKS
+from perforated.graph.plan import PerforationPlan, layer_masks
+from perforated.train.sgd import TrainConfig, evaluate_split, train
 
 DEFAULT_WEIGHTS = RESULTS / "models" / "nin_cifar10.npz"
 PAPER_NOTE = ("The paper's NIN rows (its Table 2, CIFAR-10, greedy impact plans): error increase after "
@@ -55,7 +55,7 @@ def finetune(plan_path: Optional[Path], weights: Path, out: Path, epochs: int, l
     given; resumes from out/checkpoint.npz if present. ``batchnorm``: with a batch normalisation after
     every conv but the last, starting as the identity and folded back when saved (for weights that
     were trained that way: it re-centres the activations that perforation shifted). ``teacher``: the
-    original network's weights, to fine-tune by distillation from it (perforated.distill). ``val``: hold
+    original network's weights, to fine-tune by distillation from it (perforated.train.distill). ``val``: hold
     out the project's validation split (perforated.train --val) from the fine-tuning images."""
     cfg = TrainConfig(network="nin", data=data, epochs=epochs, lr=lr, warmup=0.0, schedule="cosine",
                       plan=str(plan_path) if plan_path else None, lowrank=str(lowrank) if lowrank else None,
@@ -254,7 +254,7 @@ def main(argv=None) -> None:
     p.add_argument("--kinds", type=lambda s: [k for k in s.split(",") if k], default=["grid", "impact"])
     p.add_argument("--targets", type=lambda s: [float(t) for t in s.split(",") if t], default=[2.0, 3.0, 4.0])
     p.add_argument("--impact-images", type=int, default=5000)
-    p.add_argument("--greedy", default=None, help="a perforated.greedy output folder: add rows for its "
+    p.add_argument("--greedy", default=None, help="a perforated.search.greedy output folder: add rows for its "
                    "plan_<t>x.json plans (masks chosen by the search against measured time)")
     p.add_argument("--finetune-epochs", type=int, default=1,
                    help="0: no fine-tuning; results/nin_accuracy.md uses 12 with --finetune-lr 0.01 "
@@ -266,7 +266,7 @@ def main(argv=None) -> None:
                         "folded back): for weights trained with perforated.train --batchnorm")
     p.add_argument("--finetune-distill", action="store_true",
                    help="fine-tune by distillation from the original network (its softened outputs as extra "
-                        "targets, perforated.distill; not the paper's protocol)")
+                        "targets, perforated.train.distill; not the paper's protocol)")
     p.add_argument("--no-control", dest="control", action="store_false",
                    help="do not fine-tune the original network alike (the control column then reads "
                         "'not measured'; a later run without this flag adds it)")

@@ -4,8 +4,9 @@
     python -m bench.peer_networks --check
     python -m bench.peer_networks --time nin:128,alexnet:64 [--threads 2] [--repeat 3]
 
-The networks come as rows ``(kind, name, params)`` (bindings/python/perforated/networks.py) and are
-built for inference: dropout is the identity, Caffe's ceil-mode pooling is kept, an optional softmax
+The networks come as rows ``(kind, name, params)`` (perforated.graph.networks), are turned into the
+graph IR (perforated.graph.rows.to_graph) and written as ONNX by perforated's exporter, built for
+inference: dropout is the identity, Caffe's ceil-mode pooling is kept, an optional softmax
 closes the network (the paper's forward includes it). Weights are He-normal from a seeded numpy
 generator when none are given (so AlexNet / VGG-16 can be timed without trained weights), or the
 given arrays ``{layer name: {"weight": ..., "bias": ...}}`` in Caffe / PyTorch layout: conv
@@ -35,6 +36,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from perforated.graph.networks import NETWORKS
+from perforated.graph.rows import trace, weight_shapes
+
 Row = Tuple[str, str, dict]
 Weights = Dict[str, Dict[str, np.ndarray]]
 Runner = Callable[[], object]
@@ -45,50 +49,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # --- shapes and weights ----------------------------------------------------------------------------
 
-def pool_out_size(size: int, kernel: int, stride: int, pad: int = 0) -> int:
-    """Caffe ceil mode: the last window may hang over the edge but must start inside the map."""
-    out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
-    if (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
 def trace_shapes(rows: Sequence[Row], input_shape: Shape) -> List[Shape]:
-    """Per-image output shape of every row: ``(C, H, W)`` for maps, ``(features,)`` after an fc."""
-    shape: Shape = tuple(input_shape)
-    shapes: List[Shape] = []
-    for kind, name, p in rows:
-        if kind == "conv":
-            c, h, w = shape
-            k, s, pad = p["kernel"], p.get("stride", 1), p.get("pad", 0)
-            shape = (p["out"], (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1)
-        elif kind == "pool":
-            c, h, w = shape
-            if p.get("global_"):
-                shape = (c, 1, 1)
-            else:
-                k, s, pad = p["kernel"], p["stride"], p.get("pad", 0)
-                shape = (c, pool_out_size(h, k, s, pad), pool_out_size(w, k, s, pad))
-        elif kind == "fc":
-            shape = (p["out"],)
-        elif kind not in ("relu", "dropout", "lrn"):
-            raise ValueError(f"{name}: unknown layer kind {kind!r}")
-        shapes.append(shape)
-    return shapes
-
-
-def weight_shapes(rows: Sequence[Row], input_shape: Shape) -> Dict[str, Tuple[Shape, Shape]]:
-    """Layer name -> (weight shape, bias shape) for every conv and fc layer."""
-    out: Dict[str, Tuple[Shape, Shape]] = {}
-    shape: Shape = tuple(input_shape)
-    for (kind, name, p), next_shape in zip(rows, trace_shapes(rows, input_shape)):
-        if kind == "conv":
-            out[name] = ((p["out"], shape[0] // p.get("groups", 1), p["kernel"], p["kernel"]),
-                         (p["out"],))
-        elif kind == "fc":
-            out[name] = ((p["out"], int(np.prod(shape))), (p["out"],))
-        shape = next_shape
-    return out
+    """Per-image output shape of every row: ``(C, H, W)`` for maps, ``(features,)`` after an fc (the
+    graph IR's shape inference, perforated.graph.rows.trace)."""
+    return [s[1:] for s in trace(rows, input_shape).values()]
 
 
 def random_weights(rows: Sequence[Row], input_shape: Shape, seed: int = 0) -> Weights:
@@ -135,58 +99,14 @@ def _input(batch: int, input_shape: Shape, seed: int = 1) -> np.ndarray:
 def onnx_network(rows: Sequence[Row], input_shape: Shape, batch: int, classes: int,
                  weights: Optional[Weights] = None, seed: int = 0, softmax: bool = True):
     """An onnx ModelProto of the network for inference: input "x" (batch, *input_shape), output "y"
-    (batch, classes), probabilities when `softmax` else logits."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    from bench.peers import onnx_model
+    (batch, classes), probabilities when `softmax` else logits. The rows become the graph IR
+    (perforated.graph.rows.to_graph) and the IR is written as ONNX (perforated.onnx.exporter.graph_to_onnx):
+    the graph our GraphModel runs and the exporter writes for any imported network."""
+    from perforated.graph.rows import to_graph
+    from perforated.onnx.exporter import graph_to_onnx
 
     params = _checked_weights(rows, input_shape, classes, weights, seed)
-    nodes, inits = [], []
-    current = "x"
-    flat = False  # ONNX Gemm needs 2-D input: flatten once, before the first fc
-    for kind, name, p in rows:
-        out = name
-        if kind == "conv":
-            inits += [numpy_helper.from_array(params[name]["weight"], name + "_w"),
-                      numpy_helper.from_array(params[name]["bias"], name + "_b")]
-            k, s, pad = p["kernel"], p.get("stride", 1), p.get("pad", 0)
-            nodes.append(helper.make_node("Conv", [current, name + "_w", name + "_b"], [out],
-                                          kernel_shape=[k, k], strides=[s, s], pads=[pad] * 4,
-                                          group=p.get("groups", 1)))
-        elif kind == "relu":
-            nodes.append(helper.make_node("Relu", [current], [out]))
-        elif kind == "dropout":
-            continue  # identity at inference
-        elif kind == "pool" and p.get("global_"):
-            nodes.append(helper.make_node("GlobalAveragePool", [current], [out]))
-        elif kind == "pool":
-            op = "MaxPool" if p["mode"] == "max" else "AveragePool"
-            extra = {} if op == "MaxPool" else {"count_include_pad": 0}
-            nodes.append(helper.make_node(op, [current], [out], kernel_shape=[p["kernel"]] * 2,
-                                          strides=[p["stride"]] * 2, pads=[p.get("pad", 0)] * 4,
-                                          ceil_mode=1, **extra))
-        elif kind == "lrn":
-            nodes.append(helper.make_node("LRN", [current], [out], size=p["size"], alpha=p["alpha"],
-                                          beta=p["beta"], bias=p["k"]))
-        elif kind == "fc":
-            if not flat:
-                nodes.append(helper.make_node("Flatten", [current], [name + "_flat"], axis=1))
-                current, flat = name + "_flat", True
-            inits += [numpy_helper.from_array(params[name]["weight"], name + "_w"),
-                      numpy_helper.from_array(params[name]["bias"], name + "_b")]
-            nodes.append(helper.make_node("Gemm", [current, name + "_w", name + "_b"], [out], transB=1))
-        else:
-            raise ValueError(f"{name}: unknown layer kind {kind!r}")
-        current = out
-    if not flat:  # NIN ends with a global pooling: (N, classes, 1, 1) -> (N, classes)
-        nodes.append(helper.make_node("Flatten", [current], ["logits"], axis=1))
-        current = "logits"
-    nodes.append(helper.make_node("Softmax", [current], ["y"], axis=1) if softmax
-                 else helper.make_node("Identity", [current], ["y"]))
-    return onnx_model(nodes,
-                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, *input_shape])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, classes])],
-                      inits)
+    return graph_to_onnx(to_graph(rows, input_shape, batch, params, softmax=softmax))
 
 
 def _onnx_bytes(rows: Sequence[Row], input_shape: Shape, batch: int, classes: int,
@@ -347,7 +267,7 @@ def torch_network_runner(rows: Sequence[Row], input_shape: Shape, batch: int, cl
 # --- check and timing ----------------------------------------------------------------------------
 
 def _load(path: Path, name: str):
-    """Import a module by path: networks.py without loading the C library that `perforated` needs."""
+    """Import a module by path (the tests' float64 reference, which is no package)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -356,7 +276,7 @@ def _load(path: Path, name: str):
 
 
 def _networks() -> dict:
-    return _load(ROOT / "bindings/python/perforated/networks.py", "_perforated_networks").NETWORKS
+    return NETWORKS
 
 
 def _rel_err(a, b) -> float:

@@ -122,7 +122,7 @@ def table1(raw: dict) -> tuple:
         d = net["dense"]
         paper = PAPER_TABLE1[net["network"]]
         best = best_dense_peer(net)
-        from perforated.networks import NETWORKS
+        from perforated.graph.networks import NETWORKS
 
         n_conv = sum(1 for k, _, _ in NETWORKS[net["network"]]["layers"]() if k == "conv")
         rows.append([net["network"], str(net["batch"]), _dense_error(net["network"], raw.get("nin_accuracy")),

@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     import numpy as np
 
-    from perforated.model import Model
+    from perforated.graph.model import Model
 
     model = Model(args.network, args.batch, plan=args.plan)
     model.x[...] = np.random.default_rng(0).standard_normal(model.x.shape, dtype=np.float32)

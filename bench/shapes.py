@@ -1,12 +1,14 @@
-"""Convolution layer shapes of the paper's networks, one row per layer (DeepBench style).
-
-Each row: (network, layer, in_channels, in_h, in_w, out_channels, kernel, stride, pad, groups,
-next_pool) where next_pool = (kernel, stride) of the pooling layer that follows the conv (used by the
-pooling-structure mask) or None. Timing batch sizes are the paper's (SPEC §6).
+"""Convolution layer shapes of the paper's networks, one row per perforable conv (DeepBench style),
+derived from the networks' rows (perforated.graph.networks) through the graph IR's shape inference
+(perforated.graph.rows): nothing here is written by hand but the timing batch sizes, the paper's (SPEC §6).
+NIN lists only its spatial convs: the 1x1 cccp layers follow them compact.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
+
+from perforated.graph.networks import NETWORKS, perforable_layers
+from perforated.graph.rows import layer_costs
 
 
 class ConvShape(NamedTuple):
@@ -20,46 +22,29 @@ class ConvShape(NamedTuple):
     stride: int
     pad: int
     groups: int
-    perforable: bool
-
-    @property
-    def out_hw(self) -> Tuple[int, int]:
-        oh = (self.in_h + 2 * self.pad - self.kernel) // self.stride + 1
-        ow = (self.in_w + 2 * self.pad - self.kernel) // self.stride + 1
-        return oh, ow
+    out_hw: Tuple[int, int]
 
     def macs_per_image(self, count: Optional[int] = None) -> int:
         """Multiply-adds of one image; `count` computed positions (default: all)."""
-        oh, ow = self.out_hw
-        positions = oh * ow if count is None else count
+        positions = self.out_hw[0] * self.out_hw[1] if count is None else count
         return positions * self.out_channels * (self.in_channels // self.groups) * self.kernel ** 2
 
 
 BATCH = {"alexnet": 256, "vgg16": 16, "nin": 128}
 
-CONV_LAYERS = [
-    # AlexNet (CaffeNet), 227x227 input
-    ConvShape("alexnet", "conv1", 3, 227, 227, 96, 11, 4, 0, 1, True),
-    ConvShape("alexnet", "conv2", 96, 27, 27, 256, 5, 1, 2, 2, True),
-    ConvShape("alexnet", "conv3", 256, 13, 13, 384, 3, 1, 1, 1, True),
-    ConvShape("alexnet", "conv4", 384, 13, 13, 384, 3, 1, 1, 2, True),
-    ConvShape("alexnet", "conv5", 384, 13, 13, 256, 3, 1, 1, 2, True),
-    # VGG-16, 224x224 input
-    ConvShape("vgg16", "conv1_1", 3, 224, 224, 64, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv1_2", 64, 224, 224, 64, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv2_1", 64, 112, 112, 128, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv2_2", 128, 112, 112, 128, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv3_1", 128, 56, 56, 256, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv3_2", 256, 56, 56, 256, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv3_3", 256, 56, 56, 256, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv4_1", 256, 28, 28, 512, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv4_2", 512, 28, 28, 512, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv4_3", 512, 28, 28, 512, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv5_1", 512, 14, 14, 512, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv5_2", 512, 14, 14, 512, 3, 1, 1, 1, True),
-    ConvShape("vgg16", "conv5_3", 512, 14, 14, 512, 3, 1, 1, 1, True),
-    # NIN (CIFAR-10), 32x32 input; only the spatial convs (the 1x1 cccp layers follow them compact)
-    ConvShape("nin", "conv1", 3, 32, 32, 192, 5, 1, 2, 1, True),
-    ConvShape("nin", "conv2", 96, 16, 16, 192, 5, 1, 2, 1, True),
-    ConvShape("nin", "conv3", 192, 8, 8, 192, 3, 1, 1, 1, True),
-]
+
+def conv_layers(networks=("alexnet", "vgg16", "nin")) -> List[ConvShape]:
+    """The perforable convs of `networks`, in network order."""
+    out = []
+    for net in networks:
+        rows, shape = NETWORKS[net]["layers"](), NETWORKS[net]["input"]
+        info = layer_costs(rows, shape)[1]
+        params = {name: p for kind, name, p in rows if kind == "conv"}
+        for name in perforable_layers(rows):
+            p, g = params[name], info[name]
+            out.append(ConvShape(net, name, g["c_in"], g["h_in"], g["w_in"], p["out"], p["kernel"],
+                                 p.get("stride", 1), p.get("pad", 0), p.get("groups", 1), (g["oh"], g["ow"])))
+    return out
+
+
+CONV_LAYERS = conv_layers()

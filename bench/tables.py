@@ -34,9 +34,9 @@ import numpy as np
 import perforated
 from bench import gpu as gpu_mod, measure, report
 from bench.paper import PAPER_ROWS, PAPER_TABLE1
-from perforated.model import Model
-from perforated.networks import NETWORKS
-from perforated.plan import PerforationPlan
+from perforated.graph.model import Model
+from perforated.graph.networks import NETWORKS
+from perforated.graph.plan import PerforationPlan
 
 from bench.paths import RESULTS
 from bench.rates import rate_for_reduction

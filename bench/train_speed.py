@@ -2,7 +2,7 @@
 
 ``python -m bench.train_speed --network nin --batch 128 --threads 2`` times full SGD steps
 (forward with dropout, softmax cross-entropy, backward, momentum update) on random CIFAR-sized input
-for ``perforated.model.Model`` and for a PyTorch model built from the same rows (Caffe ceil-mode
+for ``perforated.graph.model.Model`` and for a PyTorch model built from the same rows (Caffe ceil-mode
 pooling, inverted dropout), both with the given thread count, interleaved in rounds so that both see the same load of a
 shared machine, and prints images/s of each (median over rounds) and their ratio. ``--check`` first compares the two networks' gradients on the same
 weights (dropout left out) and prints the largest relative difference. ``--batchnorm`` times (and
@@ -28,7 +28,7 @@ def torch_model(rows: List[tuple], input_shape, classes: int, dropout: bool = Tr
     ``Model(batchnorm=True)``)."""
     import torch.nn as nn
 
-    from perforated.batchnorm import EPS, MOMENTUM
+    from perforated.ops.batchnorm import EPS, MOMENTUM
 
     mods, c = [], input_shape[0]
     last_conv = max(i for i, r in enumerate(rows) if r[0] == "conv")
@@ -81,8 +81,8 @@ def check_gradients(network: str = "nin", batch: int = 8, seed: int = 0, batchno
     a ReLU's kink, and each flips its gradient element whole (seen: one element of 786,432)."""
     import torch
 
-    from perforated.model import Model
-    from perforated.networks import NETWORKS
+    from perforated.graph.model import Model
+    from perforated.graph.networks import NETWORKS
 
     info = NETWORKS[network]
     rows = [r for r in info["layers"]() if r[0] != "dropout"]
@@ -113,8 +113,8 @@ def check_gradients(network: str = "nin", batch: int = 8, seed: int = 0, batchno
 def ours_step(network: str, batch: int, batchnorm: bool = False, plan=None):
     """A closure running one SGD step of our model (perforated by ``plan`` when given, a plan JSON path)
     on fixed random input."""
-    from perforated.model import Model
-    from perforated.train import SGD
+    from perforated.graph.model import Model
+    from perforated.train.sgd import SGD
 
     model = Model(network, batch, plan=plan, batchnorm=batchnorm)
     sgd = SGD(model, 0.9, 5e-4)
@@ -136,7 +136,7 @@ def torch_step(network: str, batch: int, batchnorm: bool = False):
     """The same for the PyTorch model (train mode: dropout on)."""
     import torch
 
-    from perforated.networks import NETWORKS
+    from perforated.graph.networks import NETWORKS
 
     info = NETWORKS[network]
     net = torch_model(info["layers"](), info["input"], info["classes"], batchnorm=batchnorm)

@@ -5,8 +5,8 @@ import pytest
 
 import perforated
 from bench.measure import time_call
-from perforated.model import Model
-from perforated.plan import PerforationPlan
+from perforated.graph.model import Model
+from perforated.graph.plan import PerforationPlan
 
 # (name, batch, in_channels, size, out_channels, kernel, stride, pad, groups): real layers, small batches
 LAYERS = [
@@ -77,7 +77,7 @@ def test_nin_dense_engine_vs_onnxruntime(benchmark, gate):
     """Our dense NIN (the channels-last engine) against ONNX Runtime on the same graph, same threads."""
     pytest.importorskip("onnxruntime")
     from bench.peer_networks import ort_network_runner
-    from perforated.networks import NETWORKS
+    from perforated.graph.networks import NETWORKS
 
     info = NETWORKS["nin"]
     model = Model("nin", 64)

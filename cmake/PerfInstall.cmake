@@ -2,7 +2,7 @@
 #
 # - From pip (scikit-build-core sets SKBUILD): the library and its header go into the Python package
 #   directory (site-packages/perforated/libperforated.so, .../perforated/include/perforated.h), where
-#   perforated._lib finds them. The library gets an $ORIGIN-relative RUNPATH to the BLAS wheel
+#   perforated._c.lib finds them. The library gets an $ORIGIN-relative RUNPATH to the BLAS wheel
 #   installed beside it (site-packages/scipy_openblas32/lib), never a path inside pip's temporary
 #   build environment. The file is installed once, without versioned symlinks (wheels hold no links).
 #

@@ -8,8 +8,8 @@
 # Steps, in order (each resumable: run the script again after an interruption and finished work is
 # kept; the greedy search and the fine-tuning runs are keyed by the weights, so new weights start
 # afresh; a finished search is not re-timed, so its picks stay):
-#   1. perforated.evaluate: the original network's top-1 error on the 10,000 test images;
-#   2. perforated.greedy: impact masks against measured time until a re-timed step reaches 4x, the
+#   1. perforated.train.evaluate: the original network's top-1 error on the 10,000 test images;
+#   2. perforated.search.greedy: impact masks against measured time until a re-timed step reaches 4x, the
 #      2x/3x/4x plans picked by the re-timed speedups (results/greedy_nin.md);
 #   3. bench.nin_accuracy: grid / impact / greedy rows at 2x, 3x, 4x, fine-tuned (results/nin_accuracy.*);
 #   4. bench.mask_comparison: error vs speedup for every mask kind and baseline (results/mask_comparison.*);
@@ -83,7 +83,7 @@ from pathlib import Path
 
 import numpy as np
 import perforated, perforated.timing, bench.nin_accuracy  # noqa: F401  (steps 2-7 import these)
-from perforated._lib import LIBRARY_PATH
+from perforated._c.lib import LIBRARY_PATH
 here = Path.cwd().resolve()
 if here not in Path(perforated.__file__).resolve().parents:
     sys.exit(f"nin_results.sh: perforated imported from {perforated.__file__}, not from {here}")
@@ -133,11 +133,11 @@ fi
 
 if want 1; then
     log "1/7 evaluate $weights"
-    python -m perforated.evaluate --network nin --weights "$weights" "${evaluate_args[@]}"
+    python -m perforated.train.evaluate --network nin --weights "$weights" "${evaluate_args[@]}"
 fi
 if want 2; then
     log "2/7 greedy search into $greedy"
-    python -m perforated.greedy --weights "$weights" --kinds impact "${greedy_args[@]}" --out "$greedy" \
+    python -m perforated.search.greedy --weights "$weights" --kinds impact "${greedy_args[@]}" --out "$greedy" \
         --report "$out/greedy_nin.md"
 fi
 if want 3; then

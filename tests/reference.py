@@ -97,7 +97,7 @@ def conv2d_backward(x, w, dy, stride=1, pad=0, groups=1, dilation=1):
 
 def perforated_conv2d(x, w, b=None, stride=1, pad=0, groups=1, mask=None, input_mask=None,
                       compact=False, dilation=1):
-    """Reference of perforated.conv2d. Masks are (indices, nearest, shape) via .indices etc."""
+    """Reference of perforated.ops.conv2d. Masks are (indices, nearest, shape) via .indices etc."""
     if input_mask is not None:
         x = interp(x, input_mask.nearest, input_mask.shape)
     y = conv2d(x, w, b, stride, pad, groups, dilation)

@@ -10,9 +10,9 @@ import pytest
 import perforated as P
 from helpers import assert_close, assert_same_params, randn
 from cases import TINY_ROWS
-from perforated import batchnorm as BN
-from perforated import train as tr
-from perforated.model import Model
+from perforated.ops import batchnorm as BN
+from perforated.train import sgd as tr
+from perforated.graph.model import Model
 
 def _reference(x, gamma, beta, eps=BN.EPS):
     x = x.astype(np.float64)

@@ -111,7 +111,7 @@ def test_conv_layers_gpu_columns(tmp_path):
 def test_gpu_timing_loop_and_peer_notes():
     """The timing loop synchronises each call (a no-op for CPU models, which share the interface);
     the cuDNN peer answers with a note where PyTorch has no CUDA."""
-    from perforated.model import Model
+    from perforated.graph.model import Model
 
     models = [Model("nin", 1), Model("nin", 1, masks=None, seed=1)]
     times = gpu.interleaved_times(models, repeat=1)

@@ -219,7 +219,7 @@ def test_openvino_conv_matches_onnxruntime(stride, pad, groups):
 def test_network_peers_match_our_dense_model():
     """bench.tables gives the peers our dense model's weights and input: their logits are ours."""
     from bench import tables
-    from perforated.model import Model
+    from perforated.graph.model import Model
 
     model = Model("nin", 1)
     model.x[...] = np.random.default_rng(0).standard_normal(model.x.shape, dtype=np.float32)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import perforated as P
-from perforated import batchnorm as BN
-from perforated._lib import ffi, lib
+from perforated.ops import batchnorm as BN
+from perforated._c.lib import ffi, lib
 from helpers import assert_close, gpu_test, randn
 from cases import (CONV_GEOMETRIES, INTERP_MASKS, OUT_MASKS, POOL_GEOMETRIES, POOL_INPUTS, conv_setup,
                    pool_setup)
@@ -68,7 +68,7 @@ def test_cpu_context_memory_round_trip():
     ctx = P.Context("cpu")
     assert lib.perf_context_device(ctx._ptr) == lib.PERF_DEVICE_CPU
     assert lib.perf_context_device(ffi.NULL) == lib.PERF_DEVICE_CPU
-    buf = P.device.DeviceBuffer(ctx, 40)
+    buf = P._c.device.DeviceBuffer(ctx, 40)
     src = np.arange(10, dtype=np.float32)
     dst = np.zeros(10, dtype=np.float32)
     assert lib.perf_memcpy_to_device(ctx._ptr, buf.ptr, ffi.from_buffer(src), 40) == 0
@@ -106,7 +106,7 @@ class FakeGpuArray:
 
 
 def test_gpu_array_checks():
-    check = P.device.check_device_array
+    check = P._c.device.check_device_array
     assert check("f", "x", FakeGpuArray((2, 3))) == (2, 3)
     with pytest.raises(TypeError, match="f: x must be float32, got float64"):
         check("f", "x", FakeGpuArray((2, 3), "<f8"))
@@ -347,7 +347,7 @@ def test_softmax_cuda_matches_cpu(rng, cp, n, classes):
 def test_context_api_on_gpu(cp):
     ctx = P.Context("cuda", 0)
     assert lib.perf_context_device(ctx._ptr) == lib.PERF_DEVICE_CUDA
-    buf = P.device.DeviceBuffer(ctx, 4 * 1000)
+    buf = P._c.device.DeviceBuffer(ctx, 4 * 1000)
     src, dst = np.arange(1000, dtype=np.float32), np.zeros(1000, np.float32)
     assert lib.perf_memcpy_to_device(ctx._ptr, buf.ptr, ffi.from_buffer(src), 4000) == 0
     assert lib.perf_memcpy_to_host(ctx._ptr, ffi.from_buffer(dst), buf.ptr, 4000) == 0

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 import perforated as P
-from perforated.model import Model
-from perforated.plan import PerforationPlan
+from perforated.graph.model import Model
+from perforated.graph.plan import PerforationPlan
 from helpers import gpu_test
 from cases import MODEL_INPUT as INPUT, MODEL_ROWS as ROWS, TINY_ROWS
 
@@ -112,7 +112,7 @@ class _FakeGpu:
 
     __rmul__ = __mul__
 
-    # the arithmetic of batch normalisation's running statistics (perforated.batchnorm)
+    # the arithmetic of batch normalisation's running statistics (perforated.ops.batchnorm)
     def __add__(self, other):
         return _FakeGpu(np.ascontiguousarray(self.host + _host(other)))
 
@@ -254,7 +254,7 @@ def test_fake_device_batchnorm_model_matches_cpu(rng, fake_device):
     """Model(batchnorm=True) on the device paths (statistics and running averages in device arrays,
     every call on the model's context): training steps, an inference forward and its backward,
     calibration and the folded weights give the CPU model's results bit for bit."""
-    from perforated import train as tr
+    from perforated.train import sgd as tr
 
     cpu, dev = _pair(TINY_ROWS, 4, fake_device, input_shape=(3, 6, 6), classes=3, seed=1, batchnorm=True)
     steps = [s for s in dev.steps if s.kind == "batchnorm"]
@@ -281,8 +281,8 @@ def test_fake_device_batchnorm_model_matches_cpu(rng, fake_device):
 def test_fake_device_batchnorm_training_matches_cpu(tmp_path, rng, fake_device, monkeypatch):
     """train --batchnorm on the device paths: calibration from plain weights, running statistics in
     the checkpoint, resume, and the saved (folded) weights, as on the CPU."""
-    import perforated.device as dev_mod
-    from perforated import train as tr
+    import perforated._c.device as dev_mod
+    from perforated.train import sgd as tr
     from test_train import _tiny_nin_splits
 
     monkeypatch.setattr(dev_mod, "default_context", lambda index=None: fake_device)
@@ -307,8 +307,8 @@ def test_fake_device_batchnorm_training_matches_cpu(tmp_path, rng, fake_device, 
 def test_fake_device_distillation_matches_cpu(tmp_path, rng, fake_device, monkeypatch):
     """train --teacher on the device paths (the teacher on the device too, the gradient of the
     distillation loss copied to it through Model.backward_logits), as on the CPU."""
-    import perforated.device as dev_mod
-    from perforated import train as tr
+    import perforated._c.device as dev_mod
+    from perforated.train import sgd as tr
     from test_train import _tiny_nin_splits
 
     monkeypatch.setattr(dev_mod, "default_context", lambda index=None: fake_device)
@@ -424,8 +424,8 @@ def test_fake_device_training_matches_cpu_training(tmp_path, rng, fake_device, m
     """perforated.train with device='cuda' (here the stand-in) trains, checkpoints, resumes and
     evaluates exactly as on the CPU: SGD's arithmetic runs on the device arrays, metrics on the host.
     The device is where a run goes on now (the resume's argument), not part of the saved run."""
-    import perforated.device as dev_mod
-    from perforated import train as tr
+    import perforated._c.device as dev_mod
+    from perforated.train import sgd as tr
     from test_train import _tiny_nin_splits
 
     monkeypatch.setattr(dev_mod, "default_context", lambda index=None: fake_device)

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from perforated import train as tr
+from perforated.train import sgd as tr
 from perforated.data import Split, batches
-from perforated.distill import distillation_loss
-from perforated.model import Model
+from perforated.train.distill import distillation_loss
+from perforated.graph.model import Model
 
 
 def test_gradient_matches_finite_differences(rng):

@@ -14,9 +14,9 @@ from bench import mask_comparison as mc
 from bench import nin_accuracy as na
 from bench import report
 from perforated.data import Split
-from perforated.masks import count_for_rate
-from perforated.model import Model
-from perforated.plan import PerforationPlan, layer_masks
+from perforated.ops.masks import count_for_rate
+from perforated.graph.model import Model
+from perforated.graph.plan import PerforationPlan, layer_masks
 
 from cases import make_batches
 
@@ -191,7 +191,7 @@ def run_dir_of(tmp_path):
 def test_nin_accuracy_end_to_end_and_resume(tmp_path, rng, capsys):
     make_batches(tmp_path / "cifar-10-batches-py", rng, n_train=24, n_test=6)
     weights = tmp_path / "w.npz"
-    from perforated.train import save_weights
+    from perforated.train.sgd import save_weights
 
     save_weights(Model("nin", 1), weights)
     greedy = tmp_path / "greedy"
@@ -291,7 +291,7 @@ def test_tables_report_only_adds_the_nin_accuracy_section(tmp_path):
 def test_lowrank_tables_nin_rows_carry_the_error(tmp_path):
     """With an evaluator (trained NIN weights), every low-rank / perforation row gets its error increase."""
     from bench import lowrank_tables as lt
-    from perforated import lowrank as LR
+    from perforated.search import lowrank as LR
 
     calls = []
 
@@ -335,7 +335,7 @@ def test_lowrank_equal_loss_names_the_fastest_method_within_each_threshold():
 
 def test_lowrank_speed_only_times_stored_plans_and_keeps_their_accuracy(tmp_path):
     from bench import lowrank_tables as lt
-    from perforated import lowrank as LR
+    from perforated.search import lowrank as LR
 
     weights = LR.network_weights("nin", seed=0)
     first = lt.run_network("nin", 2, 1, weights, lambda model: 30.0)
@@ -350,7 +350,7 @@ def test_lowrank_speed_only_times_stored_plans_and_keeps_their_accuracy(tmp_path
 
 
 def test_nin_accuracy_fine_tuning_holds_out_the_validation_split(tmp_path, rng):
-    from perforated.train import load_checkpoint, save_weights
+    from perforated.train.sgd import load_checkpoint, save_weights
 
     make_batches(tmp_path / "cifar-10-batches-py", rng, n_train=24, n_test=6)
     weights = tmp_path / "w.npz"

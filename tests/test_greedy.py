@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from perforated.files import write_json_atomic
-from perforated.greedy import RATES, GreedySearch
-from perforated.model import Model
+from perforated.search.greedy import RATES, GreedySearch
+from perforated.graph.model import Model
 
 
 def test_rates_follow_spec():
@@ -125,7 +125,7 @@ def test_pick_writes_plans(setup):
     picked = s.pick((1.01,))
     plan = json.loads(picked[1.01].read_text())
     m = Model("nin", 2, masks=None)
-    from perforated.plan import PerforationPlan
+    from perforated.graph.plan import PerforationPlan
 
     loaded = PerforationPlan("nin", plan["layers"])
     assert Model("nin", 2, plan=loaded).multiply_adds() < m.multiply_adds()
@@ -149,7 +149,7 @@ def test_until_stops_at_the_speedup_and_pooling_kind_works(setup):
 
 
 def test_write_report(setup):
-    from perforated.greedy import write_report
+    from perforated.search.greedy import write_report
 
     s = search(setup, "report")
     s.run(2)
@@ -176,7 +176,7 @@ def test_resume_refuses_a_folder_from_other_inputs(setup):
 
 
 def test_retime_feeds_pick_and_report(setup):
-    from perforated.greedy import write_report
+    from perforated.search.greedy import write_report
 
     s = search(setup, "retime")
     s.run(3)
@@ -339,7 +339,7 @@ def test_a_stopped_search_is_finished_for_run_retimed(setup):
 
 def test_command_takes_its_nll_images_from_the_validation_split(rng, tmp_path, monkeypatch):
     from cases import make_batches
-    from perforated import greedy
+    from perforated.search import greedy
     from perforated.data import held_out_split
 
     _, labels = make_batches(tmp_path / "cifar-10-batches-py", rng, n_train=10)

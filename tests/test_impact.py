@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import perforated as P
-from perforated.impact import estimate_impact
-from perforated.model import Model
+from perforated.search.impact import estimate_impact
+from perforated.graph.model import Model
 
 # conv (no ReLU) -> global average: logits[c] = mean_p V[c, p], so dL/dV[c, p] = (prob_c - onehot_c) / P
 ROWS = [("conv", "c1", dict(out=4, kernel=3, pad=1)), ("pool", "gap", dict(mode="avg", global_=True))]

@@ -71,8 +71,8 @@ def test_training_killed_at_a_random_moment_resumes_to_the_same_weights(tmp_path
 GREEDY = """
 import sys, numpy as np
 from pathlib import Path
-from perforated.greedy import GreedySearch
-from perforated.model import Model
+from perforated.search.greedy import GreedySearch
+from perforated.graph.model import Model
 rng = np.random.default_rng(1)
 x = rng.standard_normal((6, 3, 32, 32)).astype(np.float32); y = rng.integers(0, 10, 6)
 s = GreedySearch("nin", Model("nin", 1, seed=3).params, x, y, Path(sys.argv[1]), eval_batch=6,

@@ -172,7 +172,7 @@ def test_softmax_xent_finite_differences(rng):
 def test_softmax_xent_in_place_in_c(rng):
     """perf_softmax_xent_forward with prob == logits (allowed in C) gives the same loss as out of place
     (the label's logit used to be read after the row was overwritten with probabilities)."""
-    from perforated._lib import ffi, lib
+    from perforated._c.lib import ffi, lib
 
     logits = randn(rng, 4, 7) * 3
     labels = np.array([0, 6, 3, 3], np.int32)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import perforated as P
-from perforated import lowrank as LR
-from perforated.model import Model, pair
-from perforated.networks import NETWORKS
+from perforated.search import lowrank as LR
+from perforated.graph.model import Model, pair
+from perforated.graph.networks import NETWORKS
 
 
 def _rel(a, b):
@@ -113,7 +113,7 @@ def test_rank_selection_uses_each_layers_own_kernel_and_channels():
     # Q7: per-layer k and c. AlexNet conv1 (3 inputs, 11x11) and conv3 (256 inputs, 3x3) differ in cost
     # per rank; the reference used the last layer's for every layer.
     rows, shape = NETWORKS["alexnet"]["layers"](), NETWORKS["alexnet"]["input"]
-    _, geo = LR.walk(rows, shape)
+    _, geo = LR.layer_costs(rows, shape)
     p1, p3 = dict((n, p) for _, n, p in rows)["conv1"], dict((n, p) for _, n, p in rows)["conv3"]
     assert LR.decomposed_cost("conv", p1, geo["conv1"], "spatial", 1) == 55 * 227 * 3 * 11 + 55 * 55 * 96 * 11
     assert LR.decomposed_cost("conv", p3, geo["conv3"], "spatial", 1) == 13 * 13 * 256 * 3 + 13 * 13 * 384 * 3

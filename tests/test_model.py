@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import perforated as P
-from perforated.model import Model
-from perforated.networks import NETWORKS, perforable_layers
-from perforated.plan import PerforationPlan
+from perforated.graph.model import Model
+from perforated.graph.networks import NETWORKS, perforable_layers
+from perforated.graph.plan import PerforationPlan
 
 from cases import MODEL_INPUT as INPUT, MODEL_ROWS as ROWS
 

@@ -15,12 +15,12 @@ import pytest
 
 import perforated as P
 import reference as R
-from perforated import batchnorm as BN
-from perforated import layers as L
-from perforated.interp import interpolate, interpolate_nhwc
-from perforated.layout import to_nchw, to_nhwc
-from perforated.model import Model
-from perforated.plan import PerforationPlan
+from perforated.ops import batchnorm as BN
+from perforated.ops import layers as L
+from perforated.ops.interp import interpolate, interpolate_nhwc
+from perforated.ops.layout import to_nchw, to_nhwc
+from perforated.graph.model import Model
+from perforated.graph.plan import PerforationPlan
 
 # (batch, cin, (h, w), cout, kernel, stride, pad, groups, mask rate or None, input-mask rate or None)
 CONV_CASES = [

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from perforated import evaluate as ev
-from perforated import train as tr
+from perforated.train import evaluate as ev
+from perforated.train import sgd as tr
 from perforated.data import (Preprocess, Split, augment, batches, load_cifar_batches, load_dataset,
                              load_image_folder, num_batches)
-from perforated.model import Model
-from perforated.plan import PerforationPlan
+from perforated.graph.model import Model
+from perforated.graph.plan import PerforationPlan
 
 from helpers import assert_same_params
 from cases import make_batches
@@ -331,7 +331,7 @@ def test_resumed_finetuning_keeps_the_masks_it_started_with(tmp_path, rng):
 def _lowrank_plan_and_weights(tmp_path, layers):
     """A NIN low-rank plan saved as tmp_path/plan.json and its decomposed random weights as
     tmp_path/decomposed.npz: (plan path, weights path, weights)."""
-    from perforated import lowrank as LR
+    from perforated.search import lowrank as LR
 
     plan = LR.LowRankPlan("nin", layers)
     plan_path, w_path = tmp_path / "plan.json", tmp_path / "decomposed.npz"
@@ -344,7 +344,7 @@ def _lowrank_plan_and_weights(tmp_path, layers):
 def test_finetune_lowrank_network_and_evaluate(tmp_path, rng):
     """A decomposed (and perforated) NIN fine-tunes from its decomposed weights, changes only through
     training, and evaluates with the same plan; wrong combinations fail with the argument named."""
-    from perforated import lowrank as LR
+    from perforated.search import lowrank as LR
 
     splits = _tiny_nin_splits(rng)
     plan_path, w_path, weights = _lowrank_plan_and_weights(tmp_path, {
@@ -370,7 +370,7 @@ def test_finetune_lowrank_network_and_evaluate(tmp_path, rng):
 def test_resumed_lowrank_finetuning_keeps_the_plan_it_started_with(tmp_path, rng):
     """A low-rank fine-tuning run copies its plan to out/lowrank_plan.json when it starts; resumed, it
     uses that copy even when the plan file was rewritten with other ranks and masks."""
-    from perforated import lowrank as LR
+    from perforated.search import lowrank as LR
 
     splits = _tiny_nin_splits(rng)
     layers = {"conv2": {"rank": 16, "method": "channel", "rate": 0.5, "seed": 2}}
@@ -389,9 +389,9 @@ def test_resumed_lowrank_finetuning_keeps_the_plan_it_started_with(tmp_path, rng
 
 
 def test_lowrank_command_fits_on_a_dataset_and_keeps_the_normalisation(tmp_path, rng, capsys):
-    """perforated.lowrank --data DATASET fits on normalised training images and saves the decomposed
+    """perforated.search.lowrank --data DATASET fits on normalised training images and saves the decomposed
     weights with the original's _preprocess; evaluate --lowrank then reads them as train wrote them."""
-    from perforated import lowrank as LR
+    from perforated.search import lowrank as LR
 
     make_batches(tmp_path / "cifar-10-batches-py", rng)
     splits = load_dataset(tmp_path)
@@ -472,7 +472,7 @@ def test_validation_split_is_held_out_and_the_test_set_waits_for_the_last_epoch(
     assert sorted(np.concatenate([kept, held]).tolist()) == list(range(12))
     kept_split, val_split = splits["train"].split_off(4)
     np.testing.assert_array_equal(val_split.labels, splits["train"].labels[held])
-    from perforated import train_log
+    from perforated.train import log as train_log
     text = train_log.table(train_log.read_log(tmp_path / "v"))
     assert "validation top-1" in text.splitlines()[0]
     with pytest.raises(ValueError, match="val must be >= 0"):

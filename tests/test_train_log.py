@@ -1,9 +1,9 @@
-"""perforated.train_log: a run's log.jsonl as a Markdown table."""
+"""perforated.train.log: a run's log.jsonl as a Markdown table."""
 import json
 
 import pytest
 
-from perforated import train_log
+from perforated.train import log as train_log
 
 
 def write_log(folder, records, extra=""):

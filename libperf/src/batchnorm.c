@@ -5,7 +5,8 @@
  * channel): y = gamma * (x - mean) * invstd + beta, invstd = 1 / sqrt(var + eps), var the biased
  * variance. mean and invstd are written out for the backward and for the caller's running averages.
  * Inference uses given statistics (running averages): it is then a per-channel affine map, which is
- * why a trained network can fold it into the conv before it (perforated.model.fold_batchnorm).
+ * why a trained network can fold it into the conv before it (perforated.ops.batchnorm.fold;
+ * perforated.graph.passes.fold_batchnorm in graphs).
  *
  * Work is parallel over channels, so each thread owns its statistics and the reduction order (and
  * the result) does not depend on the thread count. Sums run in double over float planes; the

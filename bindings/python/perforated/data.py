@@ -38,7 +38,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".t
 CACHE_VERSION = 1
 
 
-# The validation split (issue 32): `--val N` of perforated.train, perforated.greedy, perforated.torch.finetune
+# The validation split (issue 32): `--val N` of perforated.train, perforated.search.greedy, perforated.torch.finetune
 # and .search holds out the last N training images of this seed's shuffle, the same images whatever the
 # run's own seed, so every choice (recipe, epochs, plans) is made on one set and the test set is left for
 # the final figures. 5,000 is the size the project uses for CIFAR-10.

@@ -9,12 +9,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .. import batchnorm as BN
-from ..conv import ConvPlan
-from ..interp import interpolate
-from ..layers import linear, lrn
-from ..masks import Mask
-from ..pooling import PoolPlan, global_avg_pool2d
+from ..ops import batchnorm as BN
+from ..ops.conv import ConvPlan
+from ..ops.interp import interpolate
+from ..ops.layers import linear, lrn
+from ..ops.masks import Mask
+from ..ops.pooling import PoolPlan, global_avg_pool2d
 from .ir import Node, Shape
 from .ops import pool_shape, reshape_target
 

@@ -17,11 +17,11 @@ from typing import Callable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..conv import ConvPlan
-from ..interp import interpolate_nhwc
-from ..layers import lrn_nhwc
-from ..layout import to_nhwc
-from ..masks import Mask
+from ..ops.conv import ConvPlan
+from ..ops.interp import interpolate_nhwc
+from ..ops.layers import lrn_nhwc
+from ..ops.layout import to_nhwc
+from ..ops.masks import Mask
 from .ir import Node, Shape
 from .kernels import bn_affine, c_pool_plan
 from .ops import pool_shape

@@ -7,7 +7,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from .. import batchnorm as BN
+from ..ops import batchnorm as BN
 from .ir import Graph, Node
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..graph import GraphModel
-from ..graph.model import PlanLike
+from ..graph.graph_model import PlanLike
 from .exporter import export, to_onnx
 from .importer import to_graph
 

@@ -16,20 +16,22 @@ graph passes are written as the conv with its folded weights, or the add, then R
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
-from ..graph.ir import Node
-from ..graph.model import GraphModel
+from ..graph.ir import Graph, Node, Shape
+from ..graph.ops import infer_shapes
+from ..ops.masks import Mask
+from ..graph.graph_model import GraphModel
 from .importer import _onnx
 
 OPSET = 13
 
 
 class _Writer:
-    def __init__(self, model: GraphModel):
-        self.model = model
+    def __init__(self, graph: Graph, shapes: Mapping[str, Shape], masks: Mapping[str, Mask]):
+        self.graph, self.shapes, self.masks = graph, shapes, masks
         self.nodes: List = []
         self.inits: Dict[str, np.ndarray] = {}
         self.counter = 0
@@ -52,7 +54,7 @@ class _Writer:
 
     def conv(self, node: Node) -> None:
         a = node.attrs
-        mask = self.model.masks.get(node.name)
+        mask = self.masks.get(node.name)
         out = node.outputs[0]
         relu, residual = bool(a.get("relu")), len(node.inputs) > 3
         conv_out = self.tmp(node.name + "/pre_add") if (relu or residual) else out
@@ -71,9 +73,9 @@ class _Writer:
 
     def perforated_conv(self, node: Node, mask, out: str) -> None:
         a = node.attrs
-        shapes = self.model.shapes
+        shapes = self.shapes
         n, c, h, w = shapes[node.inputs[0]]
-        weight = np.asarray(self.model.graph.constants[node.inputs[1]], np.float32)
+        weight = np.asarray(self.graph.constants[node.inputs[1]], np.float32)
         cout = weight.shape[0]
         g = int(a["group"])
         cg, coutg = c // g, cout // g
@@ -128,7 +130,7 @@ class _Writer:
                      [prod], name + "/join_groups")
         if len(node.inputs) > 2 and node.inputs[2]:
             biased = self.tmp(name + "/biased")
-            bias = np.asarray(self.model.graph.constants[node.inputs[2]], np.float32)
+            bias = np.asarray(self.graph.constants[node.inputs[2]], np.float32)
             self.add("Add", [prod, self.const(name + "/bias", bias)], [biased], name + "/bias")
             prod = biased
         filled = self.tmp(name + "/filled")  # (N, h*w, Cout): runs of Cout floats
@@ -151,7 +153,7 @@ class _Writer:
             self.add("Softmax", list(node.inputs), list(node.outputs), node.name, axis=int(a["axis"]))
             return
         # ONNX before opset 13: softmax of the rows of the input flattened at `axis`
-        shape = self.model.shapes[node.inputs[0]]
+        shape = self.shapes[node.inputs[0]]
         flat, soft = self.tmp(node.name + "/flat"), self.tmp(node.name + "/soft")
         self.add("Flatten", list(node.inputs), [flat], node.name + "/flatten", axis=int(a["axis"]) % len(shape))
         self.add("Softmax", [flat], [soft], node.name, axis=1)
@@ -202,25 +204,32 @@ class _Writer:
             self.add(op, list(node.inputs), list(node.outputs), node.name)
 
 
-def to_onnx(model: GraphModel):
-    """The ``onnx.ModelProto`` of a GraphModel (its batch, its masks), standard ops only."""
+def graph_to_onnx(graph: Graph, shapes: Optional[Mapping[str, Shape]] = None,
+                  masks: Optional[Mapping[str, Mask]] = None):
+    """The ``onnx.ModelProto`` of `graph` (its batch), standard ops only; convs named in `masks` are
+    written perforated. `shapes`: the graph's :func:`~perforated.graph.ops.infer_shapes`, inferred when
+    not given."""
     onnx, helper, numpy_helper = _onnx()
     from onnx import TensorProto
 
-    w = _Writer(model)
-    for node in model.graph.nodes:
+    shapes = infer_shapes(graph) if shapes is None else shapes
+    w = _Writer(graph, shapes, masks or {})
+    for node in graph.nodes:
         w.write(node)
-    g = model.graph
     used = {i for n in w.nodes for i in n.input}
-    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in g.constants.items() if k in used]
+    inits = [numpy_helper.from_array(np.ascontiguousarray(v), k) for k, v in graph.constants.items() if k in used]
     inits += [numpy_helper.from_array(v, k) for k, v in w.inits.items()]
-    inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(s)) for k, s in g.inputs.items()]
-    outputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(model.shapes[k])) for k in g.outputs]
-    graph = helper.make_graph(w.nodes, g.name, inputs, outputs, inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="perforated")
+    inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(s)) for k, s in graph.inputs.items()]
+    outputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(shapes[k])) for k in graph.outputs]
+    proto = helper.make_model(helper.make_graph(w.nodes, graph.name, inputs, outputs, inits),
+                              opset_imports=[helper.make_opsetid("", OPSET)], producer_name="perforated")
     onnx.checker.check_model(proto)
     return proto
+
+
+def to_onnx(model: GraphModel):
+    """The ``onnx.ModelProto`` of a GraphModel (its batch, its masks), standard ops only."""
+    return graph_to_onnx(model.graph, model.shapes, model.masks)
 
 
 def export(model: GraphModel, path) -> None:

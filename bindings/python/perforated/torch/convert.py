@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..masks import Mask
-from ..plan import PerforationPlan, plan_layers
+from ..ops.masks import Mask
+from ..graph.plan import PerforationPlan, plan_layers
 from .modules import PerforatedConv2d
 
 PlanLike = Union[None, PerforationPlan, str, "os.PathLike[str]", Mapping]

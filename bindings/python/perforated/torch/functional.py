@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._arrays import to_pair
-from ..conv import ConvPlan
-from ..interp import interpolate, interpolate_backward
-from ..masks import Mask
+from .._c.arrays import to_pair
+from ..ops.conv import ConvPlan
+from ..ops.interp import interpolate, interpolate_backward
+from ..ops.masks import Mask
 
 IntOrPair = Union[int, Sequence[int]]
 IMPLEMENTATIONS = ("auto", "c", "torch")

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..masks import Mask
-from ..plan import PerforationPlan, spec_mask
+from ..ops.masks import Mask
+from ..graph.plan import PerforationPlan, spec_mask
 from .functional import IMPLEMENTATIONS, conv_output_size, perforated_conv2d
 
 SPEC_MARK = "perforated"  # key marking our extra state inside a state dict

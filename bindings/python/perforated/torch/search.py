@@ -23,8 +23,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..greedy import RATES, next_notch
-from ..masks import make_mask
+from ..search.greedy import RATES, next_notch
+from ..ops.masks import make_mask
 from .convert import conv_layers, output_sizes, perforate, plan_of
 from .modules import PerforatedConv2d, strip_masks
 

@@ -16,10 +16,10 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._arrays import IntPair, check_array, fptr, output_array, to_int, to_pair
-from ._lib import ffi, lib
-from .device import Context, check_device_array, device_output, dptr, is_device_array, resolve
-from .errors import check
+from .._c.arrays import IntPair, check_array, fptr, output_array, to_int, to_pair
+from .._c.lib import ffi, lib
+from .._c.device import Context, check_device_array, device_output, dptr, is_device_array, resolve
+from .._c.errors import check
 from .masks import Mask
 
 _MODES = {"max": 0, "avg": 1, "average": 1}

@@ -1,6 +1,6 @@
 """Top-1 / top-5 error of saved weights on a split (the test set by default).
 
-``python -m perforated.evaluate --network nin --weights W.npz [--data ...] [--plan plan.json | --lowrank
+``python -m perforated.train.evaluate --network nin --weights W.npz [--data ...] [--plan plan.json | --lowrank
 plan.json]`` prints
 ``top-1 error: X%`` and ``top-5 error: Y%`` (``--flip``: averaged over each image and its mirror). The
 input normalisation is the one stored in the weights file (``_preprocess``, written by
@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .data import Preprocess, Split, default_data_path, load_dataset
-from .train import build_model, evaluate_split, read_preprocess
+from ..data import Preprocess, Split, default_data_path, load_dataset
+from .sgd import build_model, evaluate_split, read_preprocess
 
 
 def evaluate(network: str, weights, data=None, plan=None, split: str = "test", batch: int = 100,
@@ -26,7 +26,7 @@ def evaluate(network: str, weights, data=None, plan=None, split: str = "test", b
     if not Path(weights).is_file():
         raise FileNotFoundError(f"evaluate: no weights file at {weights}")
     if threads:
-        from . import set_num_threads
+        from .. import set_num_threads
 
         set_num_threads(threads)
     splits = splits if splits is not None else load_dataset(data)
@@ -48,7 +48,7 @@ def evaluate(network: str, weights, data=None, plan=None, split: str = "test", b
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m perforated.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m perforated.train.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--network", default="nin")
     p.add_argument("--weights", required=True)
     p.add_argument("--data", default=None, help=f"dataset (default: {default_data_path()})")

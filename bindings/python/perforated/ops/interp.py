@@ -10,11 +10,11 @@ from typing import Optional
 
 import numpy as np
 
-from ._arrays import check_array, fptr, output_array
-from ._lib import lib
-from .device import (Context, array_context, check_device_array, device_output, dptr, host_context,
+from .._c.arrays import check_array, fptr, output_array
+from .._c.lib import lib
+from .._c.device import (Context, array_context, check_device_array, device_output, dptr, host_context,
                      is_device_array)
-from .errors import check
+from .._c.errors import check
 from .masks import Mask
 
 

@@ -8,7 +8,7 @@ normalisation, an affine map per channel with the running statistics, is folded 
 greedy search and low-rank decomposition take as they are.
 
 Functions take ``(N, C, H, W)`` or compact ``(N, C, count)`` float32 arrays (per channel over the
-batch and positions) and run the C library (``perf_batchnorm_*``). Like :mod:`perforated.layers`, they
+batch and positions) and run the C library (``perf_batchnorm_*``). Like :mod:`perforated.ops.layers`, they
 also accept GPU arrays (``__cuda_array_interface__``, e.g. CuPy) for all their array arguments and then
 run the CUDA twins on ``context`` (a CUDA :class:`perforated.Context`; by default the default context
 of the current GPU), allocating outputs with CuPy when not given. :func:`update_running` and
@@ -21,10 +21,10 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ._arrays import check_array, fptr, output_array
-from ._lib import lib
-from .device import Context, array_context, check_device_array, device_output, dptr, host_context, is_device_array
-from .errors import check
+from .._c.arrays import check_array, fptr, output_array
+from .._c.lib import lib
+from .._c.device import Context, array_context, check_device_array, device_output, dptr, host_context, is_device_array
+from .._c.errors import check
 
 EPS = 1e-5
 MOMENTUM = 0.1  # running = (1 - MOMENTUM) * running + MOMENTUM * batch statistic (PyTorch's convention)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cffi
 
-_HERE = Path(__file__).resolve().parent
+_HERE = Path(__file__).resolve().parents[1]  # the package folder, perforated/ (this file is in _c/)
 _HEADER_NAME = "perforated.h"
 _LIB_NAMES = ("libperforated.so", "libperforated.dylib", "perforated.dll")
 

@@ -19,7 +19,7 @@ started again with the same folder resumes after the last saved step. At the end
 re-timed in alternating rounds (``retimed.json``) and the networks at about 2x / 3x / 4x are picked
 by those speedups (``plan_<t>x.json``).
 
-    python -m perforated.greedy --network nin --weights W.npz --data D --out runs/greedy_nin
+    python -m perforated.search.greedy --network nin --weights W.npz --data D --out runs/greedy_nin
 """
 from __future__ import annotations
 
@@ -32,13 +32,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .files import write_json_atomic
+from ..files import write_json_atomic
 from .impact import estimate_impact
-from .masks import Mask, count_for_rate, make_mask
-from .model import Model
-from .plan import PerforationPlan
-from .timing import alternating_times
-from .networks import NETWORKS, perforable_layers, pool_window
+from ..ops.masks import Mask, count_for_rate, make_mask
+from ..graph.model import Model
+from ..graph.plan import PerforationPlan
+from ..timing import alternating_times
+from ..graph.networks import NETWORKS, perforable_layers, pool_window
 
 GAIN_RULE = "relative to the original timed beside"  # recorded in state.json: older folders used t0 alone
 NOTCH_RULE = "next rate where the kind computes fewer positions"  # older folders: the next rate, always
@@ -420,7 +420,7 @@ def write_report(folder: Path, path: Path, command: str = "") -> None:
 def main(argv=None) -> None:
     import argparse
 
-    from . import data as D
+    from .. import data as D
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--network", default="nin")
@@ -464,7 +464,7 @@ def main(argv=None) -> None:
     for target, path in search.pick().items():
         print(f"{target:g}x: {path}")
     if args.report:
-        write_report(search.out, Path(args.report), "python -m perforated.greedy " + " ".join(argv or sys.argv[1:]))
+        write_report(search.out, Path(args.report), "python -m perforated.search.greedy " + " ".join(argv or sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The CPU inference engine: a Model's forward pass in channels-last layout.
 
-:class:`perforated.model.Model` runs inference (``forward(training=False)`` on the CPU) through this
+:class:`perforated.graph.model.Model` runs inference (``forward(training=False)`` on the CPU) through this
 engine; training and GPU models run the layer steps (NCHW). The engine reads the steps the model built
 (plans, masks, parameters) and runs them on channels-last tensors ``(N, positions, C)``, where
 positions are ``H*W`` or a perforated layer's computed positions (compact):
@@ -25,10 +25,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import batchnorm as BN
-from . import layers as L
-from .interp import interpolate_nhwc
-from .layout import to_nchw, to_nhwc
+from ..ops import batchnorm as BN
+from ..ops import layers as L
+from ..ops.interp import interpolate_nhwc
+from ..ops.layout import to_nchw, to_nhwc
 
 
 class _Op:
@@ -41,7 +41,7 @@ class _Op:
 
 
 class Engine:
-    """Channels-last inference of ``model`` (a host :class:`perforated.model.Model`): :meth:`run`
+    """Channels-last inference of ``model`` (a host :class:`perforated.graph.model.Model`): :meth:`run`
     computes ``model.logits`` from ``model.x``."""
 
     def __init__(self, model) -> None:

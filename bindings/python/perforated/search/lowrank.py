@@ -41,7 +41,7 @@ A perforated channel-decomposed layer keeps its mask on the ``k x k`` part (``<n
 part (``<name>_b``) runs on the compact tensor; a perforated spatial layer keeps its mask on the
 horizontal part (``<name>_h``, whose outputs are the layer's), the vertical part (``<name>_v``) stays
 dense. New rows are named ``<name>_v``/``<name>_h`` (spatial), ``<name>_a``/``<name>_b`` (channel and
-svd). Command line: ``python -m perforated.lowrank --help``.
+svd). Command line: ``python -m perforated.search.lowrank --help``.
 """
 from __future__ import annotations
 
@@ -57,12 +57,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .files import read_plan_json, save_params_npz, write_json_atomic
-from .masks import Mask, make_mask
-from .model import Model
-from .shapes import pair
-from .networks import NETWORKS, Row, next_pool, perforable_layers
-from .pooling import PoolPlan
+from ..files import read_plan_json, save_params_npz, write_json_atomic
+from ..ops.masks import Mask, make_mask
+from ..graph.model import Model
+from ..graph.rows import layer_costs, pair
+from ..graph.networks import NETWORKS, Row, next_pool, perforable_layers
 
 METHODS = ("spatial", "channel", "svd")
 MASK_KINDS = ("uniform", "grid", "pooling")
@@ -272,43 +271,6 @@ def channel_decompose(weight: np.ndarray, bias: np.ndarray, rank: int, responses
 
 # --- shapes and costs ------------------------------------------------------------------------------
 
-def walk(rows: Sequence[Row], input_shape: Tuple[int, int, int], counts: Optional[Dict[str, int]] = None
-         ) -> Tuple[int, Dict[str, dict]]:
-    """Multiply-adds per image of ``rows`` (the rule of :meth:`Model.multiply_adds`: perforated convs
-    count ``counts[name]`` positions, 1x1 stride-1 convs after them run on the compact tensor), and per
-    conv / fc layer its geometry: ``c_in, h_in, w_in, oh, ow, positions, macs``."""
-    counts = counts or {}
-    c, h, w = input_shape
-    count: Optional[int] = None
-    total, info = 0, {}
-    for kind, name, p in rows:
-        if kind == "conv":
-            (kh, kw), (sh, sw), (ph, pw) = pair(p["kernel"]), pair(p.get("stride", 1)), pair(p.get("pad", 0))
-            g = p.get("groups", 1)
-            entry = dict(c_in=c, h_in=h, w_in=w, groups=g, kernel=(kh, kw))
-            if not (count is not None and (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and (ph, pw) == (0, 0)):
-                h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-                count = counts.get(name)
-            positions = count if count is not None else h * w
-            macs = positions * p["out"] * (c // g) * kh * kw
-            entry.update(oh=h, ow=w, positions=positions, macs=macs)
-            info[name] = entry
-            total += macs
-            c = p["out"]
-        elif kind == "pool":
-            count = None
-            if p.get("global_"):
-                h = w = 1
-            else:
-                h, w = PoolPlan(1, 1, (h, w), p["kernel"], p["stride"], p.get("pad", 0), p["mode"]).out_size
-        elif kind == "fc":
-            macs = c * h * w * p["out"]
-            info[name] = dict(c_in=c * h * w, out=p["out"], macs=macs)
-            total += macs
-            c, h, w, count = p["out"], 1, 1, None
-    return total, info
-
-
 def _row_map(rows: Sequence[Row]) -> Dict[str, Tuple[str, dict]]:
     return {name: (kind, p) for kind, name, p in rows}
 
@@ -346,7 +308,7 @@ class LowRankPlan:
         self.rows = NETWORKS[network]["layers"]()
         self.input_shape = tuple(NETWORKS[network]["input"])
         self.layers: Dict[str, dict] = {}
-        _, geo = walk(self.rows, self.input_shape)
+        _, geo = layer_costs(self.rows, self.input_shape)
         rowmap, perforable = _row_map(self.rows), set(perforable_layers(self.rows))
         for name, spec in (layers or {}).items():
             self.layers[name] = self._check(name, dict(spec), rowmap, geo, perforable)
@@ -383,15 +345,15 @@ class LowRankPlan:
 
     def counts(self) -> Dict[str, int]:
         """Computed output positions of each perforated layer of the original network."""
-        _, geo = walk(self.rows, self.input_shape)
+        _, geo = layer_costs(self.rows, self.input_shape)
         return {n: _make_mask(self.rows, n, s, (geo[n]["oh"], geo[n]["ow"])).count
                 for n, s in self.layers.items() if s["rate"] > 0}
 
     def multiply_adds(self) -> Tuple[int, int]:
         """(original dense, decomposed + perforated) multiply-adds per image."""
-        dense, _ = walk(self.rows, self.input_shape)
+        dense, _ = layer_costs(self.rows, self.input_shape)
         rows, _, _ = rewrite_rows(self.rows, self.layers)
-        new, _ = walk(rows, self.input_shape, _new_counts(self.layers, self.counts()))
+        new, _ = layer_costs(rows, self.input_shape, _new_counts(self.layers, self.counts()))
         return dense, new
 
     def theoretical_speedup(self) -> float:
@@ -479,7 +441,7 @@ def layer_responses(rows: Sequence[Row], weights: Weights, input_shape, classes:
         rows = rows[:wanted[-1] + 1]
         kind, last, p = rows[-1]
         if kind == "conv":
-            geo = walk(rows, input_shape)[1][last]
+            geo = layer_costs(rows, input_shape)[1][last]
             classes = p["out"] * geo["oh"] * geo["ow"]
         else:
             classes = p["out"]
@@ -602,8 +564,8 @@ def plan_for_ratio(network: str, ratio: float, method: str = "spatial", weights:
     specs = {n: {"rate": rate, "kind": mask_kind, "seed": seed + i}
              for i, n in enumerate(perforable_layers(rows))} if rate > 0 else {}
     base = LowRankPlan(network, specs)
-    dense, _ = walk(rows, input_shape)
-    perforated_total, geo = walk(rows, input_shape, base.counts())
+    dense, _ = layer_costs(rows, input_shape)
+    perforated_total, geo = layer_costs(rows, input_shape, base.counts())
     rowmap = _row_map(rows)
     responses = {}
     if images is not None and method == "channel":
@@ -672,7 +634,7 @@ def decompose(rows: Sequence[Row], weights: Weights, layers: Dict[str, dict], in
 
 def build_masks(new_rows: Sequence[Row], layers: Dict[str, dict], input_shape) -> Dict[str, Mask]:
     """Masks of the rewritten network: each perforated layer's mask on the row that carries it."""
-    _, geo = walk(new_rows, input_shape)
+    _, geo = layer_costs(new_rows, input_shape)
     masks = {}
     for n, spec in layers.items():
         if spec.get("rate", 0) <= 0:
@@ -729,7 +691,7 @@ def fit_images(data, weights_path, n: int = 128) -> np.ndarray:
     training images of a dataset (None: the default CIFAR-10) normalised as ``weights_path`` expects."""
     if data is not None and Path(data).suffix == ".npy":
         return np.load(data).astype(np.float32)
-    from .data import training_subsets
+    from ..data import training_subsets
 
     [(x, _)] = training_subsets(data, weights_path, [n], seed=7)
     return x
@@ -765,11 +727,11 @@ def _measure(plan: LowRankPlan, batch: int, weights: Weights, repeat: int, image
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m perforated.lowrank", description=__doc__.split("\n\n")[0],
-        epilog="examples:\n  python -m perforated.lowrank --network vgg16 --ratio 2 --save-plan plan.json\n"
-               "  python -m perforated.lowrank --network vgg16 --config plan.json --batch 2 --save-weights w.npz\n"
-               "  python -m perforated.lowrank --network alexnet --layer conv2 --rank 32\n"
-               "  python -m perforated.lowrank --network alexnet --layer fc6 --rank 512",
+        prog="python -m perforated.search.lowrank", description=__doc__.split("\n\n")[0],
+        epilog="examples:\n  python -m perforated.search.lowrank --network vgg16 --ratio 2 --save-plan plan.json\n"
+               "  python -m perforated.search.lowrank --network vgg16 --config plan.json --batch 2 --save-weights w.npz\n"
+               "  python -m perforated.search.lowrank --network alexnet --layer conv2 --rank 32\n"
+               "  python -m perforated.search.lowrank --network alexnet --layer fc6 --rank 512",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--network", required=True, choices=sorted(NETWORKS))
     parser.add_argument("--weights", type=Path, help="weights .npz (Model.save_weights format); default random")

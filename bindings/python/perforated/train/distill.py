@@ -17,7 +17,7 @@ from typing import Tuple
 
 import numpy as np
 
-from ._arrays import to_labels
+from .._c.arrays import to_labels
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:

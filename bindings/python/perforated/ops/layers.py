@@ -5,7 +5,7 @@ compact tensor is just a smaller spatial extent), so they run after a perforated
 
 Every function also accepts GPU arrays (``__cuda_array_interface__``, e.g. CuPy) for all its array
 arguments; it then runs the CUDA twin on ``context`` (a CUDA :class:`perforated.Context`; by default
-the default context of the current GPU, see :mod:`perforated.device`), and allocates outputs with
+the default context of the current GPU, see :mod:`perforated._c.device`), and allocates outputs with
 CuPy when ``out`` is not given. With numpy arrays, ``context`` must be None or a CPU context.
 """
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ._arrays import check_array, fptr, iptr, output_array, to_int, to_labels, to_seed
-from ._lib import ffi, lib
-from .device import (Context, array_context, check_device_array, device_output, dptr, host_context,
+from .._c.arrays import check_array, fptr, iptr, output_array, to_int, to_labels, to_seed
+from .._c.lib import ffi, lib
+from .._c.device import (Context, array_context, check_device_array, device_output, dptr, host_context,
                      is_device_array)
-from .errors import check
+from .._c.errors import check
 
 
 def _spatial_layout(fn: str, name: str, x: np.ndarray) -> Tuple[int, int, int]:

@@ -9,9 +9,9 @@ from typing import Optional
 
 import numpy as np
 
-from ._arrays import check_array, fptr, output_array
-from ._lib import lib
-from .errors import check
+from .._c.arrays import check_array, fptr, output_array
+from .._c.lib import lib
+from .._c.errors import check
 
 
 def to_nhwc(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:

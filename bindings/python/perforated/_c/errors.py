@@ -1,7 +1,7 @@
 """Exceptions carrying the C library's messages, and the one function that raises them."""
 from __future__ import annotations
 
-from ._lib import ffi, lib
+from .lib import ffi, lib
 
 
 class PerforatedError(RuntimeError):

@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._lib import ffi
+from .lib import ffi
 
 Shape = Sequence[Optional[int]]
 IntPair = Union[int, Tuple[int, int]]

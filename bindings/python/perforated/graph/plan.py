@@ -20,10 +20,10 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .files import read_plan_json, write_json_atomic
-from .masks import KINDS, Mask, make_mask
+from ..files import read_plan_json, write_json_atomic
+from ..ops.masks import KINDS, Mask, make_mask
 from .networks import NETWORKS, perforable_layers, pool_window
-from .shapes import conv_output_sizes
+from .rows import conv_output_sizes
 
 PathLike = Union[str, os.PathLike]
 

@@ -9,7 +9,7 @@ ReLU is 0, and where V > 0, relu(V) = V. On a perforated network the estimate co
 positions and is 0 at the perforated ones ("iterative impact", SPEC §4.5, quirk Q1), so masks chosen
 from it are nested.
 
-    python -m perforated.impact --network nin --weights W.npz --data D [--plan P.json] --images 5000 --out impact.npz
+    python -m perforated.search.impact --network nin --weights W.npz --data D [--plan P.json] --images 5000 --out impact.npz
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Dict, Iterable, Optional
 
 import numpy as np
 
-from .model import ConvStep, Model
+from ..graph.model import ConvStep, Model
 
 
 def estimate_impact(model: Model, images: np.ndarray, labels: np.ndarray,
@@ -80,8 +80,8 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", help="comma-separated conv layers (default: the perforable ones)")
     parser.add_argument("--out", required=True, help="output .npz of layer -> (h, w) impact map")
     args = parser.parse_args(argv)
-    from . import data as D
-    from .networks import NETWORKS, perforable_layers
+    from .. import data as D
+    from ..graph.networks import NETWORKS, perforable_layers
 
     [(x, y)] = D.training_subsets(args.data, args.weights, [args.images], seed=0)
     model = Model(args.network, args.batch, plan=args.plan, weights=args.weights)

@@ -16,10 +16,10 @@ import threading
 
 import numpy as np
 
-from ._arrays import IntPair, check_array, fptr, output_array, to_int, to_pair, workspace
-from ._lib import ffi, lib
-from .errors import check
-from .device import (Context, DeviceBuffer, check_device_array, device_output, dptr,
+from .._c.arrays import IntPair, check_array, fptr, output_array, to_int, to_pair, workspace
+from .._c.lib import ffi, lib
+from .._c.errors import check
+from .._c.device import (Context, DeviceBuffer, check_device_array, device_output, dptr,
                      is_device_array, resolve)
 from .interp import interpolate, interpolate_backward
 from .masks import Mask

@@ -17,8 +17,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._arrays import Shape, _fmt_shape
-from ._lib import ffi, lib
+from .arrays import Shape, _fmt_shape
+from .lib import ffi, lib
 from .errors import check
 
 _DEVICES = {"cpu": 0, "cuda": 1}

@@ -10,7 +10,7 @@
   ``step`` (times ``--gamma`` at each epoch of ``--steps``).
 - Dropout is on in training (``model.forward(x, training=True)``).
 - ``--teacher W.npz`` fine-tunes by knowledge distillation from that (original, dense) network:
-  its softened outputs on the same batches are extra targets (``perforated.distill``).
+  its softened outputs on the same batches are extra targets (``perforated.train.distill``).
 - ``--batchnorm`` normalises every conv's output but the last's with batch statistics while training
   (not part of NIN / AlexNet / VGG-16; it lets the net train at higher rates in fewer epochs). Saved
   weights fold it into the convs: they are the plain network's. From ``--weights`` of the plain network
@@ -31,7 +31,7 @@
 
 Weights files hold ``name/weight`` and ``name/bias`` (the format of ``Model.save_weights``) plus
 ``_preprocess`` (the input normalisation, JSON) and ``_meta`` (network, plan, epochs; JSON), which
-``Model.load_weights`` ignores and ``perforated.evaluate`` uses.
+``Model.load_weights`` ignores and ``perforated.train.evaluate`` uses.
 """
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ from typing import Dict, List, Optional, TextIO
 import numpy as np
 
 from . import distill
-from .data import Preprocess, Split, batches, load_dataset, num_batches
-from .files import save_npz_atomic, save_params_npz
-from .model import BatchNormStep, DropoutStep, Model
-from .plan import PerforationPlan
+from ..data import Preprocess, Split, batches, load_dataset, num_batches
+from ..files import save_npz_atomic, save_params_npz
+from ..graph.model import BatchNormStep, DropoutStep, Model
+from ..graph.plan import PerforationPlan
 
 
 @dataclass
@@ -120,14 +120,14 @@ def build_model(network: str, batch: int, plan: Optional[str] = None, lowrank: O
                 weights=None, seed: int = 0, device: str = "cpu", batchnorm: bool = False) -> Model:
     """The network to train or evaluate: named, perforated by ``plan`` (a PerforationPlan JSON), or
     rewritten by ``lowrank`` (a LowRankPlan JSON: decomposed layers and their masks; its ``weights``
-    are the decomposed network's, e.g. from ``python -m perforated.lowrank --save-weights``). ``device``:
+    are the decomposed network's, e.g. from ``python -m perforated.search.lowrank --save-weights``). ``device``:
     ``"cpu"`` or ``"cuda"`` (the CUDA backend, with CuPy). ``batchnorm``: normalise every conv's output
     but the last's (training only; saved weights fold it in)."""
     if not lowrank:
         return Model(network, batch, plan=plan, weights=weights, seed=seed, device=device, batchnorm=batchnorm)
     if batchnorm:
         raise ValueError("build_model: batchnorm is not available for low-rank plans")
-    from .lowrank import LowRankPlan, plan_model
+    from ..search.lowrank import LowRankPlan, plan_model
 
     if plan:
         raise ValueError("build_model: give plan or lowrank, not both (a low-rank plan holds its own rates)")
@@ -360,7 +360,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     cfg.check()
     log = _Log(stream, out / "train.log")
     if cfg.threads:
-        from . import set_num_threads
+        from .. import set_num_threads
 
         set_num_threads(cfg.threads)
 
@@ -397,7 +397,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, stream=_STDERR,
     if cfg.plan and state is None:
         PerforationPlan.from_masks(cfg.network, model.masks).save(frozen)
     if cfg.lowrank and state is None:
-        from .lowrank import LowRankPlan
+        from ..search.lowrank import LowRankPlan
 
         LowRankPlan.load(cfg.lowrank).save(frozen_lr)
     if cfg.weights and state is None:
@@ -578,7 +578,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--zca-epsilon", type=float, default=d.zca_epsilon)
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--plan", default=None, help="perforation plan JSON (masks fixed while fine-tuning)")
-    p.add_argument("--lowrank", default=None, help="low-rank plan JSON (perforated.lowrank): fine-tune the "
+    p.add_argument("--lowrank", default=None, help="low-rank plan JSON (perforated.search.lowrank): fine-tune the "
                    "decomposed network; --weights then holds its decomposed weights (--save-weights)")
     p.add_argument("--weights", default=None, help="initial weights .npz (e.g. to fine-tune)")
     p.add_argument("--progress", type=int, default=d.progress, help="a progress line every N batches")
@@ -590,7 +590,7 @@ def parser() -> argparse.ArgumentParser:
                    "convergence; CPU or CUDA); saved weights fold it into the convs (the plain network)")
     p.add_argument("--teacher", default=None,
                    help="weights .npz of the original network: fine-tune by distillation from it (its softened "
-                   "outputs as extra targets; perforated.distill)")
+                   "outputs as extra targets; perforated.train.distill)")
     p.add_argument("--distill-weight", type=float, default=d.distill_weight,
                    help="weight of the teacher's soft targets against the labels, in (0, 1]")
     p.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
@@ -638,5 +638,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m perforated.train runs train/__main__.py, which calls main()
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Where a :class:`perforated.model.Model` keeps its arrays: numpy on the CPU, CuPy on a CUDA device.
+"""Where a :class:`perforated.graph.model.Model` keeps its arrays: numpy on the CPU, CuPy on a CUDA device.
 
 The model allocates every activation, gradient and parameter through one of these two classes, so
 its steps run unchanged on either device: CuPy arrays support the reshape views and in-place
@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from ._arrays import to_labels
+from .arrays import to_labels
 from .device import Context, is_device_array, resolve
 from .errors import PerforatedError
 

@@ -9,9 +9,9 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._arrays import check_array, iptr, to_int, to_pair, to_rate, to_seed
-from ._lib import ffi, lib
-from .errors import check
+from .._c.arrays import check_array, iptr, to_int, to_pair, to_rate, to_seed
+from .._c.lib import ffi, lib
+from .._c.errors import check
 
 KINDS = ("uniform", "grid", "pooling", "impact")
 
@@ -117,7 +117,7 @@ class Mask:
 def grid_shape(mask: Mask) -> Tuple[int, int]:
     """``(rows, cols)`` of a mask whose positions are a product set (a Grid mask): its compact
     tensor, in row-major order, is then a dense ``rows x cols`` map. Raises ``ValueError`` for
-    any other mask (a fractional-stride conv needs one, see :class:`perforated.model.Model`)."""
+    any other mask (a fractional-stride conv needs one, see :class:`perforated.graph.model.Model`)."""
     h, w = mask.shape
     rows, cols = np.unique(mask.indices // w), np.unique(mask.indices % w)
     if rows.size * cols.size != mask.count:

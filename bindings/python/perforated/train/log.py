@@ -1,6 +1,6 @@
 """A training run's epochs as a Markdown table, read from the run folder's ``log.jsonl``.
 
-    python -m perforated.train_log runs/nin_bn3
+    python -m perforated.train.log runs/nin_bn3
 
 One row per epoch: the learning rate at its end, the train error (with dropout and augmentation on,
 as the epoch ran), the test errors where the run evaluated, and the epoch's minutes (an epoch resumed
