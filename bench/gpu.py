@@ -112,7 +112,7 @@ def run_network(network: str, batch: int, plans: List[Tuple[float, object]], rep
 
     measure.progress(f"{network}: GPU, batch {batch}, dense and {len(plans)} perforated")
     dense = Model(network, batch, device="cuda")
-    models = [dense] + [Model(network, batch, plan=plan, weights=dense.params, device="cuda") for _, plan in plans]
+    models = [dense] + [Model(network, batch, plan=plan, shared_params=dense.params, device="cuda") for _, plan in plans]
     times = interleaved_times(models, repeat)
     rows = [{"rate": rate, "time": t, "speedup": times[0]["median"] / t["median"]}
             for (rate, _), t in zip(plans, times[1:])]

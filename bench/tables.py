@@ -99,7 +99,7 @@ def run_network(network: str, batch: int, repeat: int, threads: int, peers: bool
     measure.progress(f"{network}: batch {batch}, dense and rates "
                      + ", ".join(f"{r:.3f}" for _, _, r, _ in plans) + " on every perforable layer")
     dense_model = Model(network, batch)
-    models = [dense_model] + [Model(network, batch, plan=plan, weights=dense_model.params) for *_, plan in plans]
+    models = [dense_model] + [Model(network, batch, plan=plan, shared_params=dense_model.params) for *_, plan in plans]
     rng = np.random.default_rng(0)
     for model in models:
         model.x[...] = rng.standard_normal(model.x.shape, dtype=np.float32)

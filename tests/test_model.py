@@ -248,3 +248,26 @@ def test_model_from_given_weights_draws_no_random_weights(monkeypatch):
     for name, p in src.params.items():
         for key, value in p.items():
             np.testing.assert_array_equal(m.params[name][key], value)
+
+
+def test_with_batch_shares_parameters_without_copying():
+    plan = PerforationPlan.uniform_rate("nin", 0.5, kind="grid")
+    m2 = Model("nin", batch=2, plan=plan, seed=4)
+    m3 = m2.with_batch(3)
+    assert m3.batch == 3 and m3.plan is plan and set(m3.masks) == set(m2.masks)
+    for name, p in m2.params.items():
+        assert m3.params[name]["weight"] is p["weight"] and m3.params[name]["bias"] is p["bias"]
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(m3.forward(x)[:2], m2.forward(x[:2]), rtol=1e-5, atol=1e-6)
+    before = m3.forward(x)
+    m2.params["conv1"]["weight"] *= 0.5  # shared: the other model sees it
+    after = m3.forward(x)
+    assert not np.allclose(before, after, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(after[:2], m2.forward(x[:2]), rtol=1e-5, atol=1e-6)
+
+
+def test_shared_params_must_fit_the_network():
+    nin = Model("nin", batch=1)
+    rows = [("conv", "conv1", dict(out=7, kernel=3, pad=1)), ("pool", "pool", dict(mode="avg", global_=True))]
+    with pytest.raises(ValueError, match=r"shared parameters 'conv1' have shape \(192, 3, 5, 5\), the network needs \(7, 3, 3, 3\)"):
+        Model(rows, 1, input_shape=(3, 32, 32), classes=7, shared_params=nin.params)

@@ -304,7 +304,10 @@ class Parameters(dict):
 
     def add(self, name: str, weight_shape: Sequence[int], fan_in: int, rng: Optional[np.random.Generator]) -> None:
         """Weights drawn with `rng` (He initialisation), or zeros when rng is None (weights that are loaded
-        next: VGG-16's 138M random draws cost seconds)."""
+        next: VGG-16's 138M random draws cost seconds). A name already here (parameters shared with
+        another model of the network, :meth:`Model.with_batch`) is kept, checked against the shape."""
+        if self._has(name, weight_shape):
+            return
         if rng is None:
             weight = self._buf.zeros(tuple(weight_shape))
         else:
@@ -317,10 +320,21 @@ class Parameters(dict):
 
     def add_batchnorm(self, name: str, channels: int) -> None:
         """gamma (as "weight", ones) and beta (as "bias", zeros) of a batch normalisation."""
+        if self._has(name, (channels,)):
+            return
         self[name] = {"weight": self._buf.put(np.ones(channels, np.float32)),
                       "bias": self._buf.zeros((channels,))}
         self.grads[name] = {k: self._buf.zeros_like(v) for k, v in self[name].items()}
         self.batchnorms.add(name)
+
+
+    def _has(self, name: str, weight_shape: Sequence[int]) -> bool:
+        if name not in self:
+            return False
+        if tuple(self[name]["weight"].shape) != tuple(weight_shape):
+            raise ValueError(f"Model: shared parameters {name!r} have shape {tuple(self[name]['weight'].shape)}, "
+                             f"the network needs {tuple(weight_shape)}")
+        return True
 
 
 class Model:
@@ -346,6 +360,8 @@ class Model:
         channels-last engine of :mod:`perforated.graph.engine` (fused conv epilogues, no per-layer layout
         changes), or ``"layers"``, the layer steps in NCHW that training uses (to compare the two).
         Training, the backward pass and GPU models always run the steps.
+      shared_params: the ``params`` of another model of this network on the same device, used as they
+        are (not copied): what :meth:`with_batch` passes.
 
     A conv row with ``fractional=True`` and a mask is a fractional-stride conv (a baseline, SPEC §4):
     the mask must be a grid, and its rows x cols are the layer's output map, which the next layers
@@ -360,7 +376,7 @@ class Model:
                  plan: Union[None, PerforationPlan, str, Path] = None, masks: Optional[Dict[str, Mask]] = None,
                  weights=None, seed: int = 0, input_shape: Optional[Tuple[int, int, int]] = None,
                  classes: Optional[int] = None, device: str = "cpu", context: Optional[Context] = None,
-                 batchnorm: bool = False, inference: str = "nhwc"):
+                 batchnorm: bool = False, inference: str = "nhwc", shared_params: Optional[Parameters] = None):
         if isinstance(network, str):
             if network not in NETWORKS:
                 raise ValueError(f"Model: network must be one of {sorted(NETWORKS)}, got {network!r}")
@@ -385,18 +401,31 @@ class Model:
         self.masks: Dict[str, Mask] = dict(masks or {})
         if plan is not None:
             self.masks.update(plan.masks(self.output_sizes()))
-        self.params = Parameters(self.buffers)
+        if shared_params is not None and shared_params._buf.device != self.buffers.device:
+            raise ValueError(f"Model: shared_params live on {shared_params._buf.device}, the model on {self.device}")
+        self.params = Parameters(self.buffers) if shared_params is None else shared_params
         self.batchnorm = bool(batchnorm)
         if inference not in ("nhwc", "layers"):
             raise ValueError(f"Model: inference must be 'nhwc' or 'layers', got {inference!r}")
         self.inference = inference
         self._engine = None
         self._activations_stale = False
-        self._build(np.random.default_rng(seed) if weights is None else None, seed)  # given weights: no draws
+        draws = weights is None and shared_params is None  # given or shared weights: no draws
+        self._build(np.random.default_rng(seed) if draws else None, seed)
         if weights is not None:
             self.load_weights(weights)
 
     # -- construction --------------------------------------------------------------------------
+
+    def with_batch(self, batch: int) -> "Model":
+        """This network, its masks and its parameters at another batch size: the parameters are shared,
+        not copied (training either model trains both); only buffers are allocated."""
+        network = self.name if self.name in NETWORKS else self.rows
+        other = Model(network, batch, masks=self.masks, input_shape=self.input_shape, classes=self.classes,
+                      context=self.context, batchnorm=self.batchnorm, inference=self.inference,
+                      shared_params=self.params)
+        other.plan = self.plan
+        return other
 
     def output_sizes(self) -> Dict[str, Tuple[int, int]]:
         """Output (h, w) of every conv layer (masks are sized from these), without building buffers."""
