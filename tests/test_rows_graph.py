@@ -81,3 +81,11 @@ def test_to_graph_checks_weights():
         to_graph(rows, shape, 1, weights)
     with pytest.raises(ValueError, match="unknown layer kind 'norm'"):
         to_graph(rows + [("norm", "n", {})], shape)
+
+
+def test_graph_model_drops_identities_but_keeps_an_output():
+    rows, shape = _rows("nin")
+    g = to_graph(rows, shape, 2)
+    assert sum(n.op == "Dropout" for n in g.nodes) == 2 and g.nodes[-1].op == "Identity"
+    ops = [n.op for n in GraphModel(g).graph.nodes]
+    assert "Dropout" not in ops and ops[-1] == "Identity"  # the Identity writes the graph's output

@@ -16,7 +16,7 @@ from .ir import Graph, GraphError, Node
 from .kernels import build
 from .nhwc import Buffers, build as build_nhwc
 from .ops import conv_macs, conv_nodes, infer_shapes
-from .passes import fold_batchnorm, fuse_relu, fuse_residual
+from .passes import drop_identities, fold_batchnorm, fuse_relu, fuse_residual
 
 PlanLike = Union[None, PerforationPlan, str, Path, Mapping]
 
@@ -102,7 +102,7 @@ class GraphModel:
         if batch is not None:
             graph = graph.with_batch(batch)
         infer_shapes(graph)  # errors name the node of the graph as given, before any rewrite
-        self.graph = fuse_relu(fold_batchnorm(graph))
+        self.graph = fuse_relu(fold_batchnorm(drop_identities(graph)))
         graph = self.graph
         self.layout = layout
         self.batch = next(iter(graph.inputs.values()))[0]

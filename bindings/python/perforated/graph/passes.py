@@ -1,4 +1,5 @@
-"""Rewrites of a graph that keep its outputs: batch normalisation folded into the conv before it, a
+"""Rewrites of a graph that keep its outputs: identities (Dropout at inference, Identity) removed, batch
+normalisation folded into the conv before it, a
 ReLU after a conv or an elementwise add fused into it (the producer's ``relu`` attribute), and a
 residual add fused into the conv that feeds it (the conv's fourth input)."""
 from __future__ import annotations
@@ -103,3 +104,19 @@ def fuse_residual(graph: Graph, shapes: Dict[str, tuple], skip: set) -> Graph:
     used = {i for n in nodes for i in n.inputs}
     return Graph(dict(graph.inputs), list(graph.outputs), nodes, {k: v for k, v in consts.items() if k in used},
                  graph.name)
+
+
+def drop_identities(graph: Graph) -> Graph:
+    """Dropout (the identity at inference) and Identity nodes removed, their readers reading the node's
+    input instead: no copy of the tensor. A node writing a graph output stays (the output is its own value)."""
+    rename: Dict[str, str] = {}
+    dropped = set()
+    for n in graph.nodes:
+        if n.op in ("Dropout", "Identity") and n.outputs[0] not in graph.outputs:
+            rename[n.outputs[0]] = rename.get(n.inputs[0], n.inputs[0])
+            dropped.add(n.name)
+    if not dropped:
+        return graph
+    nodes = [Node(n.name, n.op, [rename.get(i, i) for i in n.inputs], list(n.outputs), dict(n.attrs))
+             for n in graph.nodes if n.name not in dropped]
+    return Graph(dict(graph.inputs), list(graph.outputs), nodes, graph.constants, graph.name)
