@@ -208,7 +208,9 @@ def test_plan_by_node_name_perforates_that_conv_only(rng):
     assert not np.allclose(perf.forward(x), h["y"], atol=1e-3)
     conv_rows = {r["name"]: r for r in perf.convs()}
     assert conv_rows["first"]["planned_macs"] == 6 * 27 * mask.count
-    assert conv_rows["second"]["planned_macs"] == conv_rows["second"]["macs"]
+    # the 1x1 conv reads the compact output and computes the kept positions only
+    assert conv_rows["second"]["planned_macs"] == conv_rows["second"]["macs"] // 81 * mask.count
+    assert conv_rows["second"]["rate"] == 0.0  # not perforated by the plan
 
 
 def test_uniform_plan_covers_perforable_convs_and_skips_1x1_maps(rng):
@@ -512,9 +514,57 @@ def test_perforated_conv_feeds_the_next_conv_compact(rng):
     explicit = pon.load(model, plan=plan, layout="nchw")
     np.testing.assert_allclose(ours.forward(x), explicit.forward(x), rtol=1e-5, atol=1e-5)
     exported_matches_ours(ours, x)
-    # a second reader of c1's output: it is interpolated once, for both
+    # a second reader of c1's output that takes it compact too (a 1x1 conv): c1 stays compact, the 1x1
+    # conv computes the kept positions and interpolates its own output (a graph output)
+    def two_outputs(nodes, inits):  # outputs y and z
+        model = make_model(nodes, (2, 3, 13, 12), inits=inits)
+        model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+        return model
     nodes2 = nodes + [helper.make_node("Conv", ["r1", "w4"], ["z"], name="c4")]
-    model2 = make_model(nodes2, (2, 3, 13, 12), inits=inits + [("w4", rng.standard_normal((2, 8, 1, 1)).astype(np.float32))])
-    two = pon.load(model2, plan=plan)
-    assert layout(two, "c1") == "nhwc" and layout(two, "c2") == "compact"
+    w4 = ("w4", rng.standard_normal((2, 8, 1, 1)).astype(np.float32))
+    two = pon.load(two_outputs(nodes2, inits + [w4]), plan=plan)
+    assert layout(two, "c1") == "compact" and layout(two, "c2") == "compact" and two.layouts["z"] == "nhwc"
     np.testing.assert_allclose(two.forward(x), ours.forward(x), rtol=1e-5, atol=1e-5)
+    z = two.run(x)["z"]
+    np.testing.assert_allclose(z, pon.load(two_outputs(nodes2, inits + [w4]), plan=plan, layout="nchw").run(x)["z"],
+                               rtol=1e-5, atol=1e-5)
+    # a second reader that needs the full map (a flatten): c1 is interpolated once, for both readers
+    nodes3 = nodes + [helper.make_node("Flatten", ["r1"], ["z"], axis=1)]
+    three = pon.load(two_outputs(nodes3, inits), plan=plan)
+    assert layout(three, "c1") == "nhwc" and layout(three, "c2") == "compact"
+    np.testing.assert_allclose(three.forward(x), ours.forward(x), rtol=1e-5, atol=1e-5)
+
+@needs_ort
+def test_adds_and_concats_of_compact_values_stay_compact(rng):
+    """perforated conv -> 1x1 conv; their add and the concat of both stay compact on the conv's mask and
+    the pooling reads the concat through it. Equals the explicit NCHW layout and ONNX Runtime on the
+    export; an add with a full map instead gets the interpolated map."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="c1"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="c2"),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Add", ["r1", "r2"], ["s"], name="add"),
+             helper.make_node("Mul", ["s", "k"], ["m"], name="mul"),
+             helper.make_node("Concat", ["m", "r2"], ["cat"], axis=1, name="cat"),
+             helper.make_node("MaxPool", ["cat"], ["y"], kernel_shape=[2, 2], strides=[2, 2], name="pool")]
+    inits = [("w1", rng.standard_normal((5, 3, 3, 3)).astype(np.float32)),
+             ("b1", rng.standard_normal(5).astype(np.float32)),
+             ("w2", rng.standard_normal((5, 5, 1, 1)).astype(np.float32)),
+             ("b2", rng.standard_normal(5).astype(np.float32)),
+             ("k", rng.standard_normal((5, 1, 1)).astype(np.float32))]
+    model = make_model(nodes, (2, 3, 10, 9), inits=inits)
+    plan = {"layers": {"c1": {"kind": "uniform", "rate": 0.5, "seed": 3}}}
+    x = rng.standard_normal((2, 3, 10, 9)).astype(np.float32)
+    ours = pon.load(model, plan=plan)
+    assert [ours.layouts[v] for v in ("r1", "r2", "s", "m", "cat")] == ["compact"] * 5
+    np.testing.assert_allclose(ours.forward(x), pon.load(model, plan=plan, layout="nchw").forward(x),
+                               rtol=1e-5, atol=1e-5)
+    exported_matches_ours(ours, x)
+    # the add reads a full map too: r1 is interpolated, c2 (a 1x1 conv on nothing compact) runs full
+    nodes[4] = helper.make_node("Add", ["r1", "x5"], ["s"], name="add")
+    nodes.insert(4, helper.make_node("Conv", ["x", "w3"], ["x5"], pads=[1, 1, 1, 1], name="c3"))
+    model = make_model(nodes, (2, 3, 10, 9), inits=inits + [("w3", rng.standard_normal((5, 3, 3, 3)).astype(np.float32))])
+    mixed = pon.load(model, plan=plan)
+    assert [mixed.layouts[v] for v in ("r1", "r2", "s", "cat")] == ["nhwc"] * 4
+    np.testing.assert_allclose(mixed.forward(x), pon.load(model, plan=plan, layout="nchw").forward(x),
+                               rtol=1e-5, atol=1e-5)

@@ -89,3 +89,25 @@ def test_graph_model_drops_identities_but_keeps_an_output():
     assert sum(n.op == "Dropout" for n in g.nodes) == 2 and g.nodes[-1].op == "Identity"
     ops = [n.op for n in GraphModel(g).graph.nodes]
     assert "Dropout" not in ops and ops[-1] == "Identity"  # the Identity writes the graph's output
+
+
+@pytest.mark.parametrize("net,batch,rate", [("nin", 2, 0.5), ("alexnet", 1, 0.4)])
+def test_perforated_rows_graph_flows_compact_like_the_model(net, batch, rate):
+    """The paper's compact flow on the graph engine: NIN's 1x1 convs after a perforated conv compute the
+    kept positions only and the pooling reads through the mask, as Model does; same output, same MACs."""
+    rows, shape = _rows(net)
+    plan = PerforationPlan.uniform_rate(net, rate, kind="grid")
+    model = Model(net, batch=batch, plan=plan)
+    weights = {name: {"weight": p["weight"], "bias": p["bias"]} for name, p in model.params.items()}
+    graph = GraphModel(to_graph(rows, shape, batch, weights), plan=plan)
+    x = np.random.default_rng(5).standard_normal((batch,) + tuple(shape)).astype(np.float32)
+    expected = model.forward(x)
+    np.testing.assert_allclose(graph.forward(x), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert graph.macs()["planned"] == sum(m for name, m in _conv_macs(model).items())
+    if net == "nin":  # conv1 -> cccp1 -> cccp2 -> pool1: compact all the way to the pooling
+        out = lambda n: graph.layouts[graph.graph.node(n).outputs[0]]  # noqa: E731 (ReLUs are fused)
+        assert [out(n) for n in ("conv1", "cccp1", "cccp2", "conv2", "cccp3", "cccp4")] == ["compact"] * 6
+
+
+def _conv_macs(model):
+    return {name: step.macs for step, (kind, name, _) in zip(model._layer_steps(), model.rows) if kind == "conv"}

@@ -9,11 +9,12 @@ from typing import Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
+from ..ops.interp import interpolate_nhwc
 from ..ops.layout import to_nchw
 from ..ops.masks import Mask
 from .plan import PerforationPlan, plan_layers, spec_mask
 from .ir import Graph, GraphError, Node
-from .kernels import build
+from .kernels import build, c_pool_plan
 from .nhwc import Buffers, build as build_nhwc
 from .ops import conv_macs, conv_nodes, infer_shapes
 from .passes import drop_identities, fold_batchnorm, fuse_relu, fuse_residual
@@ -28,6 +29,27 @@ def perforable(graph: Graph, shapes: Mapping[str, tuple]) -> List[str]:
 
 # ops between a conv and the pooling whose windows a "pooling" mask follows: position-wise, one input map
 _POSITIONWISE = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "BatchNormalization", "Dropout", "Identity"}
+# ops that run on a compact tensor as they are (its (N, count, C) array as a map of count positions)
+_COMPACT_UNARY = {"Relu", "Clip", "BatchNormalization", "LRN"}
+_COMPACT_JOIN = {"Add", "Sub", "Mul", "Div", "Sum", "Concat"}
+
+
+def _pointwise(node: Node) -> bool:
+    """A 1x1 stride-1 unpadded conv without a residual input: it maps each position on its own."""
+    a = node.attrs
+    return (node.op == "Conv" and tuple(a["kernel"]) == (1, 1) and tuple(a["strides"]) == (1, 1)
+            and tuple(a["pads"]) == (0, 0, 0, 0) and tuple(a["dilations"]) == (1, 1) and len(node.inputs) <= 3)
+
+
+def _interpolated(run, mask: Mask, shape):
+    """`run` (a channels-last runner computing on compact inputs) followed by the interpolation of its
+    compact output to the full ``(N, H*W, C)`` map."""
+    def full(xs, buffers):
+        y = run(xs, buffers)[0]
+        out = interpolate_nhwc(y, mask, out=buffers.take((shape[0], shape[2] * shape[3], y.shape[2])))
+        buffers.give(y)
+        return [out]
+    return full
 
 
 def pool_after(graph: Graph, conv: str, size) -> Optional[tuple]:
@@ -115,7 +137,8 @@ class GraphModel:
         consts = graph.constants
         self.layouts: Dict[str, str] = {name: "nchw" for name in graph.inputs}
         self._consumers = graph.consumers()
-        self._compact: Dict[str, Mask] = {}  # values left compact: read by the next conv through the mask
+        self._compact = self._compact_values()  # values left compact, with their masks
+        self.conv_masks: Dict[str, Mask] = {}  # conv node -> the mask of the positions it computes
         self._buffers = Buffers()  # channels-last arrays reused from call to call
         self._runs = [self._runner(n) for n in graph.nodes]
         # the last node reading each value: its array is dropped after that node
@@ -126,37 +149,100 @@ class GraphModel:
         self._drop = [[i for i in set(n.inputs) if last.get(i) == k and i not in graph.outputs and i not in consts]
                       for k, n in enumerate(graph.nodes)]
 
-    def _stays_compact(self, node: Node) -> bool:
-        """Whether a perforated conv's output can stay compact: its only reader is a conv that reads it as
-        its input (channels-last, symmetric padding, not a perforated conv with a fused residual), so
-        that conv reads it through the mask's nearest map and no interpolated map is written."""
-        out = node.outputs[0]
-        if self.layout != "nhwc" or node.op != "Conv" or node.name not in self.masks or out in self.graph.outputs:
-            return False
-        users = self._consumers.get(out, [])
-        if len(users) != 1:
-            return False
-        u = users[0]
-        pt, pl, pb, pr = u.attrs.get("pads", (0, 0, 0, 0))
-        return (u.op == "Conv" and u.inputs[0] == out and u.inputs.count(out) == 1 and (pt, pl) == (pb, pr)
-                and not (len(u.inputs) > 3 and u.name in self.masks))
+    # -- compact flow ------------------------------------------------------------------------------
+    # A perforated conv's output is compact: (N, count, C), its mask's kept positions. It stays compact
+    # while every reader can take it so: a conv reading it through the mask's nearest map (implicit
+    # interpolation), a 1x1 stride-1 conv or a position-wise op (computing the kept positions only, the
+    # output compact on the same mask), an add / concat of compact values on the same mask, a pooling
+    # through the mask. Anything else gets the interpolated map, written once by the producer.
+
+    def _join_mask(self, node: Node, compact: Mapping[str, Mask]) -> Optional[Mask]:
+        """The mask shared by every non-constant input of an elementwise op or channel concat when all
+        are compact on it (same shapes; constants per channel or scalar), else None."""
+        consts = self.graph.constants
+        main = [i for i in node.inputs if i and i not in consts]
+        masks = [compact.get(i) for i in main]
+        if not main or masks[0] is None or any(m is not masks[0] for m in masks):
+            return None
+        if len({tuple(self.shapes[i]) for i in main}) != 1:
+            return None
+        if node.op == "Concat":
+            return masks[0] if node.attrs["axis"] % 4 == 1 and len(main) == len(node.inputs) else None
+        c = self.shapes[main[0]][1]
+        ok = all(np.size(consts[i]) == 1 or (np.ndim(consts[i]) >= 3 and np.shape(consts[i])[-3] == c
+                                             and np.size(consts[i]) == c)
+                 for i in node.inputs if i in consts)
+        return masks[0] if ok else None
+
+    def _compact_candidate(self, node: Node, compact: Mapping[str, Mask]) -> Optional[Mask]:
+        """The mask `node`'s output is compact on if its readers allow, or None."""
+        if node.op == "Conv":
+            pt, pl, pb, pr = node.attrs["pads"]
+            if node.name in self.masks:
+                return self.masks[node.name] if (pt, pl) == (pb, pr) and len(node.inputs) <= 3 else None
+            return compact.get(node.inputs[0]) if _pointwise(node) else None
+        if node.op in _COMPACT_UNARY:
+            return compact.get(node.inputs[0])
+        if node.op in _COMPACT_JOIN:
+            return self._join_mask(node, compact)
+        return None
+
+    def _reads_compact(self, reader: Node, value: str, compact: Mapping[str, Mask]) -> bool:
+        """Whether `reader` can take `value` compact."""
+        if reader.op == "Conv":
+            if reader.inputs[0] != value or reader.inputs.count(value) != 1:
+                return False
+            pt, pl, pb, pr = reader.attrs["pads"]
+            return (pt, pl) == (pb, pr) and not (len(reader.inputs) > 3 and reader.name in self.masks)
+        if reader.op in _COMPACT_UNARY or reader.op == "GlobalAveragePool":
+            return True
+        if reader.op in _COMPACT_JOIN:
+            return self._join_mask(reader, compact) is not None
+        if reader.op in ("MaxPool", "AveragePool"):
+            mode = "max" if reader.op == "MaxPool" else "avg"
+            return c_pool_plan(reader, self.shapes[value], mode, compact[value]) is not None
+        return False
+
+    def _compact_values(self) -> Dict[str, Mask]:
+        """value -> mask of the values left compact (see above). Candidates are proposed in graph order
+        from the compact inputs; a candidate a reader refuses (or a graph output) is barred and the
+        proposal repeats, since a join's inputs decide together."""
+        if self.layout != "nhwc" or not self.masks:
+            return {}
+        barred: set = set(self.graph.outputs)
+        while True:
+            compact: Dict[str, Mask] = {}
+            for node in self.graph.nodes:
+                mask = self._compact_candidate(node, compact)
+                if mask is not None and node.outputs[0] not in barred:
+                    compact[node.outputs[0]] = mask
+            refused = {v for v in compact
+                       if not all(self._reads_compact(r, v, compact) for r in self._consumers.get(v, []))}
+            if not refused:
+                return compact
+            barred |= refused
 
     def _runner(self, node: Node):
         consts = self.graph.constants
         names = [i for i in node.inputs if i]
         shapes = [self.shapes[i] for i in names]
         lays = ["const" if i in consts else self.layouts[i] for i in names]
-        mask = self.masks.get(node.name)
-        compact_out = self._stays_compact(node)
         in_mask = self._compact.get(names[0]) if names else None
+        compact_out = node.outputs[0] in self._compact
+        mask = self.masks.get(node.name)
+        if node.op == "Conv" and mask is None and in_mask is not None and _pointwise(node):
+            mask = in_mask  # a 1x1 conv on a compact input computes the kept positions only
         run = build_nhwc(node, shapes, consts, mask, lays, in_mask, compact_out) if self.layout == "nhwc" else None
         if in_mask is not None and run is None:
             raise node.fail("internal error: a compact input reached a node that cannot read it")
         if run is not None:
+            if node.op == "Conv" and mask is not None:
+                self.conv_masks[node.name] = mask
             self.layouts.update({o: "nhwc" for o in node.outputs})
             if compact_out:
                 self.layouts[node.outputs[0]] = "compact"
-                self._compact[node.outputs[0]] = mask
+            elif in_mask is not None and node.op in _COMPACT_UNARY | _COMPACT_JOIN:
+                run = _interpolated(run, in_mask, self.shapes[node.outputs[0]])  # computed compact, read full
             return lambda xs, run=run: run(xs, self._buffers)
         run = build(node, shapes, consts, mask)
         self.layouts.update({o: "nchw" for o in node.outputs})
@@ -221,12 +307,13 @@ class GraphModel:
 
     def convs(self) -> List[Dict[str, object]]:
         """One row per conv node: name, channels, kernel, stride, output map, multiply-adds per image
-        dense and as planned."""
+        dense and as planned (a perforated conv, and a 1x1 conv on its compact output, compute the
+        mask's positions only)."""
         rows = []
         for n in conv_nodes(self.graph):
             macs = conv_macs(n, self.shapes)
-            mask = self.masks.get(n.name)
-            kept = mask.count / (mask.shape[0] * mask.shape[1]) if mask is not None else 1.0
+            mask, computed = self.masks.get(n.name), self.conv_masks.get(n.name)
+            kept = computed.count / (computed.shape[0] * computed.shape[1]) if computed is not None else 1.0
             _, cout, oh, ow = self.shapes[n.outputs[0]]
             rows.append({"name": n.name, "in_channels": self.shapes[n.inputs[0]][1], "out_channels": cout,
                          "kernel": tuple(n.attrs["kernel"]), "stride": tuple(n.attrs["strides"]),

@@ -80,18 +80,18 @@ def _pool_windows(node: Node, x: np.ndarray, out_hw, mode: str) -> np.ndarray:
     return acc if mode == "max" else acc / count
 
 
-def c_pool_plan(node: Node, shape: Shape, mode: str) -> Optional[PoolPlan]:
+def c_pool_plan(node: Node, shape: Shape, mode: str, input_mask: Optional[Mask] = None) -> Optional[PoolPlan]:
     """The C pooling plan of a pooling node, or None where it cannot give ONNX's answer. Its windows
     start at o*stride - pad_begin and are clipped to the map, like ONNX's; it averages over the map only
     (count_include_pad=0) and gives at least as many outputs as ONNX's floor mode: the first oh x ow
-    of its outputs are the answer."""
+    of its outputs are the answer. With `input_mask` it reads a compact input through the mask."""
     a = node.attrs
     n, c, h, w = shape
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = a["kernel"], a["strides"], a["pads"]
     if pt >= kh or pl >= kw or (mode == "avg" and a.get("count_include_pad") and (pt or pl or pb or pr)):
         return None
     try:
-        plan = PoolPlan(n, c, (h, w), (kh, kw), (sh, sw), (pt, pl), mode)
+        plan = PoolPlan(n, c, (h, w), (kh, kw), (sh, sw), (pt, pl), mode, input_mask=input_mask)
     except ValueError:
         return None
     oh, ow = pool_shape(node, [shape])[0][2:]

@@ -141,10 +141,10 @@ def _sum(node, out, *xs):
 
 
 def _pool(mode: str):
-    def build(node: Node, shapes, consts, mask, layouts) -> Optional[Run]:
+    def build(node: Node, shapes, consts, mask, layouts, input_mask: Optional[Mask] = None) -> Optional[Run]:
         if layouts[0] != "nhwc":
             return None
-        plan = c_pool_plan(node, shapes[0], mode)
+        plan = c_pool_plan(node, shapes[0], mode, input_mask)
         if plan is None:
             return None
         n, c = shapes[0][:2]
@@ -163,10 +163,14 @@ def _pool(mode: str):
     return build
 
 
-def _global_avg(node, shapes, consts, mask, layouts) -> Optional[Run]:
+def _global_avg(node, shapes, consts, mask, layouts, input_mask: Optional[Mask] = None) -> Optional[Run]:
     if layouts[0] != "nhwc":
         return None
-    return lambda xs, buffers: [xs[0].mean(axis=1, keepdims=True, dtype=np.float32)]
+    if input_mask is None:
+        return lambda xs, buffers: [xs[0].mean(axis=1, keepdims=True, dtype=np.float32)]
+    # the mean of the interpolated map: each kept position weighs the positions it fills
+    weight = (np.bincount(input_mask.nearest, minlength=input_mask.count) / input_mask.nearest.size).astype(np.float32)
+    return lambda xs, buffers: [np.einsum("k,nkc->nc", weight, xs[0])[:, None, :]]
 
 
 def _concat(node, shapes, consts, mask, layouts) -> Optional[Run]:
@@ -221,12 +225,18 @@ BUILDERS = {
 
 def build(node: Node, shapes: Sequence[Shape], consts: Mapping[str, np.ndarray], mask: Optional[Mask],
           layouts: Sequence[str], input_mask: Optional[Mask] = None, compact_out: bool = False) -> Optional[Run]:
-    """The channels-last runner of `node`, or None (see the module docstring). Convolutions only:
-    ``input_mask`` when input 0 is a perforated producer's compact output (layout "compact", read through
-    the mask's nearest map: implicit interpolation), ``compact_out`` to leave a perforated output compact."""
+    """The channels-last runner of `node`, or None (see the module docstring). ``input_mask`` when input 0
+    is compact (layout "compact"): convolutions and pooling read it through the mask's nearest map
+    (implicit interpolation); position-wise ops, adds and concats compute on the compact arrays as they
+    are. ``compact_out``: a conv leaves its output compact (on its mask)."""
     if node.op == "Conv":
         return _conv(node, shapes, consts, mask, layouts, input_mask, compact_out)
     if len(shapes[0]) != 4:
         return None
     builder = BUILDERS.get(node.op)
-    return builder(node, shapes, consts, mask, layouts) if builder is not None else None
+    if builder is None:
+        return None
+    layouts = ["nhwc" if lay == "compact" else lay for lay in layouts]  # compact arrays are (N, count, C)
+    if node.op in ("MaxPool", "AveragePool", "GlobalAveragePool"):
+        return builder(node, shapes, consts, mask, layouts, input_mask)
+    return builder(node, shapes, consts, mask, layouts)
