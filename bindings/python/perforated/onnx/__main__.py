@@ -1,4 +1,5 @@
 """python -m perforated.onnx {info,run,time,perforate,export} model.onnx [--batch B] [--plan plan.json | --rate R --kind K]
+    [--lowrank RATIO]
 
   info       the convolutions: shapes, multiply-adds per image, and what a plan leaves of them
   run        one forward pass on a seeded random input (or --input x.npy); prints the output's shape and
@@ -9,6 +10,10 @@
              masks' positions (kind "indices"), to load again with --plan
   export     write the model (perforated by the plan) in standard ONNX ops to --out (default
              model.perforated.onnx), to run in stock ONNX Runtime or OpenVINO
+
+--lowrank RATIO first decomposes the convs (both kernel sides above 1) into vertical and horizontal
+parts with ranks chosen for RATIO times fewer conv multiply-adds (data-free, from the weights; the plan
+then perforates the horizontal parts): every command works on the decomposed network.
 """
 from __future__ import annotations
 
@@ -67,6 +72,9 @@ def cmd_info(model, args) -> None:
     m = model.macs()
     print(f"conv multiply-adds per image: {m['dense'] / 1e9:.3f} G dense, {m['planned'] / 1e9:.3f} G planned "
           f"({m['dense'] / max(m['planned'], 1):.2f}x fewer)")
+    if args.lowrank is not None:
+        print("low-rank: the table lists the decomposed convs (<node>/v the vertical part, <node> the horizontal)"
+              + _reduction(model, args) + " than the file's graph")
 
 
 def cmd_run(model, args) -> None:
@@ -95,8 +103,10 @@ def cmd_run(model, args) -> None:
 
 def cmd_time(model, args) -> None:
     x = _input(model, args)
-    dense = load(args.model, batch=args.batch) if model.masks else None
-    calls, names = [lambda: model.forward(x)], ["ours" + (" (plan)" if model.masks else " (dense)")]
+    changed = bool(model.masks) or args.lowrank is not None
+    dense = load(args.model, batch=args.batch) if changed else None
+    what = " + ".join((["low-rank"] if args.lowrank is not None else []) + (["plan"] if model.masks else []))
+    calls, names = [lambda: model.forward(x)], [f"ours ({what or 'dense'})"]
     if dense is not None:
         calls.append(lambda: dense.forward(x))
         names.append("ours (dense)")
@@ -107,10 +117,10 @@ def cmd_time(model, args) -> None:
         feed = {session.get_inputs()[0].name: x}
         calls.append(lambda: session.run(None, feed))
         names.append("onnxruntime (dense)")
-        if model.masks:
+        if changed:
             exported = _ort(to_onnx(model).SerializeToString(), args.threads)
             calls.append(lambda: exported.run(None, feed))
-            names.append("onnxruntime (exported plan)")
+            names.append(f"onnxruntime (exported {what})")
     times = alternating_times(calls, args.rounds)
     best = {n: min(t) for n, t in zip(names, times)}
     base = best.get("onnxruntime (dense)", best.get("ours (dense)"))
@@ -131,17 +141,19 @@ def cmd_perforate(model, args) -> None:
     out = args.out or "plan.json"
     with open(out, "w") as f:
         json.dump({"network": model.graph.name, "layers": layers}, f)
-    m = model.macs()
-    print(f"wrote {out}: {len(layers)} convs perforated, {m['dense'] / max(m['planned'], 1):.2f}x fewer "
-          f"conv multiply-adds")
+    print(f"wrote {out}: {len(layers)} convs perforated" + _reduction(model, args))
 
 
 def cmd_export(model, args) -> None:
     out = args.out or args.model.rsplit(".onnx", 1)[0] + ".perforated.onnx"
     export(model, out)
-    m = model.macs()
-    print(f"wrote {out}: {len(model.masks)} perforated convs in standard ONNX ops, "
-          f"{m['dense'] / max(m['planned'], 1):.2f}x fewer conv multiply-adds")
+    print(f"wrote {out}: {len(model.masks)} perforated convs in standard ONNX ops" + _reduction(model, args))
+
+
+def _reduction(model, args) -> str:
+    """How many times fewer conv multiply-adds the model computes than the file's dense graph."""
+    original = load(args.model, batch=args.batch).macs()["dense"] if args.lowrank is not None else model.macs()["dense"]
+    return f", {original / max(model.macs()['planned'], 1):.2f}x fewer conv multiply-adds"
 
 
 COMMANDS = {"info": cmd_info, "run": cmd_run, "time": cmd_time, "perforate": cmd_perforate, "export": cmd_export}
@@ -161,8 +173,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", default=None, help="run: output .npy; perforate: plan JSON (default plan.json); export: .onnx")
     p.add_argument("--rounds", type=int, default=5, help="time: alternating rounds")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime's intra-op threads")
+    p.add_argument("--lowrank", type=float, default=None,
+                   help="decompose the convs first, for this many times fewer conv multiply-adds (>= 1)")
     args = p.parse_args(argv)
-    model = load(args.model, batch=args.batch, plan=_plan(args))
+    model = load(args.model, batch=args.batch, plan=_plan(args), lowrank=args.lowrank)
     COMMANDS[args.command](model, args)
     return 0
 
