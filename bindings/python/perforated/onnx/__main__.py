@@ -84,16 +84,18 @@ def cmd_run(model, args) -> None:
           f"max {float(y.max()):.6g}")
     if y.ndim == 2:
         print("top-5 of image 0:", np.argsort(y[0])[::-1][:5].tolist())
-    if args.batch is None:
+    changed = bool(model.masks) or args.lowrank is not None
+    if args.batch is None and args.weights is None:
         source = args.model
-    else:  # the file's batch differs: ONNX Runtime runs our export of the dense graph at this batch
-        source = to_onnx(load(args.model, batch=args.batch) if model.masks else model).SerializeToString()
+    else:  # another batch or other weights: ONNX Runtime runs our export of the dense graph
+        dense = load(args.model, batch=args.batch, weights=args.weights) if changed else model
+        source = to_onnx(dense).SerializeToString()
     session = _ort(source, args.threads)
     if session is not None:
         ref = session.run(None, {session.get_inputs()[0].name: x})[0]
         err = float(np.abs(y - ref).max() / max(float(np.abs(ref).max()), 1e-30))
-        if model.masks:
-            print(f"perforation changes the output: max |ours - ONNX Runtime dense| / max |ort| = {err:.3g}")
+        if changed:
+            print(f"the plan / low-rank changes the output: max |ours - ONNX Runtime dense| / max |ort| = {err:.3g}")
         else:
             print(f"ONNX Runtime (dense): max |ours - ort| / max |ort| = {err:.3g}")
     if args.out:
@@ -104,14 +106,15 @@ def cmd_run(model, args) -> None:
 def cmd_time(model, args) -> None:
     x = _input(model, args)
     changed = bool(model.masks) or args.lowrank is not None
-    dense = load(args.model, batch=args.batch) if changed else None
+    dense = load(args.model, batch=args.batch, weights=args.weights) if changed else None
     what = " + ".join((["low-rank"] if args.lowrank is not None else []) + (["plan"] if model.masks else []))
     calls, names = [lambda: model.forward(x)], [f"ours ({what or 'dense'})"]
     if dense is not None:
         calls.append(lambda: dense.forward(x))
         names.append("ours (dense)")
-    # ONNX Runtime reads the file itself, or (at another batch) our export of the dense graph at this batch
-    source = args.model if args.batch is None else to_onnx(dense or model).SerializeToString()
+    # ONNX Runtime reads the file itself, or (at another batch, with other weights) our export of the dense graph
+    source = (args.model if args.batch is None and args.weights is None
+              else to_onnx(dense or model).SerializeToString())
     session = _ort(source, args.threads)
     if session is not None:
         feed = {session.get_inputs()[0].name: x}
@@ -152,7 +155,8 @@ def cmd_export(model, args) -> None:
 
 def _reduction(model, args) -> str:
     """How many times fewer conv multiply-adds the model computes than the file's dense graph."""
-    original = load(args.model, batch=args.batch).macs()["dense"] if args.lowrank is not None else model.macs()["dense"]
+    original = (load(args.model, batch=args.batch, weights=args.weights).macs()["dense"] if args.lowrank is not None
+                else model.macs()["dense"])
     return f", {original / max(model.macs()['planned'], 1):.2f}x fewer conv multiply-adds"
 
 
@@ -173,10 +177,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", default=None, help="run: output .npy; perforate: plan JSON (default plan.json); export: .onnx")
     p.add_argument("--rounds", type=int, default=5, help="time: alternating rounds")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime's intra-op threads")
+    p.add_argument("--weights", default=None,
+                   help="an .npz or a PyTorch state_dict (.pt) replacing the initializers of the same names")
     p.add_argument("--lowrank", type=float, default=None,
                    help="decompose the convs first, for this many times fewer conv multiply-adds (>= 1)")
     args = p.parse_args(argv)
-    model = load(args.model, batch=args.batch, plan=_plan(args), lowrank=args.lowrank)
+    model = load(args.model, batch=args.batch, plan=_plan(args), lowrank=args.lowrank, weights=args.weights)
     COMMANDS[args.command](model, args)
     return 0
 

@@ -8,7 +8,8 @@ node, the op and the attribute, before anything runs.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -68,13 +69,47 @@ def _only(a: Dict[str, Any], node: Node, allowed: Sequence[str]) -> None:
         raise node.fail(f"attribute {extra[0]}={a[extra[0]]!r} is not supported")
 
 
+def read_weights(weights) -> Dict[str, np.ndarray]:
+    """Named arrays from `weights`: an ``.npz`` file, a PyTorch ``state_dict`` file (``.pt`` / ``.pth`` /
+    ``.bin``, read with ``torch.load(weights_only=True)``; needs torch) or a mapping of names to arrays or
+    tensors. ``num_batches_tracked`` entries of a state_dict (batch-norm counters) are left out."""
+    if isinstance(weights, Mapping):
+        items = dict(weights)
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise ValueError(f"weights: no file {str(path)!r}")
+        if path.suffix == ".npz":
+            with np.load(path) as data:
+                items = {k: data[k] for k in data.files}
+        elif path.suffix in (".pt", ".pth", ".bin"):
+            try:
+                import torch
+            except ImportError:
+                raise ValueError(f"weights: {path.name} is a PyTorch file; reading it needs torch "
+                                 f"(pip install torch)") from None
+            items = torch.load(str(path), map_location="cpu", weights_only=True)
+            if not isinstance(items, Mapping):
+                raise ValueError(f"weights: {path.name} holds a {type(items).__name__}, not a state_dict")
+        else:
+            raise ValueError(f"weights: {path.name}: expected an .npz or a PyTorch state_dict (.pt / .pth / .bin)")
+    out = {}
+    for k, v in items.items():
+        if str(k).endswith("num_batches_tracked"):
+            continue
+        out[str(k)] = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+    return out
+
+
 class _Importer:
-    def __init__(self, model, batch: Optional[int]):
+    def __init__(self, model, batch: Optional[int], weights: Optional[Mapping[str, np.ndarray]] = None):
         onnx, _, numpy_helper = _onnx()
         self.model = model
         g = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         self.consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        if weights:
+            self._replace(weights)
         self.inputs: Dict[str, tuple] = {}
         self.orig_batch: Optional[int] = None
         for vi in g.input:
@@ -102,6 +137,22 @@ class _Importer:
         self.nodes: List[Node] = []
         self.used_names: set = set()
         self.read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+
+    def _replace(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Initializers replaced by the arrays of the same names (before anything is folded from them)."""
+        unknown = sorted(set(weights) - set(self.consts))
+        if unknown:
+            raise ValueError(f"weights: {len(unknown)} name(s) are no initializer of the graph, e.g. {unknown[:5]}; "
+                             f"initializers: {sorted(self.consts)[:8]}... (for a PyTorch state_dict, export the "
+                             f"graph with torch.onnx.export(..., dynamo=False, do_constant_folding=False, "
+                             f"keep_initializers_as_inputs=True): every parameter and buffer is then an "
+                             f"initializer of its own name)")
+        for name, value in weights.items():
+            old = self.consts[name]
+            if tuple(value.shape) != tuple(old.shape):
+                raise ValueError(f"weights[{name!r}]: shape {tuple(value.shape)}, the graph's initializer has "
+                                 f"{tuple(old.shape)}")
+            self.consts[name] = np.asarray(value, old.dtype)
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -347,12 +398,13 @@ class _Importer:
     op_Add = op_Sub = op_Mul = op_Div = op_Sum = _elementwise
 
 
-def to_graph(model, batch: Optional[int] = None) -> Graph:
+def to_graph(model, batch: Optional[int] = None, weights=None) -> Graph:
     """The graph IR of an ONNX model (a path or an ``onnx.ModelProto``), its first input dimension set
-    to `batch` when given."""
+    to `batch` when given; `weights` (see :func:`read_weights`) replace the initializers of the same
+    names, shapes checked, before constant subgraphs are folded."""
     onnx, _, _ = _onnx()
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"batch must be a positive int, got {batch!r}")
-    return _Importer(model, batch).run()
+    return _Importer(model, batch, read_weights(weights) if weights is not None else None).run()
