@@ -144,8 +144,23 @@ class _Writer:
     def pool(self, node: Node) -> None:
         a = node.attrs
         extra = {"count_include_pad": int(a.get("count_include_pad", 0))} if node.op == "AveragePool" else {}
-        self.add(node.op, list(node.inputs), list(node.outputs), node.name, kernel_shape=list(a["kernel"]),
-                 strides=list(a["strides"]), pads=list(a["pads"]), ceil_mode=int(a.get("ceil_mode", 0)), **extra)
+        ceil = int(a.get("ceil_mode", 0))
+        out_hw = tuple(self.shapes[node.outputs[0]][2:])
+        in_hw = self.shapes[node.inputs[0]][2:]
+        # ONNX's shape inference (opset 13) counts a last ceil-mode window that starts past the input and its
+        # begin padding, which ONNX Runtime's kernel (and ours) drop: the declared size would exceed the
+        # computed one, and a perforated conv's tables (sized by the computed one) would not fit it
+        declared = tuple(-(-(s + p0 + p1 - k) // st) + 1 for s, k, st, p0, p1 in
+                         zip(in_hw, a["kernel"], a["strides"], a["pads"][:2], a["pads"][2:]))
+        sliced = ceil and declared != out_hw
+        out = self.tmp(node.name + "/ceil") if sliced else node.outputs[0]
+        self.add(node.op, list(node.inputs), [out], node.name, kernel_shape=list(a["kernel"]),
+                 strides=list(a["strides"]), pads=list(a["pads"]), ceil_mode=ceil, **extra)
+        if sliced:  # the windows computed are the first out_hw: a Slice says so
+            i64 = lambda v: np.array(v, np.int64)  # noqa: E731
+            self.add("Slice", [out, self.const(node.name + "/starts", i64([0, 0])),
+                               self.const(node.name + "/ends", i64(out_hw)), self.const(node.name + "/axes", i64([2, 3]))],
+                     list(node.outputs), node.name + "/slice")
 
     def softmax(self, node: Node) -> None:
         a = node.attrs
