@@ -11,6 +11,13 @@ rows before and after fine-tuning (greedy impact, impact and grid plans at each 
 run's command, machine and date; an error increase after fine-tuning is bold where it meets the
 paper's target at that speedup (bench.paper.PAPER_NIN_TUNED).
 
+``<!-- results:masks -->``, from results/mask_comparison.json: every mask kind and baseline on the whole NIN at
+nominal rate 0.75 (one rule: the rows asked for that rate, with the rate each kind really took), error
+increase before fine-tuning and measured speedup.
+
+``<!-- results:lowrank -->``, from results/lowrank_nin.json: NIN's low-rank, perforation and combined plans
+at each target, measured speedup and error increase before and after fine-tuning, from that one run.
+
 ``--check`` exits 1 when the README differs (tests run it); ``python -m bench.tables`` (a full run into
 results/) and scripts/nin_results.sh rewrite the blocks themselves.
 """
@@ -28,6 +35,9 @@ from bench.paths import RESULTS
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- results:speed -->", "<!-- /results:speed -->"
 ACC_START, ACC_END = "<!-- results:accuracy -->", "<!-- /results:accuracy -->"
+MASKS_START, MASKS_END = "<!-- results:masks -->", "<!-- /results:masks -->"
+LR_START, LR_END = "<!-- results:lowrank -->", "<!-- /results:lowrank -->"
+MASK_RATE = 0.75  # the nominal rate the README quotes the mask comparison at
 PLAN_NAMES = {"greedy impact": "greedy impact", "impact": "impact, equal rates", "grid": "grid, equal rates"}
 NAMES = {"nin": "NIN", "alexnet": "AlexNet", "vgg16": "VGG-16"}
 
@@ -100,6 +110,51 @@ def accuracy_block(acc: dict) -> List[str]:
     return lines + [ACC_END]
 
 
+def masks_block(raw: dict) -> List[str]:
+    """The mask comparison at nominal rate MASK_RATE on the whole network (``results/mask_comparison.json``)."""
+    m = raw["metadata"]
+    rows = sorted((r for r in raw["rows"] if r["scope"] == "network" and abs(r["nominal_rate"] - MASK_RATE) < 1e-9),
+                  key=lambda r: r["error_increase"])
+    if not rows:
+        raise ValueError(f"mask_comparison.json has no whole-network rows at nominal rate {MASK_RATE}")
+    intro = (f"`{m['command']}` (`results/mask_comparison.md`), {m['date']}, {m['cpu']} ({m['logical_cpus']} logical "
+             f"CPUs); every kind asked for rate {MASK_RATE:g} on every perforable layer of NIN (the stride baselines "
+             f"round to coarser grids: their own rate is listed); top-1 error on {m['images']} test images (original "
+             f"{raw['dense']['top1_error']:.2f}%), before fine-tuning; speedup: median of {m['rounds']} alternating "
+             f"rounds at batch 128:")
+    table = md_table(["mask kind", "rate", "measured speedup", "error+ before fine-tuning"],
+                     [[r["kind"], f"{r['rate']:.2f}", f"{r['speedup']:.2f}", f"{r['error_increase']:+.2f}"] for r in rows])
+    return [MASKS_START, intro, ""] + table + [MASKS_END]
+
+
+def lowrank_block(raw: dict) -> List[str]:
+    """NIN's low-rank / perforation / combined rows (``results/lowrank_nin.json``), one run's figures."""
+    m = raw["metadata"]
+    net = next(n for n in raw["networks"] if n["network"] == "nin")
+    ft = net.get("finetune")  # the recipe every row was fine-tuned with
+    rows = []
+    for r in sorted(net["rows"], key=lambda r: r["target"]):
+        tuned = r.get("tuned_error_increase")
+        rate = r["plan"].get("rate")
+        method = r["method"] + (f", rate {rate:.2f}" if rate else "")
+        rows.append([f"{method}, {r['target']:g}x", f"{r['theoretical_speedup']:.2f}", f"{r['measured_speedup']:.2f}",
+                     f"{r['error_increase']:+.2f}", "not measured" if tuned is None else f"{tuned:+.2f}"])
+    recipe = (f"{ft['epochs']} epoch(s) of {ft.get('subset') or 'all the'} training images at lr {ft['lr']:g}"
+              if ft else "none")
+    intro = (f"`{m['command']}` (`results/lowrank_nin.md`), {m['date']}, {m['cpu']} ({m['logical_cpus']} logical CPUs); "
+             f"{m['nin_weights']}; original network {net['dense_error']:.2f}% there; speedup: median of "
+             f"{m['repeat']} alternating rounds at batch {net['batch']}; fine-tuning: {recipe}:")
+    table = md_table(["NIN plan, target", "theoretical speedup", "measured speedup", "error+ before",
+                      "after fine-tuning"], rows)
+    return [LR_START, intro, ""] + table + [LR_END]
+
+
+# the optional blocks: results file, block maker, markers
+OPTIONAL = [("nin_accuracy.json", accuracy_block, ACC_START, ACC_END),
+            ("mask_comparison.json", masks_block, MASKS_START, MASKS_END),
+            ("lowrank_nin.json", lowrank_block, LR_START, LR_END)]
+
+
 def rewrite(text: str, block: List[str], start: str = START, end: str = END) -> str:
     """`text` with its block between `start` and `end` replaced (the markers must be there, once each)."""
     if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
@@ -109,21 +164,36 @@ def rewrite(text: str, block: List[str], start: str = START, end: str = END) -> 
     return head + "\n".join(block) + tail
 
 
-def rewrite_all(text: str, raw: dict, accuracy: Optional[dict]) -> str:
-    """Both blocks: speed from `raw` (tables.json), accuracy from `accuracy` (nin_accuracy.json) if given."""
+def rewrite_all(text: str, raw: dict, accuracy: Optional[dict] = None, **others: Optional[dict]) -> str:
+    """The blocks: speed from `raw` (tables.json), accuracy from `accuracy` (nin_accuracy.json), and the
+    others of OPTIONAL by file stem (``mask_comparison=``, ``lowrank_nin=``), each rewritten when given."""
     text = rewrite(text, speed_block(raw))
-    return rewrite(text, accuracy_block(accuracy), ACC_START, ACC_END) if accuracy else text
+    data = dict(others, nin_accuracy=accuracy)
+    for name, make, start, end in OPTIONAL:
+        if data.get(name[:-len(".json")]) is not None:
+            text = rewrite(text, make(data[name[:-len(".json")]]), start, end)
+    return text
 
 
-def _accuracy(results: Path) -> Optional[dict]:
-    path = results / "nin_accuracy.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def _optional(results: Path) -> dict:
+    """The optional blocks' results present in `results`, by file stem."""
+    out = {}
+    for name, *_ in OPTIONAL:
+        path = results / name
+        if path.is_file():
+            out[name[:-len(".json")]] = json.loads(path.read_text())
+    return out
+
+
+def _rewritten(text: str, raw: dict, results: Path) -> str:
+    data = _optional(results)
+    return rewrite_all(text, raw, data.pop("nin_accuracy", None), **data)
 
 
 def update(raw: dict, readme: Path = README, results: Path = RESULTS) -> bool:
-    """Rewrite the README's blocks from `raw` and results/nin_accuracy.json; True when the file changed."""
+    """Rewrite the README's blocks from `raw` and the optional results in `results`; True when it changed."""
     text = readme.read_text()
-    new = rewrite_all(text, raw, _accuracy(results))
+    new = _rewritten(text, raw, results)
     if new != text:
         readme.write_text(new)
     return new != text
@@ -139,7 +209,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     readme = Path(args.readme)
     results = Path(args.tables).resolve().parent
     if args.check:
-        same = rewrite_all(readme.read_text(), raw, _accuracy(results)) == readme.read_text()
+        same = _rewritten(readme.read_text(), raw, results) == readme.read_text()
         print("README results block matches " + args.tables if same else
               f"README results block differs from {args.tables}: run python -m bench.readme")
         return 0 if same else 1
