@@ -568,3 +568,18 @@ def test_adds_and_concats_of_compact_values_stay_compact(rng):
     assert [mixed.layouts[v] for v in ("r1", "r2", "s", "cat")] == ["nhwc"] * 4
     np.testing.assert_allclose(mixed.forward(x), pon.load(model, plan=plan, layout="nchw").forward(x),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_unreadable_files_and_unknown_opsets_are_refused_by_name(tmp_path, rng):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")]
+    w = [("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32))]
+    data = make_model(nodes, (1, 3, 8, 8), inits=w).SerializeToString()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.onnx' is not a readable ONNX model"):
+        pon.load(str(tmp_path / "cut.onnx"))
+    with pytest.raises(ValueError, match="no ONNX file at"):
+        pon.load(str(tmp_path / "none.onnx"))
+    with pytest.raises(GraphError, match="opset 99 of the default domain is not supported"):
+        pon.load(make_model(nodes, (1, 3, 8, 8), inits=w, opset=99))
+    with pytest.raises(GraphError, match=r"node 'conv' \(Conv\): reads 'w', which is no graph input, initializer"):
+        pon.load(make_model(nodes, (1, 3, 8, 8)))  # the weight's initializer is missing

@@ -106,7 +106,13 @@ class _Importer:
         onnx, _, numpy_helper = _onnx()
         self.model = model
         g = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        newest = onnx.defs.onnx_opset_version()
+        if self.opset is None:
+            raise GraphError("the model imports no opset of the default ONNX domain (opset_import)")
+        if not 1 <= self.opset <= newest:
+            raise GraphError(f"opset {self.opset} of the default domain is not supported: this onnx package knows "
+                             f"opsets 1 to {newest} (ops of a newer opset may mean something else)")
         self.consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         if weights:
             self._replace(weights)
@@ -207,6 +213,10 @@ class _Importer:
             raise GraphError(f"node {on.name or on.output[0]!r} ({on.domain}::{op}): custom domains are not supported")
         ins, outs = list(on.input), list(on.output)
         node = Node(self.name_of(on, index), op, ins, outs, {})
+        missing = [i for i in ins if i and i not in self.shapes]
+        if missing:
+            raise node.fail(f"reads {missing[0]!r}, which is no graph input, initializer or output of an earlier "
+                            f"node (a missing initializer, or nodes out of order)")
         fold = getattr(self, "fold_" + op, None)
         if fold is not None:
             self.fold(outs, fold(node, a, ins))
@@ -404,7 +414,13 @@ def to_graph(model, batch: Optional[int] = None, weights=None) -> Graph:
     names, shapes checked, before constant subgraphs are folded."""
     onnx, _, _ = _onnx()
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model))
+        path = Path(model)
+        if not path.is_file():
+            raise ValueError(f"no ONNX file at {str(path)!r}")
+        try:
+            model = onnx.load(str(path))
+        except Exception as e:  # protobuf's DecodeError and friends: a truncated or foreign file
+            raise ValueError(f"{str(path)!r} is not a readable ONNX model ({type(e).__name__}: {e})") from None
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     return _Importer(model, batch, read_weights(weights) if weights is not None else None).run()
