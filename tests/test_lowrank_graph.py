@@ -111,3 +111,20 @@ def test_onnx_load_lowrank_with_a_plan_exports_to_onnxruntime(tmp_path, rng, cap
     assert sum(n.op_type == "Conv" for n in decomposed.graph.node) == 2
     assert main(["info", str(path), "--lowrank", "1.5"]) == 0
     assert "conv/v" in capsys.readouterr().out
+
+
+def test_a_ratio_out_of_reach_says_why(rng):
+    g = _conv_graph(rng)  # the 3x3 conv is 972 of 1062 multiply-adds: 1x1 work and the fc stay
+    with pytest.raises(ValueError, match=r"ratio 50 is out of reach: the 1 decomposable layers are \d+% of the "
+                                         r"multiply-adds"):
+        select_ranks_graph(g, 50.0)
+
+
+def test_command_line_reports_a_bad_request_without_a_traceback(tmp_path, rng, capsys):
+    from perforated.onnx.__main__ import main
+    from perforated.onnx.exporter import graph_to_onnx
+
+    path = tmp_path / "m.onnx"
+    onnx.save(graph_to_onnx(_conv_graph(rng)), str(path))
+    assert main(["info", str(path), "--lowrank", "50"]) == 2
+    assert "ratio 50 is out of reach" in capsys.readouterr().err

@@ -182,7 +182,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--lowrank", type=float, default=None,
                    help="decompose the convs first, for this many times fewer conv multiply-adds (>= 1)")
     args = p.parse_args(argv)
-    model = load(args.model, batch=args.batch, plan=_plan(args), lowrank=args.lowrank, weights=args.weights)
+    try:
+        model = load(args.model, batch=args.batch, plan=_plan(args), lowrank=args.lowrank, weights=args.weights)
+    except ValueError as e:  # GraphError too: bad file, unsupported node, plan, weights or ratio
+        print(f"python -m perforated.onnx {args.command}: {e}", file=sys.stderr)
+        return 2
     COMMANDS[args.command](model, args)
     return 0
 

@@ -99,6 +99,12 @@ def select_ranks_graph(graph: Graph, ratio: float, layers: Optional[Sequence[str
         cand[name] = dict(energy=energy, unit=unit, orig=orig, kmax=kmax)
     total = graph_macs(graph, shapes)
     fixed = total - sum(c["orig"] for c in cand.values())
+    floor = fixed + sum(min(c["unit"], c["orig"]) for c in cand.values())  # every layer at rank 1
+    if total / ratio < floor:
+        raise ValueError(f"select_ranks_graph: ratio {ratio:g} is out of reach: the {len(cand)} decomposable "
+                         f"layers are {100 * (total - fixed) / total:.0f}% of the multiply-adds, so even at rank 1 "
+                         f"the graph keeps {floor / total:.0%} of them (at most {total / floor:.2f}x); the rest "
+                         f"(1x1 convs{', fully connected layers' if not fc else ''}) stays")
     ranks = select_ranks(cand, total / ratio - fixed)
     return {n: int(r) for n, r in ranks.items() if r is not None}
 
