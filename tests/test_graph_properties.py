@@ -49,7 +49,7 @@ def graphs(draw):
         return nm
 
     for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["conv", "conv", "pool", "bn", "clip", "add", "concat"]))
+        op = draw(st.sampled_from(["conv", "conv", "pool", "bn", "clip", "scale", "add", "concat"]))
         if op == "conv":
             groups = [g for g in (1, 2, 3) if c % g == 0]
             g = draw(st.sampled_from(groups))
@@ -93,6 +93,10 @@ def graphs(draw):
         elif op == "clip":
             out = name("clip")
             nodes.append(helper.make_node("Clip", [cur, const("lo", -0.5), const("hi", 0.7)], [out], name=out))
+            cur = out
+        elif op == "scale":  # a per-channel constant times the map (the constant first)
+            out = name("scale")
+            nodes.append(helper.make_node("Mul", [const("k", rng.standard_normal((c, 1, 1))), cur], [out], name=out))
             cur = out
         elif op == "add":  # a residual: the input plus a 1x1 conv of it
             side = name("side")

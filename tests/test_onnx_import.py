@@ -583,3 +583,42 @@ def test_unreadable_files_and_unknown_opsets_are_refused_by_name(tmp_path, rng):
         pon.load(make_model(nodes, (1, 3, 8, 8), inits=w, opset=99))
     with pytest.raises(GraphError, match=r"node 'conv' \(Conv\): reads 'w', which is no graph input, initializer"):
         pon.load(make_model(nodes, (1, 3, 8, 8)))  # the weight's initializer is missing
+
+
+def test_a_product_with_a_constant_first_reads_a_compact_input(rng):
+    """Mul(k, compact) as the graph's output: computed on the compact tensor, then interpolated once."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="c1"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Mul", ["k", "r1"], ["y"], name="mul")]
+    inits = [("w1", rng.standard_normal((5, 3, 3, 3)).astype(np.float32)),
+             ("k", rng.standard_normal((5, 1, 1)).astype(np.float32))]
+    model = make_model(nodes, (2, 3, 7, 6), inits=inits)
+    plan = {"layers": {"c1": {"kind": "uniform", "rate": 0.5, "seed": 3}}}
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    ours = pon.load(model, plan=plan)
+    assert ours.layouts["r1"] == "compact" and ours.layouts["y"] == "nhwc"
+    np.testing.assert_allclose(ours.forward(x), pon.load(model, plan=plan, layout="nchw").forward(x),
+                               rtol=1e-5, atol=1e-5)
+
+
+@needs_ort
+@pytest.mark.parametrize("pool", [
+    dict(kernel_shape=[1, 1], strides=[2, 1], pads=[0, 0, 0, 0]),   # rows: the last ceil window is dropped
+    dict(kernel_shape=[1, 2], strides=[2, 2], pads=[0, 1, 0, 0]),   # rows dropped, columns keep a ceil window
+])
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_ceil_pooling_whose_last_window_is_dropped_exports(rng, pool, op):
+    """ONNX's opset-13 shape inference counts a ceil-mode window that starts past the input, which ONNX
+    Runtime's kernel and ours drop: the export says the same windows without that ambiguity, so a
+    perforated conv on either side of the pooling exports and runs in ONNX Runtime to our output."""
+    extra = {"count_include_pad": 1} if op == "AveragePool" else {}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="c1"),
+             helper.make_node(op, ["c1"], ["p"], ceil_mode=1, name="pool", **pool, **extra),
+             helper.make_node("Conv", ["p", "w2"], ["y"], pads=[0, 0, 1, 0], name="c2")]
+    inits = [("w1", rng.standard_normal((3, 2, 3, 3)).astype(np.float32)),
+             ("w2", rng.standard_normal((2, 3, 2, 1)).astype(np.float32))]
+    model = make_model(nodes, (1, 2, 4, 5), inits=inits)
+    x = rng.standard_normal((1, 2, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(pon.load(model).forward(x), ort_run(model, x), rtol=1e-5, atol=1e-5)
+    for conv in ("c1", "c2"):
+        exported_matches_ours(pon.load(model, plan={"layers": {conv: {"kind": "uniform", "rate": 0.4, "seed": 1}}}), x)

@@ -227,7 +227,9 @@ class GraphModel:
         names = [i for i in node.inputs if i]
         shapes = [self.shapes[i] for i in names]
         lays = ["const" if i in consts else self.layouts[i] for i in names]
-        in_mask = self._compact.get(names[0]) if names else None
+        # a conv or pooling reads its first input compact; a join any of its (non-constant) inputs
+        firsts = names[:1] if node.op not in _COMPACT_JOIN else names
+        in_mask = next((self._compact[i] for i in firsts if i in self._compact), None)
         compact_out = node.outputs[0] in self._compact
         mask = self.masks.get(node.name)
         if node.op == "Conv" and mask is None and in_mask is not None and _pointwise(node):

@@ -231,7 +231,8 @@ def build(node: Node, shapes: Sequence[Shape], consts: Mapping[str, np.ndarray],
     are. ``compact_out``: a conv leaves its output compact (on its mask)."""
     if node.op == "Conv":
         return _conv(node, shapes, consts, mask, layouts, input_mask, compact_out)
-    if len(shapes[0]) != 4:
+    main = [s for s, lay in zip(shapes, layouts) if lay != "const"]
+    if not main or len(main[0]) != 4:
         return None
     builder = BUILDERS.get(node.op)
     if builder is None:

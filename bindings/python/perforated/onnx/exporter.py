@@ -144,23 +144,30 @@ class _Writer:
     def pool(self, node: Node) -> None:
         a = node.attrs
         extra = {"count_include_pad": int(a.get("count_include_pad", 0))} if node.op == "AveragePool" else {}
+        (kh, kw), (sh, sw), (pt, pl, pb, pr) = a["kernel"], a["strides"], a["pads"]
         ceil = int(a.get("ceil_mode", 0))
-        out_hw = tuple(self.shapes[node.outputs[0]][2:])
-        in_hw = self.shapes[node.inputs[0]][2:]
-        # ONNX's shape inference (opset 13) counts a last ceil-mode window that starts past the input and its
-        # begin padding, which ONNX Runtime's kernel (and ours) drop: the declared size would exceed the
-        # computed one, and a perforated conv's tables (sized by the computed one) would not fit it
-        declared = tuple(-(-(s + p0 + p1 - k) // st) + 1 for s, k, st, p0, p1 in
-                         zip(in_hw, a["kernel"], a["strides"], a["pads"][:2], a["pads"][2:]))
-        sliced = ceil and declared != out_hw
-        out = self.tmp(node.name + "/ceil") if sliced else node.outputs[0]
-        self.add(node.op, list(node.inputs), [out], node.name, kernel_shape=list(a["kernel"]),
-                 strides=list(a["strides"]), pads=list(a["pads"]), ceil_mode=ceil, **extra)
-        if sliced:  # the windows computed are the first out_hw: a Slice says so
-            i64 = lambda v: np.array(v, np.int64)  # noqa: E731
-            self.add("Slice", [out, self.const(node.name + "/starts", i64([0, 0])),
-                               self.const(node.name + "/ends", i64(out_hw)), self.const(node.name + "/axes", i64([2, 3]))],
-                     list(node.outputs), node.name + "/slice")
+        modes = (ceil, ceil)
+        if ceil:
+            # ONNX's shape inference (opset 13) counts a last ceil-mode window that starts past the input and
+            # its begin padding, which ONNX Runtime's kernel (and ours) drop: the declared size then exceeds
+            # the computed one, a perforated conv's tables behind it do not fit, and ONNX Runtime fails.
+            # Exactly then the windows kept along that axis are floor mode's (the span is no multiple of the
+            # stride, no kept window reaches past the padded input): floor mode says it unambiguously.
+            in_hw = self.shapes[node.inputs[0]][2:]
+            declared = tuple(-(-(s + p0 + p1 - k) // st) + 1 for s, k, st, p0, p1 in
+                             zip(in_hw, a["kernel"], a["strides"], (pt, pl), (pb, pr)))
+            modes = tuple(int(d == o) for d, o in zip(declared, self.shapes[node.outputs[0]][2:]))
+        if modes[0] == modes[1]:
+            self.add(node.op, list(node.inputs), list(node.outputs), node.name, kernel_shape=[kh, kw],
+                     strides=[sh, sw], pads=[pt, pl, pb, pr], ceil_mode=modes[0], **extra)
+            return
+        # one axis in ceil mode, the other in floor mode: max and average pooling over a rectangle are
+        # separable (the window clipped to the map, or to the padded map, is a rectangle), so rows then columns
+        rows = self.tmp(node.name + "/rows")
+        self.add(node.op, list(node.inputs), [rows], node.name + "/rows", kernel_shape=[kh, 1], strides=[sh, 1],
+                 pads=[pt, 0, pb, 0], ceil_mode=modes[0], **extra)
+        self.add(node.op, [rows], list(node.outputs), node.name, kernel_shape=[1, kw], strides=[1, sw],
+                 pads=[0, pl, 0, pr], ceil_mode=modes[1], **extra)
 
     def softmax(self, node: Node) -> None:
         a = node.attrs
