@@ -6,6 +6,7 @@ the report header.
 """
 from __future__ import annotations
 
+import os
 import sys
 import zlib
 from pathlib import Path
@@ -22,6 +23,17 @@ except ImportError:  # source checkout: use the bindings in place (they find bui
     import perforated  # noqa: F401
 
 from helpers import BASE_SEED  # noqa: E402
+
+try:  # property tests (test_properties.py, test_graph_properties.py): one profile for all
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("default", max_examples=100, deadline=None, derandomize=True,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("thorough", max_examples=1000, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+except ImportError:  # hypothesis is in the test extra; without it those modules skip
+    pass
 
 
 def pytest_addoption(parser):

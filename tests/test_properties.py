@@ -21,18 +21,15 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import perforated as pf  # noqa: E402
 import reference as ref  # noqa: E402
 from helpers import assert_close  # noqa: E402
 
-settings.register_profile("default", max_examples=100, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("thorough", max_examples=1000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+# the hypothesis profiles ("default": 100 derandomized examples; HYPOTHESIS_PROFILE=thorough: 1000
+# random ones) are registered in conftest.py for every property module
 
 #: Number of @given properties in this module (quoted in results/robustness.md).
 PROPERTIES = 8
