@@ -76,8 +76,9 @@ def graph_macs(graph: Graph, shapes=None) -> int:
     for n in graph.nodes:
         if n.op == "Conv":
             total += conv_macs(n, shapes)
-        elif n.op == "Gemm" and _fc_form(n, graph) is not None:
-            total += _fc_form(n, graph)[0].size
+        elif n.op == "Gemm":
+            fc = _fc_form(n, graph)  # one transposed copy of the weight per Gemm (VGG's fc6 is 411 MB)
+            total += fc[0].size if fc is not None else 0
     return total
 
 
